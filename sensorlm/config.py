@@ -80,6 +80,11 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{path}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)
@@ -159,8 +164,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def merge_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of nested dict `data` with ``key=value`` overrides applied."""
+def merge_overrides(
+    data: dict[str, Any], overrides: list[str], free_sections: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Return a copy of nested dict `data` with ``key=value`` overrides applied.
+
+    Args:
+        data: nested dict (e.g. ``to_dict(config)``).
+        overrides: ``a.b=value`` strings; values are parsed as YAML.
+        free_sections: dotted paths of dict-valued fields that accept new keys (validated later).
+    """
     import copy
 
     out = copy.deepcopy(data)
@@ -168,13 +181,16 @@ def merge_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         keys, value = parse_override(text)
         node = out
         for i, k in enumerate(keys[:-1]):
+            here = ".".join(keys[: i + 1])
+            if k not in node and ".".join(keys[:i]) in free_sections:
+                node[k] = {}
             nxt = node.get(k)
             if not isinstance(nxt, dict):
                 if k not in node:
-                    raise ConfigError(f"unknown config key {'.'.join(keys[: i + 1])}")
-                raise ConfigError(f"{'.'.join(keys[: i + 1])} is not a section; cannot set {'.'.join(keys)}")
+                    raise ConfigError(f"unknown config key {here}")
+                raise ConfigError(f"{here} is not a section; cannot set {'.'.join(keys)}")
             node = nxt
-        if keys[-1] not in node:
+        if keys[-1] not in node and ".".join(keys[:-1]) not in free_sections:
             raise ConfigError(f"unknown config key {'.'.join(keys)}")
         node[keys[-1]] = value
     return out

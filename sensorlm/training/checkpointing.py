@@ -1,0 +1,43 @@
+"""DeepSpeed checkpoints that load without unpickling arbitrary objects.
+
+DeepSpeed 0.19's TorchCheckpointEngine loads with ``weights_only=False``, so a tampered
+checkpoint could run code on every worker. We swap in an engine that loads with
+``weights_only=True``, allowlisting the few plain classes DeepSpeed itself writes.
+"""
+
+from __future__ import annotations
+
+import torch
+from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
+
+def _safe_globals() -> list:
+    allowed = []
+    try:  # DeepSpeed stores its ZeRO stage as an enum and param shapes as OrderedDicts of Size
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+
+        allowed.append(ZeroStageEnum)
+    except ImportError:
+        pass
+    try:
+        from deepspeed.utils.tensor_fragment import fragment_address
+
+        allowed.append(fragment_address)
+    except ImportError:
+        pass
+    return allowed
+
+
+class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):
+    """TorchCheckpointEngine whose `load` refuses pickled code (weights_only=True)."""
+
+    def load(self, path: str, map_location=None):
+        with torch.serialization.safe_globals(_safe_globals()):
+            try:
+                return torch.load(path, map_location=map_location, weights_only=True)
+            except Exception as e:  # name the file: the bare unpickling error does not
+                raise RuntimeError(f"refusing to load checkpoint file {path}: {e}") from e
+
+
+def install_safe_loading(engine) -> None:
+    engine.checkpoint_engine = WeightsOnlyCheckpointEngine(engine._config)

@@ -1,0 +1,251 @@
+"""The training run's typed configuration: one validated object per run.
+
+A run config is a YAML file (see ``configs/``) or a named preset, plus ``key=value`` overrides,
+validated here before Ray starts so a typo is a one-line error naming the key.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sensorlm.config import ConfigError, from_dict, load_yaml, merge_overrides, to_dict
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass
+class ModelSection:
+    """Which registered model preset to build, and field overrides applied to its config."""
+
+    preset: str = "sensorlm_tiny"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataSection:
+    """Where the webdataset shards are and how to stream them.
+
+    Args:
+        path: dataset directory or URL prefix holding ``manifest.json`` and ``{split}-%06d.tar``.
+        synthetic: a synthetic preset name (``tiny``, ``small``); when set and ``path`` has no
+            manifest, the project's own synthetic data is generated there first.
+        num_workers: DataLoader worker processes per training worker.
+        shuffle_buffer: samples held in the shuffle buffer.
+        strict: raise on the first bad sample instead of skipping and counting it.
+        val_batches: validation batches per rank at each evaluation (0 = the whole split).
+    """
+
+    path: str = "data/wearable_tiny"
+    synthetic: str | None = "tiny"
+    num_workers: int = 1
+    shuffle_buffer: int = 256
+    strict: bool = False
+    val_batches: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.shuffle_buffer < 0:
+            raise ConfigError(f"data.shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
+
+
+@dataclass
+class OptimSection:
+    """AdamW with linear warmup then cosine decay to ``lr * min_lr_ratio``."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+
+    def __post_init__(self):
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"optim.lr must be a positive number, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas must lie in [0, 1), got {self.betas}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"optim.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        if self.grad_clip < 0:
+            raise ConfigError(f"optim.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        if self.grad_accum < 1:
+            raise ConfigError(f"optim.grad_accum must be >= 1, got {self.grad_accum}")
+
+
+@dataclass
+class ScalingSection:
+    """Ray workers and the DeepSpeed engine inside each.
+
+    Args:
+        num_workers: Ray Train workers (one process per GPU on a cluster).
+        use_gpu: one GPU per worker, bf16 and NCCL; otherwise CPU, fp32 and gloo.
+        cpus_per_worker: logical CPUs reserved per worker.
+        zero_stage: DeepSpeed ZeRO stage 0-3.
+        precision: ``auto`` = bf16 on GPU, fp32 on CPU.
+        deepspeed_config: optional JSON/YAML file whose keys override the generated DeepSpeed config.
+        activation_checkpointing: recompute transformer blocks in backward to save memory.
+        compile: ``torch.compile`` the model through the DeepSpeed engine.
+        threads_per_worker: torch intra-op threads per worker (CPU runs).
+    """
+
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    zero_stage: int = 2
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    deepspeed_config: str | None = None
+    activation_checkpointing: bool = False
+    compile: bool = False
+    threads_per_worker: int = 1
+
+    def __post_init__(self):
+        if self.num_workers < 1:
+            raise ConfigError(f"scaling.num_workers must be >= 1, got {self.num_workers}")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError(f"scaling.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.cpus_per_worker <= 0:
+            raise ConfigError(f"scaling.cpus_per_worker must be > 0, got {self.cpus_per_worker}")
+        if self.threads_per_worker < 1:
+            raise ConfigError(f"scaling.threads_per_worker must be >= 1, got {self.threads_per_worker}")
+
+
+@dataclass
+class CheckpointSection:
+    """Checkpoint every ``every_steps`` (and at the end); keep the last ``keep_last``."""
+
+    every_steps: int = 50
+    keep_last: int = 2
+    max_failures: int = 1
+
+    def __post_init__(self):
+        if self.every_steps < 1:
+            raise ConfigError(f"checkpoint.every_steps must be >= 1, got {self.every_steps}")
+        if self.keep_last < 1:
+            raise ConfigError(f"checkpoint.keep_last must be >= 1, got {self.keep_last}")
+        if self.max_failures < -1:
+            raise ConfigError(f"checkpoint.max_failures must be >= -1 (-1 = unlimited), got {self.max_failures}")
+
+
+@dataclass
+class TrackingSection:
+    """MLflow: tracking URI (None = $MLFLOW_TRACKING_URI or a local sqlite store), names."""
+
+    tracking_uri: str | None = None
+    experiment: str = "sensorlm"
+    run_name: str | None = None
+    registered_model_name: str | None = None  # None = the task's default ("sensorlm" / "sst")
+    register: bool = True
+    system_metrics: bool = True
+
+
+@dataclass
+class FaultInjection:
+    """Test hook: make one worker raise once at a step, to exercise Ray's restart path."""
+
+    fail_once_at_step: int = 0  # 0 = off
+    rank: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run.
+
+    Args:
+        task: ``sensorlm`` (SigLIP dual encoder) or ``sst`` (monthly SST reconstruction).
+        name: run name; the Ray storage folder ``storage_path/name`` holds its checkpoints, and
+            rerunning with the same name resumes from the latest one.
+        steps: optimizer steps in total.
+        batch_size: micro-batch per worker.
+        log_every / eval_every: steps between metric logs / validations.
+    """
+
+    task: Literal["sensorlm", "sst"] = "sensorlm"
+    name: str | None = None
+    steps: int = 200
+    batch_size: int = 32
+    log_every: int = 10
+    eval_every: int = 50
+    seed: int = 0
+    storage_path: str = "outputs/ray_results"
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    scaling: ScalingSection = field(default_factory=ScalingSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    tracking: TrackingSection = field(default_factory=TrackingSection)
+    fault_injection: FaultInjection = field(default_factory=FaultInjection)
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.log_every < 1:
+            raise ConfigError(f"log_every must be >= 1, got {self.log_every}")
+        if self.eval_every < 1:
+            raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
+        if self.task == "sensorlm" and self.batch_size < 2:
+            raise ConfigError("batch_size must be >= 2 for the contrastive SigLIP loss")
+
+    @property
+    def registered_name(self) -> str:
+        return self.tracking.registered_model_name or self.task
+
+
+def _validate_model(cfg: TrainConfig) -> None:
+    """Resolve the model preset + overrides now, so a bad model field fails before Ray starts."""
+    from sensorlm.models import get_preset, model_config
+
+    preset = get_preset(cfg.model.preset)
+    family = type(preset.config).__name__
+    want = {"sensorlm": "SensorLMConfig", "sst": "SSTConfig"}[cfg.task]
+    if family != want:
+        raise ConfigError(f"model.preset {cfg.model.preset!r} is a {family}, but task {cfg.task!r} needs a {want}")
+    try:
+        model_config(cfg.model.preset, **cfg.model.overrides)
+    except ConfigError as e:
+        raise ConfigError(f"model.overrides: {e}") from e
+
+
+def load_train_config(config: str, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a run config from a YAML path or a name in ``configs/`` and apply ``key=value`` overrides.
+
+    Args:
+        config: ``configs/sensorlm_tiny.yaml``, any YAML path, or a bare name like ``sensorlm_tiny``.
+        overrides: strings such as ``optim.lr=3e-4`` or ``scaling.zero_stage=3``.
+    """
+    path = Path(config)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{config}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise ConfigError(f"config {config!r} is neither a YAML file nor a known preset ({', '.join(known)})")
+    data = to_dict(TrainConfig())
+    base = load_yaml(path)
+    _deep_update(data, base, str(path))
+    data = merge_overrides(data, list(overrides or []), free_sections=("model.overrides",))
+    cfg = from_dict(TrainConfig, data)
+    _validate_model(cfg)
+    return cfg
+
+
+def _deep_update(dst: dict, src: dict, where: str, prefix: str = "") -> None:
+    for k, v in src.items():
+        key = f"{prefix}{k}"
+        if k not in dst:
+            raise ConfigError(f"{where}: unknown config key {key}")
+        if isinstance(dst[k], dict) and isinstance(v, dict) and k != "overrides":
+            _deep_update(dst[k], v, where, key + ".")
+        else:
+            dst[k] = v

@@ -1,0 +1,269 @@
+"""The per-worker training loop: Ray Train worker -> DeepSpeed engine -> task step.
+
+One code path for CPU (fp32, gloo) and GPU (bf16, NCCL). Everything that differs between
+SensorLM and SST lives in `tasks.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sensorlm.config import from_dict
+from sensorlm.training.config import TrainConfig
+from sensorlm.training.deepspeed_config import build_deepspeed_config
+from sensorlm.training.distributed import barrier
+
+CKPT_TAG = "ds"
+
+
+def _device(use_gpu: bool) -> torch.device:
+    if use_gpu and torch.cuda.is_available():
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+    return torch.device("cpu")
+
+
+def _format_eta(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class _Logger:
+    """Rank-0 metric sink: MLflow (run created by the driver) plus a progress line."""
+
+    def __init__(self, run_id: str | None, tracking_uri: str | None, system_metrics: bool):
+        self.client = None
+        self.monitor = None
+        self.run_id = run_id
+        if run_id and tracking_uri:
+            import mlflow
+            from mlflow.tracking import MlflowClient
+
+            mlflow.set_tracking_uri(tracking_uri)
+            self.client = MlflowClient(tracking_uri)
+            if system_metrics:
+                try:
+                    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+                    self.monitor = SystemMetricsMonitor(run_id, sampling_interval=5, samples_before_logging=1)
+                    self.monitor.start()
+                except Exception as e:  # optional: psutil missing etc.
+                    print(f"[sensorlm] system metrics disabled: {e}", flush=True)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()])
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.finish()
+
+
+def _build_task(cfg: TrainConfig, run: dict[str, Any], device: torch.device, model_cfg):
+    from sensorlm.training.tasks import SensorLMTask, SSTTask
+
+    manifest = run["manifest"]
+    if cfg.task == "sensorlm":
+        from sensorlm.data.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(run["tokenizer_path"])
+        return SensorLMTask(manifest["activities"], tokenizer, model_cfg.text.context_len, device)
+    return SSTTask(manifest["sst_std"], model_cfg.num_months, device)
+
+
+def _loader(cfg: TrainConfig, run: dict, split: str, rank: int, world: int, seed: int, resampled: bool):
+    from sensorlm.data.loader import make_loader
+
+    return make_loader(
+        run["dataset"],
+        split,
+        cfg.batch_size,
+        rank=rank,
+        world_size=world,
+        num_workers=cfg.data.num_workers,
+        seed=seed,
+        shuffle_buffer=cfg.data.shuffle_buffer if split == "train" else 0,
+        resampled=resampled,
+        strict=cfg.data.strict,
+    )
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point. `loop_config` = {"train": TrainConfig as dict, "run": driver facts}."""
+    import deepspeed
+    import ray.train
+
+    from sensorlm.models import create_model, model_config
+    from sensorlm.training.checkpointing import install_safe_loading
+    from sensorlm.training.optim import build_optimizer, build_scheduler
+
+    cfg = from_dict(TrainConfig, loop_config["train"])
+    run = loop_config["run"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(cfg.scaling.threads_per_worker)
+    device = _device(cfg.scaling.use_gpu)
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    mcfg = model_config(cfg.model.preset, **cfg.model.overrides)
+    model = create_model(cfg.model.preset, **cfg.model.overrides)
+    if cfg.scaling.activation_checkpointing and hasattr(model, "set_grad_checkpointing"):
+        model.set_grad_checkpointing(True)
+    model.to(device)
+    optimizer = build_optimizer(
+        model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps, fused=device.type == "cuda"
+    )
+    scheduler = build_scheduler(optimizer, cfg.steps, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio)
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=build_deepspeed_config(cfg, world),
+        dist_init_required=False,
+    )
+    install_safe_loading(engine)
+    if cfg.scaling.compile:
+        engine.compile()
+
+    step, data_seed = 0, cfg.data.seed
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as ckpt_dir:
+            _, client_state = engine.load_checkpoint(ckpt_dir, tag=CKPT_TAG)
+        step = int(client_state["step"])
+        # A fresh stream seed per resume: the resumed run sees new samples, reproducibly.
+        data_seed = int(client_state["data_seed"]) + 1
+        if rank == 0:
+            print(f"[sensorlm] resumed from step {step} (checkpoint {checkpoint.path})", flush=True)
+
+    task = _build_task(cfg, run, device, mcfg)
+    train_iter = iter(_loader(cfg, run, "train", rank, world, data_seed, resampled=True))
+    logger = _Logger(run.get("mlflow_run_id") if rank == 0 else None, run.get("tracking_uri"), cfg.tracking.system_metrics)
+
+    samples_per_step = cfg.batch_size * cfg.optim.grad_accum * world
+    loss_sum = torch.zeros((), device=device)
+    window_start, window_steps, data_time, skipped = time.perf_counter(), 0, 0.0, {}
+    run_start, start_step = time.perf_counter(), step
+    last_val: dict[str, float] = {}
+    engine.train()
+    while step < cfg.steps:
+        for _ in range(cfg.optim.grad_accum):
+            t0 = time.perf_counter()
+            batch = next(train_iter)
+            data_time += time.perf_counter() - t0
+            _count_skips(skipped, batch)
+            loss, _ = task.loss(engine, batch)
+            engine.backward(loss)
+            engine.step()
+            loss_sum += loss.detach()
+        step += 1
+        window_steps += 1
+        _maybe_fail(cfg, run, step, rank)
+
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            # The only host sync of the step, once per log interval.
+            elapsed = time.perf_counter() - window_start
+            metrics = {
+                "train/loss": loss_sum.item() / (window_steps * cfg.optim.grad_accum),
+                "train/lr": scheduler.get_last_lr()[0],
+                "train/grad_norm": float(engine.get_global_grad_norm() or 0.0),
+                "train/samples_per_s": window_steps * samples_per_step / elapsed,
+                "train/data_wait_frac": data_time / elapsed,
+                **{f"train/{k}": v for k, v in task.scalars(engine).items()},
+                **{f"data/skipped_{k}": float(v) for k, v in skipped.items()},
+            }
+            if rank == 0:
+                rate = (step - start_step) / (time.perf_counter() - run_start)
+                print(
+                    f"[sensorlm] step {step}/{cfg.steps} loss {metrics['train/loss']:.4f} "
+                    f"lr {metrics['train/lr']:.2e} {metrics['train/samples_per_s']:.1f} samples/s "
+                    f"data {metrics['train/data_wait_frac']:.0%} ETA {_format_eta((cfg.steps - step) / max(rate, 1e-9))}",
+                    flush=True,
+                )
+                logger.log(metrics, step)
+            loss_sum.zero_()
+            window_start, window_steps, data_time = time.perf_counter(), 0, 0.0
+
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            engine.eval()
+            val_batches = _take(_loader(cfg, run, "val", rank, world, cfg.data.seed, resampled=False), cfg.data.val_batches)
+            last_val = task.evaluate(engine, val_batches)
+            engine.train()
+            if rank == 0:
+                print("[sensorlm] validation " + " ".join(f"{k} {v:.4f}" for k, v in last_val.items()), flush=True)
+                logger.log(last_val, step)
+
+        if step % cfg.checkpoint.every_steps == 0 or step == cfg.steps:
+            _save_and_report(engine, cfg, run, step, data_seed, last_val, final=step == cfg.steps)
+    logger.close()
+
+
+def _count_skips(totals: dict, batch: dict) -> None:
+    for reason, n in (batch.get("skipped") or {}).items():
+        if isinstance(n, (int, float)):
+            totals[reason] = totals.get(reason, 0) + n
+
+
+def _take(loader, n: int):
+    for i, batch in enumerate(loader):
+        if n and i >= n:
+            break
+        yield batch
+
+
+def _maybe_fail(cfg: TrainConfig, run: dict, step: int, rank: int) -> None:
+    fi = cfg.fault_injection
+    if fi.fail_once_at_step and step == fi.fail_once_at_step and rank == fi.rank:
+        marker = Path(run["fault_marker"])
+        if not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(f"worker {rank} killed at step {step}\n")
+            print(f"[sensorlm] fault injection: worker {rank} dies at step {step}", flush=True)
+            os._exit(1)  # a hard death, as from an OOM kill, not a Python exception
+
+
+def _save_and_report(engine, cfg: TrainConfig, run: dict, step: int, data_seed: int, val: dict, final: bool) -> None:
+    """Collective DeepSpeed save on every rank, then one Ray report per rank (Ray merges dirs)."""
+    import ray.train
+
+    rank = ray.train.get_context().get_world_rank()
+    with tempfile.TemporaryDirectory(prefix="sensorlm-ckpt-") as tmp:
+        engine.save_checkpoint(tmp, tag=CKPT_TAG, client_state={"step": step, "data_seed": data_seed})
+        if final:
+            _export_package(engine, cfg, run, Path(tmp) / "package", rank)
+        barrier()
+        metrics = {"step": step, **val}
+        has_files = any(Path(tmp).iterdir())
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if has_files else None)
+
+
+def _export_package(engine, cfg: TrainConfig, run: dict, out_dir: Path, rank: int) -> None:
+    """Consolidated fp32 weights as a plain safetensors package (gathered under ZeRO-3)."""
+    import deepspeed
+
+    from sensorlm.models import model_config
+    from sensorlm.tracking.package import save_model_package
+
+    module = engine.module
+    params = list(module.parameters())
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=cfg.scaling.zero_stage == 3):
+        if rank == 0:
+            save_model_package(
+                module,
+                cfg.model.preset,
+                model_config(cfg.model.preset, **cfg.model.overrides),
+                out_dir,
+                tokenizer_path=run.get("tokenizer_path"),
+                data_stats=run.get("data_stats"),
+            )

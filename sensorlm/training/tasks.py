@@ -1,0 +1,123 @@
+"""Per-task pieces of the one trainer: how a batch becomes a loss, and how to validate.
+
+The training loop (`loop.py`) is shared; a task only knows its model's inputs and metrics.
+Metric tensors stay on the device until the loop logs them, so no step forces a host sync.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from sensorlm.losses import siglip_loss_distributed
+from sensorlm.training.distributed import all_reduce_sum
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+class SensorLMTask:
+    """SigLIP training of the dual encoder; validation = loss + zero-shot activity accuracy."""
+
+    name = "sensorlm"
+
+    def __init__(self, activities: list[str], tokenizer, text_len: int, device: torch.device):
+        self.activities = list(activities)
+        self.tokenizer = tokenizer
+        self.text_len = text_len
+        self.device = device
+
+    def loss(self, engine, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        b = _to(batch, self.device)
+        out = engine(b["sensor"], b["input_ids"], b["attention_mask"], b.get("missing"))
+        module = engine.module
+        loss = siglip_loss_distributed(out["sensor_emb"], out["text_emb"], module.t_prime, module.bias)
+        return loss, {}
+
+    def scalars(self, engine) -> dict[str, float]:
+        m = engine.module
+        return {"temperature": float(m.t_prime.detach().float().exp()), "bias": float(m.bias.detach().float())}
+
+    def prompts(self) -> list[str]:
+        from sensorlm.data.captions import activity_prompt
+
+        return [activity_prompt(a) for a in self.activities]
+
+    @torch.no_grad()
+    def evaluate(self, engine, batches: Iterable[dict]) -> dict[str, float]:
+        ids, mask = self.tokenizer.encode(self.prompts(), self.text_len)
+        ids = torch.as_tensor(ids, device=self.device)
+        mask = torch.as_tensor(mask, device=self.device)
+        module = engine.module
+        class_emb = module.encode_text(ids, mask).float()
+        sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss*n, correct, n
+        for batch in batches:
+            b = _to(batch, self.device)
+            out = engine(b["sensor"], b["input_ids"], b["attention_mask"], b.get("missing"))
+            n = out["sensor_emb"].shape[0]
+            loss = siglip_loss_distributed(out["sensor_emb"].float(), out["text_emb"].float(), module.t_prime, module.bias)
+            pred = (out["sensor_emb"].float() @ class_emb.T).argmax(dim=1)
+            sums += torch.stack([loss.double() * n, (pred == b["label"]).sum().double(), torch.tensor(n, device=self.device, dtype=torch.float64)])
+        all_reduce_sum(sums)
+        n = max(sums[2].item(), 1.0)
+        return {"val/loss": sums[0].item() / n, "val/zero_shot_acc": sums[1].item() / n, "val/samples": sums[2].item()}
+
+
+class SSTTask:
+    """Monthly SST reconstruction: MSE on ocean pixels; RMSE in degrees C on held-out cloud
+    pixels and on all ocean pixels, next to the climatology baseline."""
+
+    name = "sst"
+
+    def __init__(self, sst_std: float, num_months: int, device: torch.device):
+        self.sst_std = float(sst_std)
+        self.num_months = num_months
+        self.device = device
+
+    def _forward(self, engine, b: dict) -> torch.Tensor:
+        month = b["month"].long().view(-1, 1)  # 1..12, the target (last) month
+        offsets = torch.arange(self.num_months - 1, -1, -1, device=month.device).view(1, -1)
+        month_of_year = (month - 1 - offsets) % 12
+        pred = engine(
+            b["daily"].unsqueeze(1), b["mask"].unsqueeze(1), b["padded_days"].bool(), b["land"].bool(), month_of_year
+        )
+        return pred[:, 0]
+
+    def loss(self, engine, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        b = _to(batch, self.device)
+        pred = self._forward(engine, b).float()
+        ocean = (~b["land"].bool()).float()
+        loss = ((pred - b["target"]) ** 2 * ocean).sum() / ocean.sum().clamp_min(1)
+        return loss, {}
+
+    def scalars(self, engine) -> dict[str, float]:
+        return {}
+
+    @torch.no_grad()
+    def evaluate(self, engine, batches: Iterable[dict]) -> dict[str, float]:
+        # squared-error sums and pixel counts: model/clim x holdout/ocean
+        sums = torch.zeros(6, device=self.device, dtype=torch.float64)
+        for batch in batches:
+            b = _to(batch, self.device)
+            pred = self._forward(engine, b).float()
+            ocean = ~b["land"].bool()
+            hold = b["holdout"].bool() & ocean
+            err_m = (pred - b["target"]) ** 2
+            err_c = (b["clim"] - b["target"]) ** 2
+            sums += torch.stack([
+                (err_m * hold).sum(), (err_c * hold).sum(), hold.sum(),
+                (err_m * ocean).sum(), (err_c * ocean).sum(), ocean.sum(),
+            ]).double()
+        all_reduce_sum(sums)
+        s = sums.tolist()
+        rmse = lambda se, n: math.sqrt(se / n) * self.sst_std if n > 0 else float("nan")  # noqa: E731
+        return {
+            "val/rmse_holdout_c": rmse(s[0], s[2]),
+            "val/clim_rmse_holdout_c": rmse(s[1], s[2]),
+            "val/rmse_ocean_c": rmse(s[3], s[5]),
+            "val/clim_rmse_ocean_c": rmse(s[4], s[5]),
+        }

@@ -1,0 +1,205 @@
+"""The driver side of a training run: data ready, MLflow run open, Ray Train fit, model registered.
+
+``train(cfg)`` is what ``jobs/train_sensorlm.py`` and ``jobs/train_sst.py`` call. It runs the
+same way on a laptop (a local Ray started on demand, DeepSpeed on CPU, a sqlite MLflow store)
+and on a cluster (``ray job submit``; ``RAY_ADDRESS`` and ``MLFLOW_TRACKING_URI`` set).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sensorlm.config import flatten, to_dict
+from sensorlm.training.config import TrainConfig
+from sensorlm.training.deepspeed_config import build_deepspeed_config
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class TrainResult:
+    run_id: str | None
+    metrics: dict[str, Any]
+    checkpoint_path: str | None
+    package_dir: str | None
+    model_uri: str | None
+    model_version: str | None
+    tracking_uri: str | None
+
+
+def default_env() -> dict[str, str]:
+    """Environment for Ray workers: DeepSpeed's CPU accelerator when there is no GPU, and a
+    persistent cache for the C++ ops DeepSpeed compiles on first use (40 s otherwise)."""
+    cache = os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "sensorlm" / "torch_extensions"))
+    return {"TORCH_EXTENSIONS_DIR": cache, "PYTHONUNBUFFERED": "1"}
+
+
+def prepare_dataset(cfg: TrainConfig) -> Path | str:
+    """Return the dataset location, generating the synthetic dataset first if it is missing."""
+    path = cfg.data.path
+    if "://" in path or path.startswith("pipe:"):
+        return path
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        p = (Path.cwd() / p).resolve()
+    if not (p / "manifest.json").is_file():
+        if not cfg.data.synthetic:
+            raise FileNotFoundError(f"data.path {p} has no manifest.json and data.synthetic is not set")
+        from sensorlm.data.prepare import prepare_synthetic
+
+        kind = "wearable" if cfg.task == "sensorlm" else "sst"
+        print(f"[sensorlm] generating the synthetic {kind} dataset (preset {cfg.data.synthetic}) in {p}", flush=True)
+        prepare_synthetic(kind, cfg.data.synthetic, p, seed=cfg.data.seed)
+    return p
+
+
+def _read_manifest(dataset) -> dict:
+    from sensorlm.data.shards import read_manifest
+
+    return read_manifest(str(dataset))
+
+
+def _open_mlflow_run(cfg: TrainConfig, run_name: str, ds_config: dict, manifest: dict, dataset) -> tuple[str, str]:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from sensorlm.tracking.mlflow_utils import log_config_params, resolve_tracking_uri, run_tags, setup_experiment
+
+    uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
+    experiment_id = setup_experiment(cfg.tracking.experiment, uri)
+    client = MlflowClient(uri)
+    # Rerunning the same name resumes the Ray run; continue its MLflow run too.
+    existing = client.search_runs(
+        [experiment_id], filter_string=f"tags.`sensorlm.run_name` = '{run_name}'", max_results=1
+    )
+    manifest_path = None if isinstance(dataset, str) else Path(dataset) / "manifest.json"
+    if existing:
+        run_id = existing[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        print(f"[sensorlm] continuing MLflow run {run_id}", flush=True)
+        return uri, run_id
+    tags = {**run_tags(manifest_path), "sensorlm.run_name": run_name, "sensorlm.task": cfg.task}
+    run = client.create_run(experiment_id, run_name=cfg.tracking.run_name or run_name, tags=tags)
+    run_id = run.info.run_id
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        log_config_params(to_dict(cfg))
+        mlflow.log_dict(to_dict(cfg), "config/train_config.yaml")
+        mlflow.log_dict(ds_config, "config/deepspeed_config.json")
+        mlflow.log_dict(manifest, "data/manifest.json")
+        if cfg.task == "sensorlm" and manifest_path is not None:
+            tok = Path(dataset) / manifest.get("tokenizer", "tokenizer.json")
+            if tok.is_file():
+                mlflow.log_artifact(str(tok), "data")
+    # start_run's context manager marked it FINISHED; the run is still going.
+    client.update_run(run_id, status="RUNNING")
+    return uri, run_id
+
+
+def _end_run(uri: str | None, run_id: str | None, status: str) -> None:
+    if not (uri and run_id):
+        return
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(uri).set_terminated(run_id, status=status)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run a whole training job described by `cfg` and return where its results are."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from sensorlm.training.loop import train_loop_per_worker
+
+    run_name = cfg.name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    dataset = prepare_dataset(cfg)
+    manifest = _read_manifest(dataset)
+    ds_config = build_deepspeed_config(cfg, cfg.scaling.num_workers)
+    storage = Path(cfg.storage_path).expanduser()
+    storage = storage if storage.is_absolute() else (Path.cwd() / storage).resolve()
+
+    uri, run_id = _open_mlflow_run(cfg, run_name, ds_config, manifest, dataset)
+    previous_handler = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):  # `ray job stop` sends SIGTERM: leave the run KILLED, not RUNNING
+        _end_run(uri, run_id, "KILLED")
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        run_info = {
+            "dataset": str(dataset),
+            "manifest": manifest,
+            "tokenizer_path": str(Path(dataset) / manifest.get("tokenizer", "tokenizer.json"))
+            if cfg.task == "sensorlm" and not isinstance(dataset, str)
+            else None,
+            "data_stats": _data_stats(manifest),
+            "mlflow_run_id": run_id,
+            "tracking_uri": uri,
+            "fault_marker": str(storage / run_name / "fault_injected"),
+        }
+        env = default_env()
+        if not cfg.scaling.use_gpu:
+            env["DS_ACCELERATOR"] = "cpu"
+            env["OMP_NUM_THREADS"] = str(cfg.scaling.threads_per_worker)
+        if not ray.is_initialized():
+            ray.init(runtime_env={"env_vars": env}, log_to_driver=True)
+        resources = {"CPU": cfg.scaling.cpus_per_worker}
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"train": to_dict(cfg), "run": run_info},
+            scaling_config=ScalingConfig(
+                num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu, resources_per_worker=resources
+            ),
+            run_config=RunConfig(
+                name=run_name,
+                storage_path=str(storage),
+                checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep_last),
+                failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
+                worker_runtime_env={"env_vars": env},
+            ),
+        )
+        result = trainer.fit()
+        metrics = dict(result.metrics or {})
+        ckpt_path = result.checkpoint.path if result.checkpoint else None
+        package_dir = str(Path(ckpt_path) / "package") if ckpt_path else None
+        model_uri = version = None
+        if package_dir and Path(package_dir).is_dir() and cfg.tracking.register:
+            model_uri, version = _register(cfg, uri, run_id, package_dir, metrics)
+        _end_run(uri, run_id, "FINISHED")
+        return TrainResult(run_id, metrics, ckpt_path, package_dir, model_uri, version, uri)
+    except BaseException:
+        _end_run(uri, run_id, "FAILED")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _data_stats(manifest: dict) -> dict:
+    keys = ("channels", "sample_shape", "sst_mean", "sst_std", "activities")
+    return {k: manifest[k] for k in keys if k in manifest}
+
+
+def _register(cfg: TrainConfig, uri: str, run_id: str, package_dir: str, metrics: dict) -> tuple[str, str]:
+    import mlflow
+
+    from sensorlm.tracking.pyfunc import log_model_package
+    from sensorlm.tracking.mlflow_utils import register_version
+
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        info = log_model_package(package_dir, registered_model_name=None)
+    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    version = register_version(info.model_uri, cfg.registered_name, numeric)
+    version_id = str(getattr(version, "version", version))
+    print(f"[sensorlm] registered model {cfg.registered_name} version {version_id}", flush=True)
+    return f"models:/{cfg.registered_name}/{version_id}", version_id

@@ -1,0 +1,72 @@
+import pytest
+
+from sensorlm.config import ConfigError
+from sensorlm.training.config import load_train_config
+from sensorlm.training.deepspeed_config import build_deepspeed_config
+
+
+def test_tiny_config_loads_with_overrides():
+    cfg = load_train_config("configs/sensorlm_tiny.yaml", ["optim.lr=3e-4", "scaling.zero_stage=3", "steps=7"])
+    assert cfg.optim.lr == pytest.approx(3e-4)
+    assert cfg.scaling.zero_stage == 3
+    assert cfg.steps == 7
+    assert cfg.model.preset == "sensorlm_tiny"
+
+
+def test_named_config_resolves_to_configs_dir():
+    assert load_train_config("sst_tiny").task == "sst"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lrr=1", "optim.lrr"),
+        ("optim.lr=-1", "optim.lr"),
+        ("optim.lr=abc", "optim.lr"),
+        ("scaling.zero_stage=5", "scaling.zero_stage"),
+        ("steps=0", "steps"),
+        ("batch_size=1", "batch_size"),
+        ("model.preset=nope", "nope"),
+        ("model.preset=sst_tiny", "task"),
+        ("model.overrides.no_such_field=3", "no_such_field"),
+        ("noequals", "key=value"),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_train_config("configs/sensorlm_tiny.yaml", [override])
+
+
+def test_unknown_key_in_yaml_file_names_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: sensorlm\noptim:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*optim.learning_rate"):
+        load_train_config(str(bad))
+
+
+def test_missing_config_file_is_named():
+    with pytest.raises(ConfigError, match="neither a YAML file nor a known preset"):
+        load_train_config("configs/does_not_exist.yaml")
+
+
+def test_deepspeed_config_from_typed_config(tmp_path):
+    cfg = load_train_config("sensorlm_tiny", ["optim.grad_accum=2", "batch_size=8"])
+    ds = build_deepspeed_config(cfg, world_size=2)
+    assert ds["train_batch_size"] == 8 * 2 * 2
+    assert ds["zero_optimization"]["stage"] == cfg.scaling.zero_stage
+    assert ds["bf16"]["enabled"] is False  # CPU -> fp32
+    gpu = load_train_config("sensorlm_tiny", ["scaling.use_gpu=true"])
+    assert build_deepspeed_config(gpu, 1)["bf16"]["enabled"] is True
+
+    user = tmp_path / "ds.json"
+    user.write_text('{"zero_optimization": {"reduce_bucket_size": 1000}, "gradient_clipping": 0.5}')
+    cfg = load_train_config("sensorlm_tiny", [f"scaling.deepspeed_config={user}"])
+    ds = build_deepspeed_config(cfg, 1)
+    assert ds["gradient_clipping"] == 0.5
+    assert ds["zero_optimization"] == {"stage": 2, "overlap_comm": False, "contiguous_gradients": True, "reduce_bucket_size": 1000}
+
+
+def test_missing_user_deepspeed_file_is_named():
+    cfg = load_train_config("sensorlm_tiny", ["scaling.deepspeed_config=/nonexistent/ds.json"])
+    with pytest.raises(ConfigError, match="/nonexistent/ds.json"):
+        build_deepspeed_config(cfg, 1)
