@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from sensorlm.losses import siglip_loss_distributed
+from sensorlm.models.sst import month_of_year_from_last
 from sensorlm.training.distributed import all_reduce_sum
 
 
@@ -79,9 +80,7 @@ class SSTTask:
         self.device = device
 
     def _forward(self, engine, b: dict) -> torch.Tensor:
-        month = b["month"].long().view(-1, 1)  # 1..12, the target (last) month
-        offsets = torch.arange(self.num_months - 1, -1, -1, device=month.device).view(1, -1)
-        month_of_year = (month - 1 - offsets) % 12
+        month_of_year = month_of_year_from_last(b["month"].long().view(-1), self.num_months)
         pred = engine(
             b["daily"].unsqueeze(1), b["mask"].unsqueeze(1), b["padded_days"].bool(), b["land"].bool(), month_of_year
         )
