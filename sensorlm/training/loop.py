@@ -79,7 +79,7 @@ def _build_task(cfg: TrainConfig, run: dict[str, Any], device: torch.device, mod
 
         tokenizer = load_tokenizer(run["tokenizer_path"])
         return SensorLMTask(manifest["activities"], tokenizer, model_cfg.text.context_len, device)
-    return SSTTask(manifest["sst_std"], model_cfg.months, device)
+    return SSTTask(manifest["stats"]["sst"]["std"], model_cfg.months, device)
 
 
 def _loader(cfg: TrainConfig, run: dict, split: str, rank: int, world: int, seed: int, resampled: bool):

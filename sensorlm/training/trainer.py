@@ -185,7 +185,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 
 def _data_stats(manifest: dict) -> dict:
-    keys = ("channels", "sample_shape", "sst_mean", "sst_std", "activities")
+    keys = ("stats", "channels", "sample_shape", "activities")
     return {k: manifest[k] for k in keys if k in manifest}
 
 

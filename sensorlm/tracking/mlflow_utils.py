@@ -1,0 +1,393 @@
+"""MLflow helpers: tracking URI resolution, experiments, params, run tags, registry versions.
+
+Conventions used by the trainer and the sweeps:
+- Registered model versions carry their evaluation metrics as version tags ``metric.<name>``
+  (string floats), so the champion can be compared without opening its run.
+- The alias ``champion`` marks the version a sweep should beat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import unquote, urlparse
+
+import mlflow
+from mlflow.entities import Param
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from sensorlm.config import flatten, to_dict
+
+METRIC_TAG_PREFIX = "metric."
+DEFAULT_DB_NAME = "mlflow.db"
+DEFAULT_ARTIFACT_DIR = "mlruns"
+# MLflow's limits (mlflow.utils.validation): param values <= 6000 chars, 100 params per batch.
+MAX_PARAM_VALUE_LENGTH = 6000
+MAX_PARAMS_PER_BATCH = 100
+TRUNCATION_MARK = "...[truncated]"
+
+
+def _say(msg: str) -> None:
+    print(f"[sensorlm.tracking] {msg}", flush=True)
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    """Tracking URI to use: the configured one, else ``MLFLOW_TRACKING_URI``, else a local SQLite file.
+
+    Args:
+        configured: the URI from the run config (None or "" to fall through).
+
+    Returns:
+        The URI; the default is ``sqlite:///<cwd>/mlflow.db`` (the registry needs a database
+        store, so the default is SQLite rather than a plain ``./mlruns`` file store).
+    """
+    if configured:
+        return configured
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{Path.cwd() / DEFAULT_DB_NAME}"
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """Artifact root for new experiments on a local SQLite store: ``mlruns`` beside the DB file.
+
+    For other stores (a tracking server, a file store) None: the server's own default applies.
+
+    Args:
+        tracking_uri: the resolved tracking URI.
+    """
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme != "sqlite":
+        return None
+    # sqlite:////abs/path.db -> path "//abs/path.db"; sqlite:///rel.db -> "/rel.db" (relative).
+    raw = unquote(tracking_uri[len("sqlite:///") :])
+    if raw in ("", ":memory:"):
+        return (Path.cwd() / DEFAULT_ARTIFACT_DIR).resolve().as_uri()
+    db_path = Path(raw)
+    if not db_path.is_absolute():
+        db_path = Path.cwd() / db_path
+    return (db_path.parent / DEFAULT_ARTIFACT_DIR).resolve().as_uri()
+
+
+def setup_experiment(name: str, tracking_uri: str, artifact_location: str | None = None) -> str:
+    """Point MLflow at `tracking_uri` and make `name` the active experiment (created if needed).
+
+    Args:
+        name: experiment name.
+        tracking_uri: a resolved URI (see :func:`resolve_tracking_uri`).
+        artifact_location: artifact root for a new experiment; by default ``mlruns`` next to a
+            SQLite DB, so artifacts never land in whatever directory the process happens to run in.
+
+    Returns:
+        The experiment id.
+    """
+    if not name:
+        raise ValueError("experiment name must be a non-empty string")
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        location = artifact_location or default_artifact_location(tracking_uri)
+        experiment_id = client.create_experiment(name, artifact_location=location)
+        _say(f"created experiment {name!r} (id {experiment_id}) at {tracking_uri}")
+    else:
+        if experiment.lifecycle_stage == "deleted":
+            raise ValueError(
+                f"experiment {name!r} at {tracking_uri} is deleted; restore it "
+                f"(MlflowClient().restore_experiment({experiment.experiment_id!r})) or pick another name"
+            )
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return str(value)
+    try:
+        return json.dumps(value, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def config_params(cfg: Any) -> tuple[dict[str, str], list[str]]:
+    """Flattened ``{dotted.key: str}`` params of a config and the keys whose values were cut.
+
+    Args:
+        cfg: a dataclass config or a nested mapping.
+    """
+    data = to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    if not isinstance(data, Mapping):
+        raise ValueError(f"config params: expected a dataclass or mapping, got {type(cfg).__name__}")
+    params: dict[str, str] = {}
+    truncated: list[str] = []
+    for key, value in flatten(data).items():
+        text = _param_value(value)
+        if len(text) > MAX_PARAM_VALUE_LENGTH:
+            text = text[: MAX_PARAM_VALUE_LENGTH - len(TRUNCATION_MARK)] + TRUNCATION_MARK
+            truncated.append(key)
+        params[key] = text
+    return params, truncated
+
+
+def log_config_params(cfg_dict: Any, run_id: str | None = None) -> dict[str, str]:
+    """Log a (nested) config as flattened MLflow params, in batches of 100.
+
+    Values longer than MLflow's 6000-character limit are cut and end with ``...[truncated]``;
+    the cut keys are printed and recorded in the run tag ``sensorlm.truncated_params``.
+
+    Args:
+        cfg_dict: a dataclass config or a nested mapping.
+        run_id: run to log to; default the active run.
+
+    Returns:
+        The params as logged.
+    """
+    if run_id is None:
+        active = mlflow.active_run()
+        if active is None:
+            raise ValueError("log_config_params: no active MLflow run and no run_id given")
+        run_id = active.info.run_id
+    params, truncated = config_params(cfg_dict)
+    client = MlflowClient()
+    items = [Param(k, v) for k, v in params.items()]
+    for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH], synchronous=True)
+    if truncated:
+        client.set_tag(run_id, "sensorlm.truncated_params", ",".join(truncated))
+        _say(f"params longer than {MAX_PARAM_VALUE_LENGTH} chars were truncated: {', '.join(truncated)}")
+    return params
+
+
+def _git_info(start: Path) -> tuple[str, bool] | None:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=start, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return None
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=start,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit.stdout.strip(), bool(status.stdout.strip())
+
+
+def _ray_job_id() -> str | None:
+    job_id = os.environ.get("RAY_JOB_ID")
+    if job_id:
+        return job_id
+    # Only ask Ray when this process already uses it: importing ray or calling ray.init here
+    # would start a cluster just to read an id.
+    ray = sys.modules.get("ray")
+    if ray is None:
+        return None
+    try:
+        if not ray.is_initialized():
+            return None
+        return str(ray.get_runtime_context().get_job_id())
+    except Exception:  # a half-initialised Ray must not break logging
+        return None
+
+
+def sensorlm_version() -> str:
+    """sensorlm's version: the package attribute, else the installed distribution's, else "unknown"."""
+    import sensorlm
+
+    version = getattr(sensorlm, "__version__", None)
+    if version:
+        return str(version)
+    try:
+        return importlib.metadata.version("sensorlm")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_tags(manifest_path: str | Path | None = None) -> dict[str, str]:
+    """Provenance tags for a run.
+
+    Keys: ``git_commit`` and ``git_dirty`` (when the working dir or the sensorlm source is in a
+    git repo), ``dataset_manifest_sha256`` (when a manifest is given), ``ray_job_id`` (from
+    ``RAY_JOB_ID`` or an already-initialised Ray), ``hostname``, ``sensorlm_version``.
+
+    Args:
+        manifest_path: a dataset's manifest.json, or the dataset directory holding it.
+    """
+    tags: dict[str, str] = {"hostname": socket.gethostname(), "sensorlm_version": sensorlm_version()}
+    for start in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        info = _git_info(start)
+        if info is not None:
+            tags["git_commit"], dirty = info
+            tags["git_dirty"] = str(dirty).lower()
+            break
+    if manifest_path is not None:
+        path = Path(manifest_path)
+        if path.is_dir():
+            path = path / "manifest.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"dataset manifest {path} does not exist")
+        tags["dataset_manifest_sha256"] = sha256_file(path)
+    job_id = _ray_job_id()
+    if job_id:
+        tags["ray_job_id"] = job_id
+    return tags
+
+
+def _format_metric(value: Any, name: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)  # numpy / torch scalars
+        except (TypeError, ValueError):
+            raise ValueError(f"metric {name!r}: expected a number, got {value!r}") from None
+    return repr(float(value))
+
+
+def register_version(
+    model: Any,
+    name: str,
+    metrics: Mapping[str, Any],
+    alias: str | None = None,
+    client: MlflowClient | None = None,
+) -> ModelVersion:
+    """Register a logged model as a new version of `name`, tag it with its metrics, set `alias`.
+
+    If `model` is a ModelInfo already registered under `name` (``log_model(...,
+    registered_model_name=name)``), that version is reused instead of registering twice.
+
+    Args:
+        model: a ``ModelInfo`` from ``log_model`` or a model URI (``runs:/...``, ``models:/...``).
+        name: registered model name.
+        metrics: evaluation metrics, stored as version tags ``metric.<key>``.
+        alias: optional alias to point at the new version (e.g. "champion").
+        client: MLflow client (default: one for the current tracking URI).
+
+    Returns:
+        The registered ModelVersion (with tags as set).
+    """
+    client = client or MlflowClient()
+    metric_tags = {f"{METRIC_TAG_PREFIX}{k}": _format_metric(v, k) for k, v in metrics.items()}
+    version = None
+    if isinstance(model, str):
+        uri = model
+    else:
+        uri = getattr(model, "model_uri", None)
+        if uri is None:
+            raise ValueError(f"register_version: expected a ModelInfo or a URI string, got {type(model).__name__}")
+        registered = getattr(model, "registered_model_version", None)
+        # log_model(registered_model_name=...) already created a version; reuse it only when it
+        # belongs to this name.
+        if registered is not None and _version_source_matches(client, name, registered, model):
+            version = str(registered)
+    if version is None:
+        mv = mlflow.register_model(uri, name)
+        version = str(mv.version)
+    for key, value in metric_tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    return client.get_model_version(name, version)
+
+
+def _version_source_matches(client: MlflowClient, name: str, version: Any, info: Any) -> bool:
+    try:
+        mv = client.get_model_version(name, str(version))
+    except MlflowException:
+        return False
+    model_id = getattr(info, "model_id", None)
+    if model_id and getattr(mv, "model_id", None) == model_id:
+        return True
+    # SQLite stores leave ModelVersion.model_id empty; the source is the logged model's URI.
+    return bool(mv.source) and mv.source == getattr(info, "model_uri", None)
+
+
+def get_alias_version(name: str, alias: str, client: MlflowClient | None = None) -> ModelVersion | None:
+    """The version `alias` points to, or None when the model or the alias does not exist.
+
+    Args:
+        name: registered model name.
+        alias: alias, e.g. "champion".
+        client: MLflow client (default: one for the current tracking URI).
+    """
+    client = client or MlflowClient()
+    # Read the alias table instead of catching get_model_version_by_alias's error: stores
+    # report a missing alias with different error codes.
+    try:
+        registered = client.get_registered_model(name)
+    except MlflowException as e:
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    version = (registered.aliases or {}).get(alias)
+    if version is None:
+        return None
+    return client.get_model_version(name, str(version))
+
+
+def set_alias(name: str, alias: str, version: int | str, client: MlflowClient | None = None) -> None:
+    """Point `alias` of registered model `name` at `version`.
+
+    Args:
+        name: registered model name.
+        alias: alias to set (moved if it exists).
+        version: the version number.
+        client: MLflow client (default: one for the current tracking URI).
+    """
+    client = client or MlflowClient()
+    client.set_registered_model_alias(name, alias, str(version))
+
+
+def version_metric(version: ModelVersion, metric: str) -> float | None:
+    """Metric stored on a model version's ``metric.<metric>`` tag, or None if absent."""
+    raw = (version.tags or {}).get(f"{METRIC_TAG_PREFIX}{metric}")
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(
+            f"model {version.name} version {version.version}: tag {METRIC_TAG_PREFIX}{metric}={raw!r} is not a number"
+        ) from None
+
+
+def champion_metric(
+    name: str, metric: str, alias: str = "champion", client: MlflowClient | None = None
+) -> float | None:
+    """The `metric` tag of the version `alias` points to; None if there is no such alias or tag.
+
+    Args:
+        name: registered model name.
+        metric: metric key as passed to :func:`register_version`.
+        alias: alias of the version to read.
+        client: MLflow client (default: one for the current tracking URI).
+    """
+    version = get_alias_version(name, alias, client=client)
+    if version is None:
+        return None
+    return version_metric(version, metric)
