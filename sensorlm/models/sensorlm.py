@@ -176,14 +176,18 @@ class SensorLM(nn.Module):
             validate: run the value checks that sync with the host (non-finite count, id range).
 
         Returns:
-            dict with sensor_emb (B, D), text_emb (B, D) and logits (B, B), row = sensor.
+            dict with sensor_emb (B, D), text_emb (B, D), logits (B, B) (row = sensor), and
+            t_prime / bias (1,): the loss's scalars as outputs (as open_clip returns its logit
+            scale), so a loss computed outside forward needs no parameter access; under ZeRO-3
+            parameters are only materialised inside forward.
         """
         if sensor.shape[0] != input_ids.shape[0]:
             raise ValueError(f"batch sizes differ: sensor {sensor.shape[0]} vs input_ids {input_ids.shape[0]}")
         zs = self.encode_sensor(sensor, missing, check_finite=validate)
         zt = self.encode_text(input_ids, attention_mask, validate=validate)
-        logits = self.t_prime.exp() * (zs @ zt.T) + self.bias
-        return {"sensor_emb": zs, "text_emb": zt, "logits": logits}
+        t_prime, bias = self.t_prime.clone(), self.bias.clone()
+        logits = t_prime.exp() * (zs @ zt.T) + bias
+        return {"sensor_emb": zs, "text_emb": zt, "logits": logits, "t_prime": t_prime, "bias": bias}
 
 
 def build_sensorlm(cfg: SensorLMConfig) -> SensorLM:

@@ -82,9 +82,10 @@ def _build_task(cfg: TrainConfig, run: dict[str, Any], device: torch.device, mod
     return SSTTask(manifest["stats"]["sst"]["std"], model_cfg.months, device)
 
 
-def _loader(cfg: TrainConfig, run: dict, split: str, rank: int, world: int, seed: int, resampled: bool):
+def _loader(cfg: TrainConfig, run: dict, split: str, rank: int, world: int, seed: int, text_len: int | None):
     from sensorlm.data.loader import make_loader
 
+    train = split == "train"
     return make_loader(
         run["dataset"],
         split,
@@ -93,9 +94,13 @@ def _loader(cfg: TrainConfig, run: dict, split: str, rank: int, world: int, seed
         world_size=world,
         num_workers=cfg.data.num_workers,
         seed=seed,
-        shuffle_buffer=cfg.data.shuffle_buffer if split == "train" else 0,
-        resampled=resampled,
+        shuffle=train,
+        shuffle_buffer=cfg.data.shuffle_buffer if train else 0,
+        resampled=train,  # step-based training draws shards forever; validation reads each once
+        drop_last=train,  # the all-gathered SigLIP loss needs equal batches on every rank
+        text_len=text_len,
         strict=cfg.data.strict,
+        manifest=run["manifest"],
     )
 
 
@@ -148,7 +153,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             print(f"[sensorlm] resumed from step {step} (checkpoint {checkpoint.path})", flush=True)
 
     task = _build_task(cfg, run, device, mcfg)
-    train_iter = iter(_loader(cfg, run, "train", rank, world, data_seed, resampled=True))
+    text_len = mcfg.text.context_len if cfg.task == "sensorlm" else None
+    train_iter = iter(_loader(cfg, run, "train", rank, world, data_seed, text_len))
     logger = _Logger(run.get("mlflow_run_id") if rank == 0 else None, run.get("tracking_uri"), cfg.tracking.system_metrics)
 
     samples_per_step = cfg.batch_size * cfg.optim.grad_accum * world
@@ -156,6 +162,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     window_start, window_steps, data_time, skipped = time.perf_counter(), 0, 0.0, {}
     run_start, start_step = time.perf_counter(), step
     last_val: dict[str, float] = {}
+    scalars: dict[str, torch.Tensor] = {}
     engine.train()
     while step < cfg.steps:
         for _ in range(cfg.optim.grad_accum):
@@ -163,7 +170,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             batch = next(train_iter)
             data_time += time.perf_counter() - t0
             _count_skips(skipped, batch)
-            loss, _ = task.loss(engine, batch)
+            loss, scalars = task.loss(engine, batch)
             engine.backward(loss)
             engine.step()
             loss_sum += loss.detach()
@@ -180,7 +187,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 "train/grad_norm": float(engine.get_global_grad_norm() or 0.0),
                 "train/samples_per_s": window_steps * samples_per_step / elapsed,
                 "train/data_wait_frac": data_time / elapsed,
-                **{f"train/{k}": v for k, v in task.scalars(engine).items()},
+                **{f"train/{k}": float(v) for k, v in scalars.items()},
                 **{f"data/skipped_{k}": float(v) for k, v in skipped.items()},
             }
             if rank == 0:
@@ -197,7 +204,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
         if step % cfg.eval_every == 0 or step == cfg.steps:
             engine.eval()
-            val_batches = _take(_loader(cfg, run, "val", rank, world, cfg.data.seed, resampled=False), cfg.data.val_batches)
+            val_batches = _take(_loader(cfg, run, "val", rank, world, cfg.data.seed, text_len), cfg.data.val_batches)
             last_val = task.evaluate(engine, val_batches)
             engine.train()
             if rank == 0:

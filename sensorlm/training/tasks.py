@@ -12,7 +12,7 @@ from typing import Any, Iterable
 import torch
 import torch.nn.functional as F
 
-from sensorlm.losses import siglip_loss_distributed
+from sensorlm.losses import siglip_loss, siglip_loss_distributed
 from sensorlm.models.sst import month_of_year_from_last
 from sensorlm.training.distributed import all_reduce_sum
 
@@ -35,13 +35,8 @@ class SensorLMTask:
     def loss(self, engine, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         b = _to(batch, self.device)
         out = engine(b["sensor"], b["input_ids"], b["attention_mask"], b.get("missing"), validate=False)
-        module = engine.module
-        loss = siglip_loss_distributed(out["sensor_emb"], out["text_emb"], module.t_prime, module.bias)
-        return loss, {}
-
-    def scalars(self, engine) -> dict[str, float]:
-        m = engine.module
-        return {"temperature": float(m.t_prime.detach().float().exp()), "bias": float(m.bias.detach().float())}
+        loss = siglip_loss_distributed(out["sensor_emb"], out["text_emb"], out["t_prime"], out["bias"])
+        return loss, {"temperature": out["t_prime"].detach().float().exp(), "bias": out["bias"].detach().float()}
 
     def prompts(self) -> list[str]:
         from sensorlm.data.captions import activity_prompt
@@ -53,14 +48,20 @@ class SensorLMTask:
         ids, mask = self.tokenizer.encode(self.prompts(), self.text_len)
         ids = torch.as_tensor(ids, device=self.device)
         mask = torch.as_tensor(mask, device=self.device)
-        module = engine.module
-        class_emb = module.encode_text(ids, mask).float()
+        # Through the engine's forward (not module.encode_text) so ZeRO-3 gathers the weights:
+        # a dummy sensor batch rides along with the prompts.
+        class_emb = None
         sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss*n, correct, n
         for batch in batches:
             b = _to(batch, self.device)
             out = engine(b["sensor"], b["input_ids"], b["attention_mask"], b.get("missing"), validate=False)
+            if class_emb is None:
+                k = ids.shape[0]
+                sensor = b["sensor"][:1].expand(k, -1, -1)
+                class_emb = engine(sensor, ids, mask, validate=False)["text_emb"].float()
             n = out["sensor_emb"].shape[0]
-            loss = siglip_loss_distributed(out["sensor_emb"].float(), out["text_emb"].float(), module.t_prime, module.bias)
+            # Local loss: ranks' last validation batches may differ in size, so no all-gather here.
+            loss = siglip_loss(out["sensor_emb"].float(), out["text_emb"].float(), out["t_prime"], out["bias"])
             pred = (out["sensor_emb"].float() @ class_emb.T).argmax(dim=1)
             sums += torch.stack([loss.double() * n, (pred == b["label"]).sum().double(), torch.tensor(n, device=self.device, dtype=torch.float64)])
         all_reduce_sum(sums)
@@ -92,9 +93,6 @@ class SSTTask:
         ocean = (~b["land"].bool()).float()
         loss = ((pred - b["target"]) ** 2 * ocean).sum() / ocean.sum().clamp_min(1)
         return loss, {}
-
-    def scalars(self, engine) -> dict[str, float]:
-        return {}
 
     @torch.no_grad()
     def evaluate(self, engine, batches: Iterable[dict]) -> dict[str, float]:

@@ -36,7 +36,8 @@ def tiny() -> SensorLM:
 def test_forward_outputs_and_logit_formula(tiny):
     x, ids, mask, missing = _batch(tiny.config)
     out = tiny(x, ids, mask, missing)
-    assert set(out) == {"sensor_emb", "text_emb", "logits"}
+    assert set(out) == {"sensor_emb", "text_emb", "logits", "t_prime", "bias"}
+    assert torch.equal(out["t_prime"], tiny.t_prime.detach()) and torch.equal(out["bias"], tiny.bias.detach())
     assert out["sensor_emb"].shape == (3, 64) and out["text_emb"].shape == (3, 64)
     assert out["logits"].shape == (3, 3) and out["logits"].dtype == torch.float32
     for key in ("sensor_emb", "text_emb"):

@@ -1,0 +1,154 @@
+"""Dataset preparation: (generate ->) Parquet -> tokenizer + webdataset shards + manifest.
+
+Users' Parquet files and the project's synthetic data go the same way: the synthetic generators
+first write Parquet into ``<out>/parquet/``, then the same validated reader turns it into shards.
+Entry points: ``python jobs/prepare_data.py`` and ``sensorlm prepare-data`` (`sensorlm.cli`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from sensorlm.data.schema import ParquetSource, ShardSample, write_parquet
+from sensorlm.data.shards import ShardError, write_shards
+from sensorlm.data.tokenizer import TOKENIZER_FILE, train_tokenizer
+
+# per generator preset: tokenizer vocab, samples per shard, caption length in tokens
+PRESET_DEFAULTS: dict[str, dict[str, dict[str, int | None]]] = {
+    "wearable": {
+        "tiny": {"vocab_size": 1024, "max_count": 16, "text_len": 48},
+        "small": {"vocab_size": 8000, "max_count": 100, "text_len": 64},
+        "paper": {"vocab_size": 32000, "max_count": 1000, "text_len": 64},
+    },
+    "sst": {
+        "tiny": {"vocab_size": None, "max_count": 4, "text_len": None},
+        "base": {"vocab_size": None, "max_count": 16, "text_len": None},
+    },
+}
+DEFAULT_VOCAB = 32000
+DEFAULT_MAX_COUNT = 1000
+DEFAULT_TEXT_LEN = 64
+DEFAULT_MAX_BYTES = 256 << 20
+
+
+def _generate_parquet(kind: str, preset: str, seed: int, out: Path, log: Callable[[str], None]) -> Path:
+    path = out / "parquet" / f"{kind}-{preset}-seed{seed}.parquet"
+    if path.is_file():  # written atomically, so an existing file is complete
+        log(f"reusing {path}")
+        return path
+    log(f"generating SYNTHETIC {kind} data, preset {preset!r}, seed {seed} -> {path}")
+    gen_meta = {"generator": {"kind": kind, "preset": preset, "seed": seed, "synthetic": True}}
+    if kind == "wearable":
+        from sensorlm.data import synthetic_wearable as sw
+
+        write_parquet(sw.generate_wearable(preset, seed=seed), path, "wearable", extra_metadata=gen_meta)
+    else:
+        from sensorlm.data import synthetic_sst as ss
+
+        write_parquet(ss.generate_sst(preset, seed=seed), path, "sst", extra_metadata=gen_meta)
+    return path
+
+
+def prepare_dataset(
+    kind: str,
+    out_dir: str | os.PathLike,
+    *,
+    preset: str | None = "tiny",
+    parquet: Sequence[str | os.PathLike] | None = None,
+    seed: int = 0,
+    max_count: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    dtype: str = "float32",
+    vocab_size: int | None = None,
+    text_len: int | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Build a dataset directory: ``tokenizer.json`` (wearable), shards and ``manifest.json``.
+
+    Rerunning after an interruption resumes (completed shards are kept).
+
+    Args:
+        kind: ``wearable`` or ``sst``.
+        out_dir: output directory.
+        preset: generator preset used when no ``parquet`` is given (wearable: tiny/small/paper,
+            sst: tiny/base); also picks the default vocab size, shard size and text length.
+        parquet: the user's Parquet files (schema in `sensorlm.data.schema`); None = generate the
+            project's synthetic data into ``out_dir/parquet/`` first.
+        seed: generator seed.
+        max_count: samples per shard (default by preset, else 1000).
+        max_bytes: maximum bytes per shard.
+        dtype: float storage, ``float32`` or ``float16``.
+        vocab_size: tokenizer vocabulary (default by preset, else 32000).
+        text_len: caption length recorded in the manifest as the loader's default (by preset, else 64).
+        log: progress printer, or None for silence.
+
+    Returns:
+        the manifest.
+    """
+    if kind not in PRESET_DEFAULTS:
+        raise ValueError(f"kind must be one of {sorted(PRESET_DEFAULTS)}, got {kind!r}")
+    log = log or (lambda msg: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if parquet:
+        paths = [Path(p) for p in parquet]
+        generator = None
+        defaults = PRESET_DEFAULTS[kind].get(preset or "", {})
+    else:
+        if preset not in PRESET_DEFAULTS[kind]:
+            raise ValueError(f"unknown {kind} preset {preset!r}; choose one of {sorted(PRESET_DEFAULTS[kind])}")
+        defaults = PRESET_DEFAULTS[kind][preset]
+        paths = [_generate_parquet(kind, preset, seed, out, log)]
+        generator = {"preset": preset, "seed": seed, "synthetic": True}
+    sources = [ParquetSource(p, kind) for p in paths]
+    info = sources[0].info
+    for src in sources[1:]:
+        if not src.info.same_shape(info):
+            raise ShardError(
+                f"{src.path}: shapes {src.info.shapes()} or channels differ from {sources[0].path} ({info.shapes()})"
+            )
+    extra: dict[str, Any] = {"sources": [p.name for p in paths], "generator": generator}
+    if kind == "wearable":
+        vocab = vocab_size or defaults.get("vocab_size") or DEFAULT_VOCAB
+        tok = train_tokenizer((c for s in sources for c in s.captions("train")), vocab)
+        tok.save(out / TOKENIZER_FILE)
+        log(f"tokenizer: {tok.vocab_size} ids (asked for at most {vocab}) -> {out / TOKENIZER_FILE}")
+        extra.update(
+            tokenizer=TOKENIZER_FILE,
+            vocab_size=tok.vocab_size,
+            requested_vocab_size=vocab,
+            text_len=text_len or defaults.get("text_len") or DEFAULT_TEXT_LEN,
+        )
+
+    def all_samples() -> Iterator[ShardSample]:
+        for src in sources:
+            yield from src
+
+    fingerprint = {"files": [[p.name, p.stat().st_size] for p in paths]}
+    return write_shards(
+        all_samples(),
+        out,
+        info,
+        max_count=max_count or defaults.get("max_count") or DEFAULT_MAX_COUNT,
+        max_bytes=max_bytes,
+        dtype=dtype,
+        activities=info.activities,
+        extra=extra,
+        fingerprint=fingerprint,
+        log=log,
+    )
+
+
+def prepare_synthetic(kind: str, preset: str, out_dir: str | os.PathLike, *, seed: int = 0, **kwargs: Any):
+    """Generate the project's synthetic dataset of ``kind`` at ``preset`` into ``out_dir``.
+
+    Args:
+        kind: ``wearable`` or ``sst``.
+        preset: generator preset.
+        out_dir: output directory.
+        seed: generator seed.
+        **kwargs: more `prepare_dataset` arguments.
+    """
+    return prepare_dataset(kind, out_dir, preset=preset, seed=seed, **kwargs)

@@ -1,0 +1,529 @@
+"""Parquet -> webdataset shards, with a manifest, written atomically and resumably.
+
+A dataset directory holds ``{split}-%06d.tar`` shards, ``manifest.json`` and (wearable)
+``tokenizer.json``. Each sample is a group of tar members sharing a key: arrays as ``<name>.npy``
+(float arrays in float32 or float16), metadata as ``json`` and the caption as ``txt``.
+
+Atomic and resumable: a shard is written as ``.{name}.tmp`` and renamed only once complete, so a
+final name never holds a truncated shard. After each completed shard ``.progress.json`` records
+what is done. A rerun with the same inputs and settings keeps every completed shard whose sha256
+still matches, skips its samples in the (deterministic) input stream and writes the rest. The
+per-channel statistics are computed in the same single streaming pass over all samples.
+``manifest.json`` appears last; its presence means the dataset is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from sensorlm.data.schema import KEY_PATTERN, SCHEMA_VERSION, SPLITS, DatasetInfo, ShardSample
+
+MANIFEST = "manifest.json"
+PROGRESS = ".progress.json"
+SHARD_PATTERN = "{split}-{index:06d}.tar"
+DTYPES = ("float32", "float16")
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+_TAR_BLOCK = 512
+
+
+class ShardError(ValueError):
+    """Shard writing or a manifest check failed; the message names the file or sample."""
+
+
+def shard_name(split: str, index: int) -> str:
+    return SHARD_PATTERN.format(split=split, index=index)
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = _tmp_path(path)
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    """``.npy`` bytes of a numeric array (never pickled)."""
+    if array.dtype.hasobject:
+        raise ShardError(f"refusing to write an object array (dtype {array.dtype}): it would need pickle")
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _member_tar_size(nbytes: int) -> int:
+    # one header block + data padded to whole blocks (PAX headers are not needed for short names)
+    return _TAR_BLOCK + ((nbytes + _TAR_BLOCK - 1) // _TAR_BLOCK) * _TAR_BLOCK
+
+
+def encode_sample(sample: ShardSample, dtype: str = "float32") -> list[tuple[str, bytes]]:
+    """Tar members (name, bytes) of one sample.
+
+    Args:
+        sample: the sample; float arrays are stored in ``dtype``, others unchanged.
+        dtype: ``float32`` or ``float16``.
+    """
+    if not KEY_PATTERN.match(sample.key):
+        raise ShardError(f"sample key {sample.key!r} may hold only letters, digits, '_' and '-'")
+    members = []
+    for name, array in sample.arrays.items():
+        array = np.asarray(array)
+        if array.dtype.kind == "f":
+            if dtype == "float16":
+                peak = float(np.abs(array).max(initial=0.0))
+                if peak > FLOAT16_MAX:
+                    raise ShardError(
+                        f"sample {sample.key}: '{name}' holds {peak:g}, beyond float16's range: use --dtype float32"
+                    )
+            array = array.astype(dtype, copy=False)
+        members.append((f"{sample.key}.{name}.npy", encode_npy(array)))
+    members.append((f"{sample.key}.json", json.dumps(sample.meta, sort_keys=True).encode("utf-8")))
+    if sample.text is not None:
+        members.append((f"{sample.key}.txt", sample.text.encode("utf-8")))
+    return members
+
+
+class _HashingFile:
+    """File wrapper that hashes and counts what goes through it (tarfile needs write and tell)."""
+
+    def __init__(self, f):
+        self.f = f
+        self.sha = hashlib.sha256()
+        self.nbytes = 0
+
+    def write(self, data: bytes) -> int:
+        self.f.write(data)
+        self.sha.update(data)
+        self.nbytes += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.nbytes
+
+
+class _ShardFile:
+    """One shard being written under its temporary name."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.tmp = _tmp_path(path)
+        self._f = open(self.tmp, "wb")
+        self._h = _HashingFile(self._f)
+        # fixed header fields make shards byte-identical across reruns (resume can compare hashes)
+        self._tar = tarfile.open(fileobj=self._h, mode="w", format=tarfile.USTAR_FORMAT)
+        self.samples = 0
+        self.data_bytes = 0
+        self.first_key: str | None = None
+        self.last_key: str | None = None
+
+    def add(self, key: str, members: list[tuple[str, bytes]]) -> None:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o444
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            self._tar.addfile(info, io.BytesIO(data))
+            self.data_bytes += _member_tar_size(len(data))
+        self.samples += 1
+        self.first_key = self.first_key or key
+        self.last_key = key
+
+    def finish(self) -> dict[str, Any]:
+        self._tar.close()
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        os.replace(self.tmp, self.path)
+        return {
+            "name": self.path.name,
+            "samples": self.samples,
+            "bytes": self._h.nbytes,
+            "sha256": self._h.sha.hexdigest(),
+            "first_key": self.first_key,
+            "last_key": self.last_key,
+        }
+
+    def abort(self) -> None:
+        try:
+            self._tar.close()
+        except Exception:  # the shard is discarded anyway
+            pass
+        self._f.close()
+        if self.tmp.exists():
+            self.tmp.unlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+
+
+class RunningStats:
+    """Per-channel mean/std over a stream of (N, C) blocks, merged with Chan's formula (float64).
+
+    Args:
+        channels: number of channels C.
+    """
+
+    def __init__(self, channels: int):
+        self.count = np.zeros(channels, np.float64)
+        self.mean = np.zeros(channels, np.float64)
+        self.m2 = np.zeros(channels, np.float64)
+
+    def update(self, values: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Add a block.
+
+        Args:
+            values: (N, C) values.
+            valid: (N,) or (N, C) bool, True = include (missing minutes excluded).
+        """
+        x = np.asarray(values, np.float64)
+        if valid is None:
+            w = np.ones_like(x)
+        else:
+            w = np.broadcast_to(np.asarray(valid, np.float64).reshape(x.shape[0], -1), x.shape)
+        n_b = w.sum(0)
+        safe = np.maximum(n_b, 1)
+        mean_b = (x * w).sum(0) / safe
+        m2_b = (((x - mean_b) ** 2) * w).sum(0)
+        n = self.count + n_b
+        delta = mean_b - self.mean
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.where(n > 0, n_b / np.maximum(n, 1), 0.0)
+        self.mean = self.mean + delta * frac
+        self.m2 = self.m2 + m2_b + delta**2 * self.count * frac
+        self.count = n
+
+    def std(self) -> np.ndarray:
+        var = np.where(self.count > 1, self.m2 / np.maximum(self.count - 1, 1), 0.0)
+        std = np.sqrt(np.maximum(var, 0.0))
+        # a constant (or empty) channel would divide by zero when normalising
+        return np.where(std > 1e-8, std, 1.0)
+
+    def as_dict(self) -> dict[str, list[float]]:
+        return {"mean": self.mean.tolist(), "std": self.std().tolist(), "count": self.count.astype(int).tolist()}
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def _load_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ShardError(f"{path}: not valid JSON ({exc}); delete it to start over") from exc
+
+
+def write_shards(
+    samples: Iterable[ShardSample],
+    out_dir: str | os.PathLike,
+    info: DatasetInfo,
+    *,
+    max_count: int = 1000,
+    max_bytes: int = 256 << 20,
+    dtype: str = "float32",
+    activities: Sequence[str] | None = None,
+    extra: dict[str, Any] | None = None,
+    fingerprint: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Write samples into ``{split}-%06d.tar`` shards and ``manifest.json``; resume if interrupted.
+
+    Args:
+        samples: the samples, in a deterministic order (a rerun must see the same order).
+        out_dir: local output directory (upload it afterwards to serve shards from a URL).
+        info: shapes/channels of the dataset (from `ParquetSource.info`).
+        max_count: maximum samples per shard.
+        max_bytes: maximum shard size in bytes (tar member data and headers; a sample larger than
+            this gets a shard of its own).
+        dtype: float storage type, ``float32`` or ``float16``.
+        activities: wearable class labels in label order (labels seen but not listed are appended).
+        extra: more manifest fields (tokenizer, generator, sources).
+        fingerprint: JSON-able description of the inputs; a rerun with a different one refuses to
+            resume rather than mix two datasets.
+        log: progress messages (default: silent).
+
+    Returns:
+        the manifest dict (also written to ``out_dir/manifest.json``).
+    """
+    if isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 1:
+        raise ValueError(f"max_count must be a positive integer, got {max_count!r}")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 4096:
+        raise ValueError(f"max_bytes must be an integer >= 4096, got {max_bytes!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    log = log or (lambda msg: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "kind": info.kind,
+        "dtype": dtype,
+        "max_count": max_count,
+        "max_bytes": max_bytes,
+        "shapes": {k: list(v) for k, v in info.shapes().items()},
+        "inputs": fingerprint or {},
+    }
+
+    # leftovers of an interrupted run: temporary files are never complete
+    for tmp in out.glob(".*.tmp"):
+        tmp.unlink()
+    previous = _load_json(out / PROGRESS) or _load_json(out / MANIFEST)
+    done: dict[str, list[dict[str, Any]]] = {}
+    if previous is not None:
+        if previous.get("settings") != settings:
+            raise ShardError(
+                f"{out}: holds shards written with other inputs or settings "
+                f"({previous.get('settings')} != {settings}); use a new directory or delete it"
+            )
+        for split, entry in previous.get("splits", {}).items():
+            kept = []
+            for shard in entry["shards"]:
+                path = out / shard["name"]
+                if path.is_file() and path.stat().st_size == shard["bytes"] and sha256_file(path) == shard["sha256"]:
+                    kept.append(shard)
+                else:
+                    log(f"resume: {shard['name']} is missing or changed; rewriting from there")
+                    break
+            done[split] = kept
+        log("resume: keeping " + ", ".join(f"{s}: {len(v)} shards" for s, v in done.items()))
+    # shards under final names not recorded as done (e.g. a crash between rename and progress write)
+    keep_names = {s["name"] for shards in done.values() for s in shards}
+    for path in out.glob("*-[0-9][0-9][0-9][0-9][0-9][0-9].tar"):
+        if path.name not in keep_names:
+            path.unlink()
+
+    splits: dict[str, list[dict[str, Any]]] = {s: list(v) for s, v in done.items()}
+    skip_left = {s: [(sh["samples"], sh["first_key"], sh["last_key"]) for sh in v] for s, v in done.items()}
+    open_shards: dict[str, _ShardFile] = {}
+    seen_keys: set[str] = set()
+    labels_seen: set[str] = set()
+    shapes = info.shapes()
+    channel_stats = RunningStats(len(info.channels)) if info.kind == "wearable" else RunningStats(1)
+    all_stats = RunningStats(len(info.channels)) if info.kind == "wearable" else RunningStats(1)
+    counts = {s: 0 for s in SPLITS}
+    in_shard = {s: 0 for s in SPLITS}  # position inside the current kept shard during skipping
+
+    def save_progress():
+        _atomic_write_text(
+            out / PROGRESS,
+            json.dumps({"settings": settings, "splits": {s: {"shards": v} for s, v in splits.items()}}, indent=1),
+        )
+
+    save_progress()
+    # from here until the new manifest is written the directory is incomplete: say so on disk
+    (out / MANIFEST).unlink(missing_ok=True)
+
+    try:
+        for sample in samples:
+            if sample.key in seen_keys:
+                raise ShardError(f"duplicate sample key {sample.key!r} (keys must be unique across all inputs)")
+            seen_keys.add(sample.key)
+            split = sample.split
+            for name, shape in shapes.items():
+                got = tuple(np.shape(sample.arrays.get(name)))
+                if got != shape:
+                    raise ShardError(f"sample {sample.key}: '{name}' has shape {got}, expected {shape}")
+            # statistics over every sample (also those skipped on resume): one pass over the data
+            stats = channel_stats if split == "train" else None
+            if info.kind == "wearable":
+                valid = sample.arrays["missing"] == 0
+                labels_seen.add(sample.meta.get("primary_activity", ""))
+                block = (sample.arrays["sensor"], valid)
+            else:
+                valid = (sample.arrays["mask"] == 0).reshape(-1)
+                block = (sample.arrays["daily"].reshape(-1, 1), valid)
+            if stats is not None:
+                stats.update(*block)
+            all_stats.update(*block)
+            counts[split] += 1
+
+            pending = skip_left.get(split)
+            if pending:
+                n, first_key, last_key = pending[0]
+                pos = in_shard[split]
+                if (pos == 0 and sample.key != first_key) or (pos == n - 1 and sample.key != last_key):
+                    raise ShardError(
+                        f"{out}: input changed since the interrupted run (sample {sample.key} where "
+                        f"{first_key if pos == 0 else last_key} was); use a new directory or delete it"
+                    )
+                in_shard[split] = pos + 1
+                if pos + 1 == n:
+                    pending.pop(0)
+                    in_shard[split] = 0
+                continue
+
+            members = encode_sample(sample, dtype)
+            size = sum(_member_tar_size(len(data)) for _, data in members)
+            cur = open_shards.get(split)
+            if cur is not None and (cur.samples >= max_count or cur.data_bytes + size > max_bytes):
+                splits.setdefault(split, []).append(cur.finish())
+                save_progress()
+                log(f"wrote {cur.path.name} ({cur.samples} samples)")
+                cur = None
+            if cur is None:
+                index = len(splits.get(split, []))
+                cur = open_shards[split] = _ShardFile(out / shard_name(split, index))
+            cur.add(sample.key, members)
+    except BaseException:
+        for cur in open_shards.values():
+            cur.abort()
+        raise
+    for split, cur in open_shards.items():
+        if cur.samples:
+            splits.setdefault(split, []).append(cur.finish())
+            log(f"wrote {cur.path.name} ({cur.samples} samples)")
+        else:
+            cur.abort()
+    for split, pending in skip_left.items():
+        if pending:
+            raise ShardError(
+                f"{out}: input has fewer '{split}' samples than the interrupted run wrote; "
+                "use a new directory or delete it"
+            )
+    if not seen_keys:
+        raise ShardError("no samples to write")
+    save_progress()
+
+    stats_src = channel_stats if counts["train"] else all_stats
+    manifest: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": info.kind,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "dtype": dtype,
+        "sample_shape": {k: list(v) for k, v in shapes.items()},
+        "num_samples": sum(counts.values()),
+        "splits": {
+            s: {"num_samples": sum(sh["samples"] for sh in v), "shards": v} for s, v in sorted(splits.items())
+        },
+        "stats_split": "train" if counts["train"] else "all",
+        "settings": settings,
+    }
+    if info.kind == "wearable":
+        labels = list(activities or info.activities or [])
+        labels += sorted(labels_seen - set(labels) - {""})
+        manifest["channels"] = [{"name": n, "unit": u} for n, u in info.channels]
+        manifest["activities"] = labels
+        manifest["stats"] = {"sensor": stats_src.as_dict()}
+    else:
+        s = stats_src.as_dict()
+        manifest["stats"] = {"sst": {"mean": s["mean"][0], "std": s["std"][0], "count": s["count"][0], "unit": "degC"}}
+        # normalised errors times sst_std are errors in degC
+        manifest["sst_mean"], manifest["sst_std"] = s["mean"][0], s["std"][0]
+    manifest.update(extra or {})
+    _atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
+    (out / PROGRESS).unlink(missing_ok=True)
+    log(f"manifest: {manifest['num_samples']} samples in {sum(len(v) for v in splits.values())} shards")
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------
+# manifest
+
+
+def load_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and sanity-check a local ``manifest.json`` (or the directory holding it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path} (run prepare_data first)")
+    return parse_manifest(path.read_text(encoding="utf-8"), str(path))
+
+
+def parse_manifest(text: str, origin: str = MANIFEST) -> dict[str, Any]:
+    """Parse manifest JSON text, raising ShardError naming the missing field."""
+    try:
+        manifest = json.loads(text)
+    except ValueError as exc:
+        raise ShardError(f"{origin}: not valid JSON ({exc})") from exc
+    for field in ("schema_version", "kind", "sample_shape", "splits", "stats"):
+        if field not in manifest:
+            raise ShardError(f"{origin}: manifest has no '{field}' field")
+    if manifest["schema_version"] != SCHEMA_VERSION:
+        raise ShardError(f"{origin}: schema_version {manifest['schema_version']}, this code reads {SCHEMA_VERSION}")
+    return manifest
+
+
+def read_manifest(source: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of a dataset at a local directory or any URL the loader accepts."""
+    from sensorlm.data.loader import load_dataset_manifest
+
+    return load_dataset_manifest(source)
+
+
+def verify_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """Check that every shard in a local dataset exists with the recorded size and sha256.
+
+    Args:
+        path: dataset directory (or its manifest.json).
+
+    Returns:
+        the manifest.
+
+    Raises:
+        ShardError listing every missing or changed shard.
+    """
+    path = Path(path)
+    root = path if path.is_dir() else path.parent
+    manifest = load_manifest(path)
+    problems = []
+    for split, entry in manifest["splits"].items():
+        for shard in entry["shards"]:
+            f = root / shard["name"]
+            if not f.is_file():
+                problems.append(f"{f}: missing")
+            elif f.stat().st_size != shard["bytes"]:
+                problems.append(f"{f}: {f.stat().st_size} bytes, manifest says {shard['bytes']}")
+            elif sha256_file(f) != shard["sha256"]:
+                problems.append(f"{f}: sha256 differs from the manifest")
+        total = sum(s["samples"] for s in entry["shards"])
+        if total != entry["num_samples"]:
+            problems.append(f"split {split}: shards hold {total} samples, manifest says {entry['num_samples']}")
+    if problems:
+        raise ShardError("dataset check failed:\n  " + "\n  ".join(problems))
+    return manifest
+
+
+__all__ = [
+    "MANIFEST",
+    "ShardError",
+    "RunningStats",
+    "encode_sample",
+    "encode_npy",
+    "write_shards",
+    "load_manifest",
+    "parse_manifest",
+    "verify_manifest",
+    "read_manifest",
+    "sha256_file",
+    "shard_name",
+]

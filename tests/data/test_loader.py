@@ -1,0 +1,307 @@
+"""Streaming loader: batches, node/worker split, determinism, URLs, and bad data never silent."""
+
+import importlib.util
+import io
+import json
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sensorlm.data.loader import DataError, SkipReport, make_loader
+from sensorlm.data.shards import MANIFEST, encode_npy, encode_sample, load_manifest
+from sensorlm.data.tokenizer import load_tokenizer
+
+# the shared tiny-dataset helpers, loaded by path (pytest runs with --import-mode=importlib)
+_spec = importlib.util.spec_from_file_location("pipeline_fixtures", Path(__file__).with_name("pipeline_fixtures.py"))
+_fx = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_fx)
+ACTS = _fx.ACTS
+C = _fx.C
+T = _fx.T
+sst_samples = _fx.sst_samples
+wearable_samples = _fx.wearable_samples
+write_sst = _fx.write_sst
+write_wearable = _fx.write_wearable
+
+
+@pytest.fixture(scope="module")
+def wearable_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("wearable")
+    write_wearable(d, n=32, max_count=4, val_every=0)  # 8 train shards of 4
+    return d
+
+
+def _keys(loader):
+    return [k for batch in loader for k in batch["key"]]
+
+
+def test_wearable_batch_contents_and_normalisation(wearable_dir):
+    loader = make_loader(wearable_dir, "train", 5, num_workers=0, shuffle=False)
+    batch = next(iter(loader))
+    assert batch["sensor"].shape == (5, T, C) and batch["sensor"].dtype == torch.float32
+    assert batch["missing"].shape == (5, T) and batch["missing"].dtype == torch.bool
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == (5, 16)  # manifest text_len
+    assert batch["input_ids"].dtype == batch["attention_mask"].dtype == torch.int64
+    assert batch["label"].dtype == torch.int64 and batch["skipped"]["total"] == 0
+    # shuffle=False: file order, so the first batch is s0000..s0004
+    assert batch["key"] == [f"s{i:04d}" for i in range(5)]
+    raw = {s.key: s for s in wearable_samples(5)}
+    st = load_manifest(wearable_dir)["stats"]["sensor"]
+    for i, key in enumerate(batch["key"]):
+        s = raw[key]
+        want = (s.arrays["sensor"] - np.float32(st["mean"])) / np.float32(st["std"])
+        want[s.arrays["missing"] == 1] = 0
+        np.testing.assert_allclose(batch["sensor"][i].numpy(), want, rtol=1e-5, atol=1e-5)
+        assert batch["missing"][i].numpy().tolist() == (s.arrays["missing"] == 1).tolist()
+        assert batch["label"][i].item() == ACTS.index(s.meta["primary_activity"])
+        ids, mask = load_tokenizer(wearable_dir).encode(s.text, 16)
+        assert batch["input_ids"][i].tolist() == ids[0].tolist()
+        assert batch["attention_mask"][i].tolist() == mask[0].tolist()
+    assert batch["caption"][0] == raw["s0000"].text
+
+
+def test_every_sample_exactly_once_across_2_nodes_x_2_workers(wearable_dir):
+    per_rank = []
+    for rank in range(2):
+        loader = make_loader(wearable_dir, "train", 3, rank=rank, world_size=2, num_workers=2, seed=7,
+                             equalize=False)
+        per_rank.append(_keys(loader))
+    everything = per_rank[0] + per_rank[1]
+    assert len(everything) == 32 and set(everything) == {f"s{i:04d}" for i in range(32)}
+    assert not set(per_rank[0]) & set(per_rank[1])
+    assert len(per_rank[0]) == len(per_rank[1]) == 16  # 4 shards of 4 per rank
+
+
+def test_same_seed_and_epoch_same_order(wearable_dir):
+    def order(seed, epoch):
+        loader = make_loader(wearable_dir, "train", 4, num_workers=2, seed=seed, epoch=epoch)
+        return _keys(loader)
+
+    a = order(1, 0)
+    assert a == order(1, 0)
+    assert sorted(a) == sorted(order(1, 1)) and a != order(1, 1)
+    assert a != order(2, 0)
+    # set_epoch on one loader gives what a loader built at that epoch gives
+    loader = make_loader(wearable_dir, "train", 4, num_workers=2, seed=1)
+    loader.set_epoch(1)
+    assert _keys(loader) == order(1, 1)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_equalized_ranks_take_the_same_number_of_batches(tmp_path, workers):
+    write_wearable(tmp_path, n=10, max_count=4)  # shards of 4, 4, 2: ranks get 2 and 1 shards
+    def loaders(**kw):
+        return [make_loader(tmp_path, "train", 3, rank=r, world_size=2, num_workers=workers, seed=0, **kw)
+                for r in range(2)]
+
+    free = [sum(1 for _ in ld) for ld in loaders(equalize=False)]
+    # every rank predicts every rank's count, also where the ranks run different worker counts
+    assert loaders()[0].batches_per_rank() == loaders()[1].batches_per_rank() == free
+    equal = [sum(1 for _ in ld) for ld in loaders()]
+    assert equal[0] == equal[1] == min(free) == len(loaders()[1])
+
+
+def test_resampled_step_based(wearable_dir):
+    def run():
+        loader = make_loader(wearable_dir, "train", 4, num_workers=2, resampled=True, batches_per_epoch=12, seed=3)
+        return _keys(loader)
+
+    keys = run()
+    assert len(keys) == 48  # more than one pass over 32 samples: resampling does not stop
+    assert keys == run()
+
+
+def test_sst_batch(tmp_path):
+    m = write_sst(tmp_path, n=5, max_count=2)
+    batch = next(iter(make_loader(tmp_path, "train", 5, num_workers=0, shuffle=False)))
+    assert batch["daily"].shape == batch["mask"].shape == (5, 64, 8, 8)
+    assert batch["daily"].dtype == batch["mask"].dtype == torch.float32
+    assert batch["padded_days"].shape == (5, 64) and batch["padded_days"].dtype == torch.bool
+    assert batch["land"].shape == batch["holdout"].shape == (5, 8, 8) and batch["land"].dtype == torch.bool
+    assert batch["target"].shape == batch["clim"].shape == (5, 8, 8)
+    assert batch["month"].tolist() == [1, 2, 3, 4, 5]
+    raw = list(sst_samples(5))
+    target = batch["target"].numpy() * m["sst_std"] + m["sst_mean"]  # back to degC
+    for i, s in enumerate(raw):
+        ocean = s.arrays["land"] == 0
+        np.testing.assert_allclose(target[i][ocean], s.arrays["target"][ocean], rtol=1e-5, atol=1e-4)
+        assert (batch["target"][i].numpy()[~ocean] == 0).all()
+        assert (batch["daily"][i].numpy()[s.arrays["mask"] == 1] == 0).all()
+        assert batch["mask"][i].numpy().tolist() == s.arrays["mask"].astype(np.float32).tolist()
+
+
+def test_pipe_and_fsspec_sources(wearable_dir):
+    want = _keys(make_loader(wearable_dir, "train", 8, num_workers=0, shuffle=False))
+    piped = make_loader(f"pipe:cat {wearable_dir}/{{name}}", "train", 8, num_workers=2, shuffle=False)
+    assert sorted(_keys(piped)) == sorted(want)
+    assert _keys(make_loader(f"file://{wearable_dir}", "train", 8, num_workers=0, shuffle=False)) == want
+
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for p in wearable_dir.iterdir():
+        fs.pipe(f"/ds/{p.name}", p.read_bytes())
+    assert _keys(make_loader("memory://ds", "train", 8, num_workers=0, shuffle=False)) == want
+    with pytest.raises(ValueError, match=r"needs a \{name\} placeholder"):
+        make_loader(f"pipe:cat {wearable_dir}", "train", 8)
+    with pytest.raises(FileNotFoundError, match="manifest.json: not found"):
+        make_loader(wearable_dir / "nowhere", "train", 8)
+
+
+def test_bad_arguments_named(wearable_dir):
+    with pytest.raises(ValueError, match="no split 'test'"):
+        make_loader(wearable_dir, "test", 4)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        make_loader(wearable_dir, "train", 0)
+    with pytest.raises(ValueError, match="rank 2 must be < world_size 2"):
+        make_loader(wearable_dir, "train", 4, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="8 shards, fewer than world_size 9"):
+        make_loader(wearable_dir, "train", 4, rank=0, world_size=9)
+
+
+# ------------------------------------------------------------------------------------------- bad data
+
+
+class _WritesMarker:
+    """Unpickling this object would create a file: proof of code execution if it ever appears."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _tar(path, members):
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _npy(arr):
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=arr.dtype.hasobject)
+    return buf.getvalue()
+
+
+def _members(sample, **replace):
+    out = []
+    for name, data in encode_sample(sample):
+        ext = name.split(".", 1)[1]
+        if ext in replace:
+            if replace[ext] is None:
+                continue
+            data = replace[ext]
+        out.append((name, data))
+    return out
+
+
+@pytest.fixture
+def bad_dir(tmp_path):
+    """4 good shards (s0000..s0015) + one shard of bad samples + a truncated and a non-tar shard."""
+    d = tmp_path / "bad"
+    write_wearable(d, n=16, max_count=4)
+    marker = tmp_path / "PWNED"
+    extra = list(wearable_samples(24))[16:]
+    good = extra[0]
+    nan = extra[1].arrays["sensor"].copy()
+    nan[3, 2] = np.nan
+    evil = np.empty(1, dtype=object)
+    evil[0] = _WritesMarker(marker)
+    bad_members = (
+        _members(extra[1], **{"sensor.npy": _npy(nan)})  # NaN
+        + _members(extra[2], **{"sensor.npy": encode_npy(np.zeros((T, C + 1), np.float32))})  # wrong shape
+        + _members(extra[3], **{"sensor.npy": encode_npy(np.zeros((T, C), np.float64))})  # wrong dtype
+        + _members(extra[4], txt=None)  # missing caption
+        + _members(extra[5], **{"sensor.npy": _npy(evil)})  # pickle payload inside .npy
+        + _members(extra[6]) + [(f"{extra[6].key}.pickle", pickle.dumps(_WritesMarker(marker)))]  # extra member
+        + _members(good)
+    )
+    _tar(d / "train-000004.tar", bad_members)
+    whole = (d / "train-000001.tar").read_bytes()
+    (d / "train-000005.tar").write_bytes(whole[: len(whole) // 2 + 100])  # truncated copy of shard 1
+    (d / "train-000006.tar").write_bytes(b"this is not a tar file at all" * 20)
+    m = json.loads((d / MANIFEST).read_text())
+    shards = m["splits"]["train"]["shards"]
+    for i, n in ((4, 7), (5, 4), (6, 1)):
+        shards.append({"name": f"train-{i:06d}.tar", "samples": n, "bytes": 0, "sha256": "", "first_key": "",
+                       "last_key": ""})
+    (d / MANIFEST).write_text(json.dumps(m))
+    # the truncated shard repeats keys s0004.. under another shard name: the loader reads by shard
+    return d, marker, good.key
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_bad_data_skipped_and_counted_with_shard_and_key(bad_dir, num_workers):
+    d, marker, good_key = bad_dir
+    loader = make_loader(d, "train", 4, num_workers=num_workers, shuffle=False)
+    keys = _keys(loader)
+    assert not marker.exists(), "a pickle payload was executed"
+    good = {f"s{i:04d}" for i in range(16)} | {good_key}
+    assert good <= set(keys)
+    # only samples of the truncated copy (same keys as shard 1) may repeat; nothing bad got through
+    assert set(keys) == good
+    counts = loader.report.counts
+    assert counts["non_finite"] == 1 and counts["wrong_shape"] == 1 and counts["wrong_dtype"] == 1
+    assert counts["missing_caption"] == 1 and counts["bad_npy"] == 1 and counts["unexpected_member"] == 1
+    assert counts["corrupt_shard"] == 2  # truncated + not a tar, each counted once
+    by_reason = {}
+    for ev in loader.report.events:
+        by_reason.setdefault(ev["reason"], []).append(ev)
+    assert by_reason["non_finite"][0]["key"] == "s0017"
+    assert by_reason["non_finite"][0]["shard"].endswith("train-000004.tar")
+    assert by_reason["bad_npy"][0]["key"] == "s0021" and "allow_pickle" in by_reason["bad_npy"][0]["detail"]
+    assert by_reason["unexpected_member"][0]["key"] == "s0022"
+    assert {ev["shard"].rsplit("/", 1)[-1] for ev in by_reason["corrupt_shard"]} == {
+        "train-000005.tar", "train-000006.tar"}
+    metrics = loader.report.as_metrics()
+    assert metrics["data/skipped_total"] == loader.report.total >= 8
+    assert metrics["data/skipped/corrupt_shard"] == 2
+    assert "s0017" in loader.report.summary()
+
+
+def test_skip_report_sums_batch_records():
+    report = SkipReport()
+    report.update({"skipped": {"total": 2, "non_finite": 2, "events": [{"reason": "non_finite", "shard": "a",
+                                                                         "key": "k", "detail": ""}]}})
+    report.update({"skipped": {"total": 1, "corrupt_shard": 1, "events": []}})
+    report.update({"key": ["x"]})  # a batch without a record
+    assert report.total == 3 and report.as_metrics()["data/skipped/non_finite"] == 2
+
+
+@pytest.mark.parametrize(
+    "shard,match,workers",
+    [
+        # in a worker process: the error crosses into the trainer's process with its message
+        ("train-000004.tar", r"train-000004.tar: sample s0017: non_finite", 1),
+        ("train-000006.tar", r"train-000006.tar: corrupt or unreadable shard", 0),
+        ("train-000005.tar", r"train-000005.tar: (corrupt or unreadable shard|sample s0007: missing_member)", 0),
+    ],
+)
+def test_strict_raises_naming_shard_and_key(bad_dir, shard, match, workers):
+    d, marker, _ = bad_dir
+    m = json.loads((d / MANIFEST).read_text())
+    m["splits"]["train"]["shards"] = [s for s in m["splits"]["train"]["shards"] if s["name"] == shard]
+    with pytest.raises(Exception, match=match) as e:
+        _keys(make_loader(d, "train", 4, num_workers=workers, strict=True, shuffle=False, manifest=m))
+    assert isinstance(e.value, DataError)  # re-raised in the main process with the worker's message
+    assert not marker.exists()
+
+
+def test_strict_pickle_payload_raises_without_executing(bad_dir):
+    d, marker, _ = bad_dir
+    m = json.loads((d / MANIFEST).read_text())
+    tar = d / "train-000004.tar"
+    with tarfile.open(tar) as t:
+        members = [(n, t.extractfile(n).read()) for n in t.getnames() if n.startswith("s0021.")]
+    _tar(tar, members)
+    m["splits"]["train"]["shards"] = [s for s in m["splits"]["train"]["shards"] if s["name"] == tar.name]
+    with pytest.raises(DataError, match=r"train-000004.tar: sample s0021: bad_npy: sensor.npy: .*allow_pickle"):
+        _keys(make_loader(d, "train", 4, num_workers=0, strict=True, manifest=m))
+    assert not marker.exists()

@@ -1,0 +1,566 @@
+"""Static checks of everything under infra/: Kubernetes and KubeRay manifests, the Ray cluster
+launcher config and the Dockerfile.
+
+Every YAML document is checked against the fields its kind requires (for RayCluster / RayJob the
+`required` lists of KubeRay's ray.io/v1 CRDs), and every cross reference is followed: Secrets and
+keys, ConfigMaps, volumes, Services to pods, images to Dockerfile stages, entry points to files
+under jobs/ and configs/ (and the run config overrides through the real config loader).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INFRA = REPO_ROOT / "infra"
+K8S = INFRA / "k8s"
+DOCKERFILE = INFRA / "docker" / "Dockerfile"
+LAUNCHER = INFRA / "cluster" / "aws-gpu.yaml"
+SECRETS_EXAMPLE = K8S / "secrets.example.yaml"
+NAMESPACE = "sensorlm"
+
+ALL_YAML = sorted(p for p in INFRA.rglob("*") if p.suffix in (".yaml", ".yml"))
+K8S_YAML = sorted(p for p in ALL_YAML if K8S in p.parents)
+KNOWN_KINDS = {
+    ("v1", "Namespace"),
+    ("v1", "Secret"),
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("v1", "PersistentVolumeClaim"),
+    ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),
+    ("ray.io/v1", "RayCluster"),
+    ("ray.io/v1", "RayJob"),
+}
+CLUSTER_SCOPED = {"Namespace"}
+# Environment variable names that hold credentials: their value must come from a Secret.
+SECRET_ENV_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|CREDENTIAL", re.I)
+# user:password@ in a URL, unless the password is a $(VAR) reference expanded by Kubernetes.
+URL_CREDENTIALS = re.compile(r"://[^/\s:@]+:(?!\$\()[^@\s/]+@")
+
+
+def _docs(path: Path) -> list[dict]:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    for i, d in enumerate(docs):
+        assert isinstance(d, dict), f"{path}: document {i} is a {type(d).__name__}, not a mapping"
+    return docs
+
+
+def _all_k8s_docs() -> list[tuple[Path, dict]]:
+    return [(p, d) for p in K8S_YAML for d in _docs(p)]
+
+
+def _by_kind(kind: str) -> list[tuple[Path, dict]]:
+    return [(p, d) for p, d in _all_k8s_docs() if d.get("kind") == kind]
+
+
+def _rel(p: Path) -> str:
+    return str(p.relative_to(REPO_ROOT))
+
+
+def _pod_specs(doc: dict) -> list[tuple[str, dict, dict]]:
+    """(where, pod template metadata, pod spec) for every pod a workload or Ray resource describes."""
+    kind, spec = doc["kind"], doc.get("spec", {})
+    out = []
+    if kind in ("Deployment", "StatefulSet"):
+        tpl = spec["template"]
+        out.append((f"{kind} {doc['metadata']['name']}", tpl.get("metadata", {}), tpl["spec"]))
+    elif kind in ("RayCluster", "RayJob"):
+        cluster = spec if kind == "RayCluster" else spec.get("rayClusterSpec")
+        if cluster:
+            head = cluster["headGroupSpec"]["template"]
+            out.append((f"{kind} head", head.get("metadata", {}), head["spec"]))
+            for g in cluster.get("workerGroupSpecs", []):
+                out.append((f"{kind} group {g['groupName']}", g["template"].get("metadata", {}), g["template"]["spec"]))
+        if kind == "RayJob" and spec.get("submitterPodTemplate"):
+            tpl = spec["submitterPodTemplate"]
+            out.append(("RayJob submitter", tpl.get("metadata", {}), tpl["spec"]))
+    return out
+
+
+def _containers(doc: dict):
+    for where, _, pod in _pod_specs(doc):
+        for c in pod.get("containers", []) + pod.get("initContainers", []):
+            yield where, pod, c
+
+
+def _secret_keys() -> dict[str, set[str]]:
+    keys: dict[str, set[str]] = {}
+    for d in _docs(SECRETS_EXAMPLE):
+        assert d["kind"] == "Secret", f"{_rel(SECRETS_EXAMPLE)}: holds a {d['kind']}; only Secrets belong there"
+        keys[d["metadata"]["name"]] = set(d.get("stringData", {})) | set(d.get("data", {}))
+    return keys
+
+
+def _configmap_keys() -> dict[str, set[str]]:
+    return {d["metadata"]["name"]: set(d.get("data", {})) for _, d in _by_kind("ConfigMap")}
+
+
+def _dockerfile_stages() -> dict[str, str]:
+    """stage name -> base image, from the FROM lines."""
+    stages = {}
+    for line in DOCKERFILE.read_text().splitlines():
+        m = re.match(r"FROM\s+(\S+)\s+AS\s+(\S+)", line.strip(), re.I)
+        if m:
+            stages[m.group(2)] = m.group(1)
+    return stages
+
+
+def _documented_builds() -> dict[str, str]:
+    """image name (without tag) -> Dockerfile target, from the build commands in its header."""
+    builds = {}
+    for line in DOCKERFILE.read_text().splitlines():
+        m = re.search(r"docker build -f infra/docker/Dockerfile --target (\S+)\s+-t (\S+)", line)
+        if m:
+            builds[m.group(2).split(":")[0]] = m.group(1)
+    return builds
+
+
+def _run_stage_lines(stage: str) -> list[str]:
+    lines, current = [], None
+    for line in DOCKERFILE.read_text().splitlines():
+        m = re.match(r"FROM\s+\S+\s+AS\s+(\S+)", line.strip(), re.I)
+        if m:
+            current = m.group(1)
+        elif current == stage:
+            lines.append(line)
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# every YAML file
+
+
+def test_infra_has_the_expected_files():
+    names = {_rel(p) for p in ALL_YAML}
+    for required in (
+        "infra/k8s/raycluster.yaml",
+        "infra/k8s/rayjob.yaml",
+        "infra/k8s/mlflow.yaml",
+        "infra/k8s/postgres.yaml",
+        "infra/k8s/secrets.example.yaml",
+        "infra/cluster/aws-gpu.yaml",
+    ):
+        assert required in names, f"{required} is missing"
+    assert DOCKERFILE.is_file()
+
+
+@pytest.mark.parametrize("path", ALL_YAML, ids=_rel)
+def test_every_yaml_file_parses_to_mappings(path):
+    docs = _docs(path)
+    assert docs, f"{_rel(path)} holds no YAML document"
+
+
+@pytest.mark.parametrize("path", K8S_YAML, ids=_rel)
+def test_k8s_documents_have_identity_fields(path):
+    for d in _docs(path):
+        where = f"{_rel(path)}: {d.get('kind')} {d.get('metadata', {}).get('name')}"
+        assert (d.get("apiVersion"), d.get("kind")) in KNOWN_KINDS, f"{where}: unexpected apiVersion/kind"
+        assert d["metadata"].get("name"), f"{where}: metadata.name is missing"
+        if d["kind"] not in CLUSTER_SCOPED:
+            assert d["metadata"].get("namespace") == NAMESPACE, f"{where}: metadata.namespace must be {NAMESPACE}"
+
+
+def test_names_are_unique_per_kind():
+    seen = {}
+    for path, d in _all_k8s_docs():
+        key = (d["kind"], d["metadata"]["name"])
+        assert key not in seen, f"{key} is defined in {_rel(seen[key])} and {_rel(path)}"
+        seen[key] = path
+
+
+def test_namespace_is_defined():
+    assert [d["metadata"]["name"] for _, d in _by_kind("Namespace")] == [NAMESPACE]
+
+
+# ---------------------------------------------------------------------------------------------
+# secrets
+
+
+def test_only_the_example_file_defines_secrets():
+    for path, d in _by_kind("Secret"):
+        assert path == SECRETS_EXAMPLE, f"{_rel(path)} defines Secret {d['metadata']['name']}; Secrets are created with kubectl, not committed"
+
+
+def test_example_secrets_hold_only_obvious_fakes():
+    for d in _docs(SECRETS_EXAMPLE):
+        name = d["metadata"]["name"]
+        assert "data" not in d, f"Secret {name}: use stringData so the fake values stay readable"
+        assert d.get("stringData"), f"Secret {name} lists no keys"
+        for key, value in d["stringData"].items():
+            assert "EXAMPLE" in str(value), f"Secret {name} key {key}: example values must say EXAMPLE, got {value!r}"
+
+
+def test_every_secret_reference_is_in_the_example():
+    known = _secret_keys()
+    refs = 0
+    for path, d in _all_k8s_docs():
+        for where, _, c in _containers(d):
+            for env in c.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    refs += 1
+                    assert ref["name"] in known, f"{_rel(path)} {where} env {env['name']}: Secret {ref['name']} is not in secrets.example.yaml"
+                    assert ref["key"] in known[ref["name"]], f"{_rel(path)} {where} env {env['name']}: Secret {ref['name']} has no key {ref['key']}"
+            for src in c.get("envFrom", []):
+                if "secretRef" in src:
+                    assert src["secretRef"]["name"] in known
+    assert refs >= 8, "expected the Postgres, S3, MLflow and trainer credentials to come from Secrets"
+
+
+@pytest.mark.parametrize("path", [p for p in K8S_YAML if p != SECRETS_EXAMPLE], ids=_rel)
+def test_no_credentials_inline(path):
+    for d in _docs(path):
+        for where, _, c in _containers(d):
+            for env in c.get("env", []):
+                if "value" in env and SECRET_ENV_NAME.search(env["name"]):
+                    raise AssertionError(f"{_rel(path)} {where}: env {env['name']} has a literal value; use valueFrom.secretKeyRef")
+        for text in _strings(d):
+            assert not URL_CREDENTIALS.search(text), f"{_rel(path)}: a URL with an inline password: {text}"
+            assert not re.search(r"(?i)password\s*[=:]\s*(?!\$\()\S", text), f"{_rel(path)}: an inline password in {text!r}"
+
+
+def _strings(node):
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from _strings(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _strings(v)
+
+
+def test_variable_references_in_env_resolve_to_earlier_variables():
+    # Kubernetes expands $(NAME) only from variables defined earlier in the same container.
+    for path, d in _all_k8s_docs():
+        for where, _, c in _containers(d):
+            defined: set[str] = set()
+            for env in c.get("env", []):
+                for ref in re.findall(r"\$\((\w+)\)", env.get("value", "")):
+                    assert ref in defined, f"{_rel(path)} {where}: env {env['name']} uses $({ref}) before it is defined"
+                defined.add(env["name"])
+            for arg in c.get("args", []) + c.get("command", []):
+                for ref in re.findall(r"\$\((\w+)\)", arg):
+                    assert ref in defined, f"{_rel(path)} {where}: argument {arg!r} uses undefined $({ref})"
+
+
+# ---------------------------------------------------------------------------------------------
+# workloads, volumes, services
+
+
+def test_workloads_have_containers_selectors_and_probes():
+    workloads = _by_kind("Deployment") + _by_kind("StatefulSet")
+    assert {d["metadata"]["name"] for _, d in workloads} >= {"mlflow", "postgres"}
+    for path, d in workloads:
+        spec = d["spec"]
+        labels = spec["template"]["metadata"]["labels"]
+        for k, v in spec["selector"]["matchLabels"].items():
+            assert labels.get(k) == v, f"{_rel(path)} {d['metadata']['name']}: selector {k}={v} does not match the pod labels"
+        containers = spec["template"]["spec"]["containers"]
+        assert containers, f"{_rel(path)}: no containers"
+        for c in containers:
+            assert c.get("name") and c.get("image"), f"{_rel(path)}: a container without name or image"
+            assert c.get("readinessProbe"), f"{_rel(path)} {c['name']}: no readinessProbe"
+            assert c.get("resources", {}).get("requests"), f"{_rel(path)} {c['name']}: no resource requests"
+        if d["kind"] == "StatefulSet":
+            services = {s["metadata"]["name"] for _, s in _by_kind("Service")}
+            assert spec["serviceName"] in services, f"{_rel(path)}: serviceName {spec['serviceName']} is not a Service"
+
+
+def test_volumes_and_mounts_resolve():
+    pvcs = {d["metadata"]["name"] for _, d in _by_kind("PersistentVolumeClaim")}
+    configmaps = _configmap_keys()
+    for path, d in _all_k8s_docs():
+        templates = {t["metadata"]["name"] for t in d.get("spec", {}).get("volumeClaimTemplates", [])}
+        for where, _, pod in _pod_specs(d):
+            volumes = {v["name"]: v for v in pod.get("volumes", [])}
+            for v in volumes.values():
+                if "persistentVolumeClaim" in v:
+                    claim = v["persistentVolumeClaim"]["claimName"]
+                    assert claim in pvcs, f"{_rel(path)} {where}: volume {v['name']} claims {claim}, which no manifest defines"
+                if "configMap" in v:
+                    cm = v["configMap"]["name"]
+                    assert cm in configmaps, f"{_rel(path)} {where}: ConfigMap {cm} is not defined"
+                    for item in v["configMap"].get("items", []):
+                        assert item["key"] in configmaps[cm], f"{_rel(path)} {where}: ConfigMap {cm} has no key {item['key']}"
+            for c in pod.get("containers", []):
+                for m in c.get("volumeMounts", []):
+                    assert m["name"] in volumes or m["name"] in templates, f"{_rel(path)} {where}: mount {m['name']} has no volume"
+                for env in c.get("env", []):
+                    ref = env.get("valueFrom", {}).get("configMapKeyRef")
+                    if ref:
+                        assert ref["key"] in configmaps.get(ref["name"], set()), f"{_rel(path)} {where}: ConfigMap {ref['name']} key {ref['key']} is missing"
+
+
+def test_services_select_pods_and_named_ports_exist():
+    pods = []
+    for _, d in _all_k8s_docs():
+        for _, meta, pod in _pod_specs(d):
+            pods.append((meta.get("labels", {}), pod))
+    for path, svc in _by_kind("Service"):
+        selector = svc["spec"]["selector"]
+        matches = [pod for labels, pod in pods if all(labels.get(k) == v for k, v in selector.items())]
+        assert matches, f"{_rel(path)}: Service {svc['metadata']['name']} selects no pod ({selector})"
+        for port in svc["spec"]["ports"]:
+            assert isinstance(port["port"], int)
+            target = port.get("targetPort")
+            if isinstance(target, str):
+                names = {p.get("name") for pod in matches for c in pod["containers"] for p in c.get("ports", [])}
+                assert target in names, f"{_rel(path)}: targetPort {target} is not a container port name"
+
+
+def test_mlflow_server_uses_postgres_s3_auth_and_serves_artifacts():
+    (path, dep), = [(p, d) for p, d in _by_kind("Deployment") if d["metadata"]["name"] == "mlflow"]
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    args = " ".join(c.get("command", []) + c.get("args", []))
+    assert "--serve-artifacts" in args
+    assert "--app-name=basic-auth" in args
+    env = {e["name"]: e for e in c["env"]}
+    assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith("postgresql")
+    assert "$(POSTGRES_PASSWORD)" in env["MLFLOW_BACKEND_STORE_URI"]["value"]
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "sensorlm-postgres"
+    cm = _configmap_keys()
+    assert "MLFLOW_ARTIFACTS_DESTINATION" in env
+    dest_ref = env["MLFLOW_ARTIFACTS_DESTINATION"]["valueFrom"]["configMapKeyRef"]
+    (settings,) = [d for _, d in _by_kind("ConfigMap") if d["metadata"]["name"] == dest_ref["name"]]
+    assert settings["data"][dest_ref["key"]].startswith("s3://")
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+        assert "secretKeyRef" in env[var]["valueFrom"], f"{var} must come from a Secret"
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]["value"] == "false"
+    assert cm  # the auth config is mounted from a ConfigMap (checked by test_volumes_and_mounts_resolve)
+
+
+def test_postgres_password_comes_from_the_same_secret_as_mlflow():
+    (_, sts), = _by_kind("StatefulSet")
+    env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "sensorlm-postgres", "key": "password"}
+    assert sts["spec"]["volumeClaimTemplates"], "PostgreSQL needs a persistent volume"
+
+
+# ---------------------------------------------------------------------------------------------
+# KubeRay
+
+
+def _raycluster() -> dict:
+    (_, rc), = _by_kind("RayCluster")
+    return rc
+
+
+def test_raycluster_required_fields_and_gpu_group():
+    import ray
+
+    spec = _raycluster()["spec"]
+    # Required by the ray.io/v1 CRD: spec.headGroupSpec.template; per worker group groupName,
+    # minReplicas, maxReplicas, template.
+    assert spec["headGroupSpec"]["template"]["spec"]["containers"], "the head group has no container"
+    assert spec["rayVersion"] == ray.__version__, "rayVersion must match the Ray the project pins"
+    for key, value in spec["headGroupSpec"].get("rayStartParams", {}).items():
+        assert isinstance(value, str), f"rayStartParams.{key} must be a string, got {value!r}"
+    groups = spec["workerGroupSpecs"]
+    assert groups
+    gpu_groups = []
+    for g in groups:
+        for field in ("groupName", "minReplicas", "maxReplicas", "template"):
+            assert field in g, f"worker group {g.get('groupName')}: {field} is required"
+        assert 0 <= g["minReplicas"] <= g.get("replicas", g["minReplicas"]) <= g["maxReplicas"], f"group {g['groupName']}: replicas out of bounds"
+        for c in g["template"]["spec"]["containers"]:
+            limits, requests = c["resources"].get("limits", {}), c["resources"].get("requests", {})
+            if "nvidia.com/gpu" in limits:
+                gpu_groups.append(g)
+                # Extended resources cannot be overcommitted: requests must equal limits.
+                assert requests.get("nvidia.com/gpu", limits["nvidia.com/gpu"]) == limits["nvidia.com/gpu"]
+                assert int(limits["nvidia.com/gpu"]) >= 1
+    assert gpu_groups, "no worker group asks for nvidia.com/gpu"
+    assert spec.get("enableInTreeAutoscaling") is True
+    assert any(g["maxReplicas"] > g["minReplicas"] for g in gpu_groups), "the autoscaler has no room to add GPU workers"
+
+
+def test_raycluster_token_auth_uses_the_example_secret():
+    spec = _raycluster()["spec"]
+    auth = spec["authOptions"]
+    assert auth["mode"] == "token"
+    secrets = _secret_keys()
+    assert auth["secretName"] in secrets, f"authOptions.secretName {auth['secretName']} is not in secrets.example.yaml"
+    assert "auth_token" in secrets[auth["secretName"]], "KubeRay reads the token from the key auth_token"
+
+
+def test_raycluster_pods_mount_the_shared_volume_and_reach_mlflow():
+    rc = _raycluster()
+    pods = _pod_specs(rc)
+    for where, _, pod in pods:
+        c = pod["containers"][0]
+        mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+        assert "/mnt/shared" in mounts, f"{where}: checkpoints need the shared volume at /mnt/shared"
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes[mounts["/mnt/shared"]]["persistentVolumeClaim"]["claimName"] == "sensorlm-shared"
+        env = {e["name"]: e for e in c.get("env", [])}
+        assert env["MLFLOW_TRACKING_URI"]["value"].startswith("http://mlflow.")
+        assert "secretKeyRef" in env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]
+    (pvc,) = [d for _, d in _by_kind("PersistentVolumeClaim") if d["metadata"]["name"] == "sensorlm-shared"]
+    assert "ReadWriteMany" in pvc["spec"]["accessModes"], "every Ray node writes checkpoints to it"
+
+
+def _rayjob() -> dict:
+    (_, job), = _by_kind("RayJob")
+    return job
+
+
+def _entrypoint() -> tuple[str, str, list[str]]:
+    """(script, config, overrides) of the RayJob's `python jobs/X.py --config Y k=v ...`."""
+    words = shlex.split(_rayjob()["spec"]["entrypoint"])
+    assert words[0] == "python", f"entrypoint should start with python, got {words[0]}"
+    script = words[1]
+    assert "--config" in words, "entrypoint has no --config"
+    config = words[words.index("--config") + 1]
+    overrides = [w for w in words[2:] if "=" in w and not w.startswith("-")]
+    return script, config, overrides
+
+
+def test_rayjob_entrypoint_refers_to_files_in_the_repository():
+    script, config, _ = _entrypoint()
+    assert script.startswith("jobs/") and (REPO_ROOT / script).is_file(), f"entrypoint script {script} does not exist"
+    assert config.startswith("configs/") and (REPO_ROOT / config).is_file(), f"entrypoint config {config} does not exist"
+
+
+def test_rayjob_overrides_are_valid_for_the_run_config():
+    from sensorlm.training.config import load_train_config
+
+    _, config, overrides = _entrypoint()
+    cfg = load_train_config(str(REPO_ROOT / config), overrides)
+    assert cfg.scaling.use_gpu is True
+    assert cfg.name, "a fixed run name lets a resubmitted job resume from its checkpoint"
+    # Ray Train's storage must be on the volume every Ray pod mounts.
+    assert cfg.storage_path.startswith("/mnt/shared/"), f"storage_path {cfg.storage_path} is not on the shared volume"
+
+
+def test_rayjob_targets_the_raycluster_with_a_runtime_env():
+    spec = _rayjob()["spec"]
+    assert spec.get("clusterSelector") or spec.get("rayClusterSpec"), "a RayJob needs a cluster"
+    if "clusterSelector" in spec:
+        assert spec["clusterSelector"]["ray.io/cluster"] == _raycluster()["metadata"]["name"]
+    runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
+    assert isinstance(runtime_env, dict)
+    # The submitter runs the head's image, so the working dir is the image's copy of the repo.
+    workdirs = [ln.split()[1] for ln in _run_stage_lines("runtime") if ln.startswith("WORKDIR")]
+    assert runtime_env["working_dir"] == workdirs[-1], "working_dir must be the runtime image's WORKDIR"
+    assert spec.get("submissionMode", "K8sJobMode") in ("K8sJobMode", "HTTPMode", "SidecarMode", "InteractiveMode")
+
+
+# ---------------------------------------------------------------------------------------------
+# images and the Dockerfile
+
+
+def test_every_image_is_built_here_or_pinned():
+    stages = _dockerfile_stages()
+    builds = _documented_builds()
+    assert builds, "the Dockerfile header should show how each image is built"
+    for image, target in builds.items():
+        assert target in stages, f"{image} is built from target {target}, which the Dockerfile does not define"
+    seen = set()
+    for path, d in _all_k8s_docs():
+        for where, _, c in _containers(d):
+            image = c["image"]
+            name, _, tag = image.partition(":")
+            seen.add(name)
+            if name in builds:
+                continue
+            # Third-party images: a pinned version, never a moving tag.
+            assert tag and tag != "latest" and re.search(r"\d", tag), f"{_rel(path)} {where}: image {image} is not pinned"
+    assert {"sensorlm", "sensorlm-mlflow"} <= seen, "the Ray pods and the MLflow server should run the project's images"
+
+
+def test_dockerfile_pins_match_the_project():
+    import mlflow
+
+    text = DOCKERFILE.read_text()
+    stages = _dockerfile_stages()
+    assert stages["base"].startswith("python:3.11"), "the images run Python 3.11, as CI does"
+    # torch pinned in the image must satisfy pyproject's range.
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    torch_req = Requirement(re.search(r'"(torch[^"]*)"', pyproject).group(1))
+    torch_pin = re.search(r'"torch==([^"]+)"', text).group(1)
+    assert Version(torch_pin) in torch_req.specifier, f"image torch {torch_pin} is outside pyproject's {torch_req}"
+    mlflow_pin = re.search(r'"mlflow\[auth\]==([^"]+)"', text).group(1)
+    assert mlflow_pin == mlflow.__version__, "the server image should run the MLflow the project tests against"
+
+
+def test_dockerfile_installs_existing_extras_and_copies_existing_paths():
+    import tomllib
+
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    extras = set(pyproject["project"].get("optional-dependencies", {}))
+    for line in DOCKERFILE.read_text().splitlines():
+        for group in re.findall(r'-e\s+"?\.\[([^\]]+)\]', line):
+            for extra in group.split(","):
+                assert extra.strip() in extras, f"Dockerfile installs extra [{extra.strip()}], which pyproject.toml does not define"
+        m = re.match(r"COPY\s+(?:--\S+\s+)*(\S+)\s+\S+$", line.strip())
+        if m:
+            assert (REPO_ROOT / m.group(1)).exists(), f"Dockerfile copies {m.group(1)}, which does not exist"
+    launcher_setup = " ".join(_launcher()["setup_commands"])
+    for group in re.findall(r'pip install -e "?[^"\s\[]*\[([^\]]+)\]', launcher_setup):
+        for extra in group.split(","):
+            assert extra.strip() in extras, f"{_rel(LAUNCHER)} installs extra [{extra.strip()}], which pyproject.toml does not define"
+    ignore = (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().split()
+    for path in (".git", ".venv", "data", "outputs"):
+        assert path in ignore, f"{path} should stay out of the build context"
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray cluster launcher
+
+
+def _launcher() -> dict:
+    return yaml.safe_load(LAUNCHER.read_text())
+
+
+def test_cluster_launcher_passes_rays_own_schema():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    cfg = _launcher()
+    full = prepare_config(copy.deepcopy(cfg))  # fills the provider's defaults, as `ray up` does
+    validate_config(full)  # ray/autoscaler/ray-schema.json
+    assert cfg["provider"]["type"] == "aws"
+    assert cfg["head_node_type"] in cfg["available_node_types"]
+
+
+def test_cluster_launcher_has_autoscaled_gpu_workers():
+    cfg = _launcher()
+    gpu_types = {
+        name: t
+        for name, t in cfg["available_node_types"].items()
+        if name != cfg["head_node_type"] and t.get("resources", {}).get("GPU", 0) > 0
+    }
+    assert gpu_types, "no worker node type offers GPUs"
+    for name, t in gpu_types.items():
+        assert 0 <= t["min_workers"] <= t["max_workers"], f"{name}: min_workers > max_workers"
+        assert t["max_workers"] <= cfg["max_workers"]
+    assert sum(t["max_workers"] for t in gpu_types.values()) >= 1
+
+
+def test_cluster_launcher_matches_the_pinned_stack_and_enables_token_auth():
+    import ray
+
+    cfg = _launcher()
+    py = _dockerfile_stages()["base"].split(":")[1].split("-")[0].replace(".", "")  # 3.11 -> 311
+    assert cfg["docker"]["image"] == f"rayproject/ray:{ray.__version__}-py{py}-gpu"
+    torch_pin = re.search(r'"torch==([^"]+)"', DOCKERFILE.read_text()).group(1)
+    setup = " ".join(cfg["setup_commands"])
+    assert f"torch=={torch_pin}" in setup, "the launcher should install the torch the image pins"
+    assert "pip install -e" in setup
+    local_sources = [local for local in cfg["file_mounts"].values() if not local.startswith("~")]
+    assert "." in local_sources, "the repository (run from its root) should be mounted on the nodes"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = " ".join(cfg[key])
+        assert "RAY_AUTH_MODE=token" in start, f"{key}: start Ray with token authentication"
+    assert any(remote.endswith(".ray/auth_token") for remote in cfg["file_mounts"]), "nodes need the token file"
+    assert "--dashboard-host=127.0.0.1" in " ".join(cfg["head_start_ray_commands"])
