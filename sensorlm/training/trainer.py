@@ -67,7 +67,14 @@ def _read_manifest(dataset) -> dict:
     return read_manifest(str(dataset))
 
 
-def _open_mlflow_run(cfg: TrainConfig, run_name: str, ds_config: dict, manifest: dict, dataset) -> tuple[str, str]:
+def open_mlflow_run(
+    cfg: TrainConfig, run_name: str, ds_config: dict, manifest: dict, dataset, extra_tags: dict | None = None
+) -> tuple[str, str]:
+    """Create (or, for a resumed run name, reopen) the run's MLflow run; log config and data.
+
+    Args:
+        extra_tags: more run tags, e.g. ``{"mlflow.parentRunId": ...}`` for a sweep's trial.
+    """
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -86,7 +93,7 @@ def _open_mlflow_run(cfg: TrainConfig, run_name: str, ds_config: dict, manifest:
         client.update_run(run_id, status="RUNNING")
         print(f"[sensorlm] continuing MLflow run {run_id}", flush=True)
         return uri, run_id
-    tags = {**run_tags(manifest_path), "sensorlm.run_name": run_name, "sensorlm.task": cfg.task}
+    tags = {**run_tags(manifest_path), "sensorlm.run_name": run_name, "sensorlm.task": cfg.task, **(extra_tags or {})}
     run = client.create_run(experiment_id, run_name=cfg.tracking.run_name or run_name, tags=tags)
     run_id = run.info.run_id
     mlflow.set_tracking_uri(uri)
@@ -104,7 +111,7 @@ def _open_mlflow_run(cfg: TrainConfig, run_name: str, ds_config: dict, manifest:
     return uri, run_id
 
 
-def _end_run(uri: str | None, run_id: str | None, status: str) -> None:
+def end_run(uri: str | None, run_id: str | None, status: str) -> None:
     if not (uri and run_id):
         return
     from mlflow.tracking import MlflowClient
@@ -112,73 +119,101 @@ def _end_run(uri: str | None, run_id: str | None, status: str) -> None:
     MlflowClient(uri).set_terminated(run_id, status=status)
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Run a whole training job described by `cfg` and return where its results are."""
-    import ray
+def _storage_dir(cfg: TrainConfig) -> Path:
+    storage = Path(cfg.storage_path).expanduser()
+    return storage if storage.is_absolute() else (Path.cwd() / storage).resolve()
+
+
+def worker_env(cfg: TrainConfig) -> dict[str, str]:
+    env = default_env()
+    if not cfg.scaling.use_gpu:
+        env["DS_ACCELERATOR"] = "cpu"
+        env["OMP_NUM_THREADS"] = str(cfg.scaling.threads_per_worker)
+    return env
+
+
+def run_info(cfg: TrainConfig, dataset, manifest: dict, run_name: str, mlflow_run_id: str | None, tracking_uri: str | None) -> dict:
+    """Facts the driver resolved once and every worker needs (plain data, sent with the config)."""
+    local = not isinstance(dataset, str)
+    return {
+        "dataset": str(dataset),
+        "manifest": manifest,
+        "tokenizer_path": str(Path(dataset) / manifest.get("tokenizer", "tokenizer.json"))
+        if cfg.task == "sensorlm" and local
+        else None,
+        "data_stats": _data_stats(manifest),
+        "mlflow_run_id": mlflow_run_id,
+        "tracking_uri": tracking_uri,
+        "fault_marker": str(_storage_dir(cfg) / run_name / "fault_injected"),
+    }
+
+
+def make_torch_trainer(cfg: TrainConfig, info: dict, run_name: str, callbacks: list | None = None):
+    """The Ray Train `TorchTrainer` of a run; sweeps build the same one inside each trial."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from sensorlm.training.loop import train_loop_per_worker
 
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": to_dict(cfg), "run": info},
+        scaling_config=ScalingConfig(
+            num_workers=cfg.scaling.num_workers,
+            use_gpu=cfg.scaling.use_gpu,
+            resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=str(_storage_dir(cfg)),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep_last),
+            failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
+            worker_runtime_env={"env_vars": worker_env(cfg)},
+            callbacks=callbacks,
+        ),
+    )
+
+
+def package_of(result) -> str | None:
+    """The consolidated model package inside a finished run's final checkpoint."""
+    if not result.checkpoint:
+        return None
+    package = Path(result.checkpoint.path) / "package"
+    return str(package) if package.is_dir() else None
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run a whole training job described by `cfg` and return where its results are."""
+    import ray
+
     run_name = cfg.name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     dataset = prepare_dataset(cfg)
     manifest = _read_manifest(dataset)
     ds_config = build_deepspeed_config(cfg, cfg.scaling.num_workers)
-    storage = Path(cfg.storage_path).expanduser()
-    storage = storage if storage.is_absolute() else (Path.cwd() / storage).resolve()
 
-    uri, run_id = _open_mlflow_run(cfg, run_name, ds_config, manifest, dataset)
+    uri, run_id = open_mlflow_run(cfg, run_name, ds_config, manifest, dataset)
     previous_handler = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum, frame):  # `ray job stop` sends SIGTERM: leave the run KILLED, not RUNNING
-        _end_run(uri, run_id, "KILLED")
+        end_run(uri, run_id, "KILLED")
         raise SystemExit(143)
 
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        run_info = {
-            "dataset": str(dataset),
-            "manifest": manifest,
-            "tokenizer_path": str(Path(dataset) / manifest.get("tokenizer", "tokenizer.json"))
-            if cfg.task == "sensorlm" and not isinstance(dataset, str)
-            else None,
-            "data_stats": _data_stats(manifest),
-            "mlflow_run_id": run_id,
-            "tracking_uri": uri,
-            "fault_marker": str(storage / run_name / "fault_injected"),
-        }
-        env = default_env()
-        if not cfg.scaling.use_gpu:
-            env["DS_ACCELERATOR"] = "cpu"
-            env["OMP_NUM_THREADS"] = str(cfg.scaling.threads_per_worker)
         if not ray.is_initialized():
-            ray.init(runtime_env={"env_vars": env}, log_to_driver=True)
-        resources = {"CPU": cfg.scaling.cpus_per_worker}
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config={"train": to_dict(cfg), "run": run_info},
-            scaling_config=ScalingConfig(
-                num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu, resources_per_worker=resources
-            ),
-            run_config=RunConfig(
-                name=run_name,
-                storage_path=str(storage),
-                checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep_last),
-                failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
-                worker_runtime_env={"env_vars": env},
-            ),
-        )
+            ray.init(runtime_env={"env_vars": worker_env(cfg)}, log_to_driver=True)
+        trainer = make_torch_trainer(cfg, run_info(cfg, dataset, manifest, run_name, run_id, uri), run_name)
         result = trainer.fit()
         metrics = dict(result.metrics or {})
-        ckpt_path = result.checkpoint.path if result.checkpoint else None
-        package_dir = str(Path(ckpt_path) / "package") if ckpt_path else None
+        package_dir = package_of(result)
         model_uri = version = None
-        if package_dir and Path(package_dir).is_dir() and cfg.tracking.register:
-            model_uri, version = _register(cfg, uri, run_id, package_dir, metrics)
-        _end_run(uri, run_id, "FINISHED")
+        if package_dir and cfg.tracking.register:
+            model_uri, version = register_package(cfg, uri, run_id, package_dir, metrics)
+        end_run(uri, run_id, "FINISHED")
+        ckpt_path = result.checkpoint.path if result.checkpoint else None
         return TrainResult(run_id, metrics, ckpt_path, package_dir, model_uri, version, uri)
     except BaseException:
-        _end_run(uri, run_id, "FAILED")
+        end_run(uri, run_id, "FAILED")
         raise
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
@@ -189,7 +224,8 @@ def _data_stats(manifest: dict) -> dict:
     return {k: manifest[k] for k in keys if k in manifest}
 
 
-def _register(cfg: TrainConfig, uri: str, run_id: str, package_dir: str, metrics: dict) -> tuple[str, str]:
+def register_package(cfg: TrainConfig, uri: str, run_id: str, package_dir: str, metrics: dict, alias: str | None = None) -> tuple[str, str]:
+    """Log the package as a pyfunc under `run_id` and register it as a new version of the task's model."""
     import mlflow
 
     from sensorlm.tracking.pyfunc import log_model_package
@@ -199,7 +235,7 @@ def _register(cfg: TrainConfig, uri: str, run_id: str, package_dir: str, metrics
     with mlflow.start_run(run_id=run_id):
         info = log_model_package(package_dir, registered_model_name=None)
     numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-    version = register_version(info.model_uri, cfg.registered_name, numeric)
+    version = register_version(info.model_uri, cfg.registered_name, numeric, alias=alias)
     version_id = str(getattr(version, "version", version))
     print(f"[sensorlm] registered model {cfg.registered_name} version {version_id}", flush=True)
     return f"models:/{cfg.registered_name}/{version_id}", version_id
