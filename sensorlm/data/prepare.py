@@ -19,11 +19,13 @@ from sensorlm.data.tokenizer import TOKENIZER_FILE, train_tokenizer
 PRESET_DEFAULTS: dict[str, dict[str, dict[str, int | None]]] = {
     "wearable": {
         "tiny": {"vocab_size": 1024, "max_count": 16, "text_len": 48},
+        "demo": {"vocab_size": 1024, "max_count": 64, "text_len": 48},
         "small": {"vocab_size": 8000, "max_count": 100, "text_len": 64},
         "paper": {"vocab_size": 32000, "max_count": 1000, "text_len": 64},
     },
     "sst": {
         "tiny": {"vocab_size": None, "max_count": 4, "text_len": None},
+        "demo": {"vocab_size": None, "max_count": 16, "text_len": None},
         "base": {"vocab_size": None, "max_count": 16, "text_len": None},
     },
 }

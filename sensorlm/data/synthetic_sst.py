@@ -104,6 +104,10 @@ SST_PRESETS: dict[str, SSTPreset] = {
     "tiny": SSTPreset("tiny", height=32, width=32, months=2, pixel_deg=0.25, num_eddies=8,
                       eddy_radius_px=(2.0, 4.0), eddy_speed_px=(0.1, 0.4), cloud_scale_px=2.5,
                       num_train=24, num_val=8),
+    # The tiny grid with enough months to learn from (the README's SST run).
+    "demo": SSTPreset("demo", height=32, width=32, months=2, pixel_deg=0.25, num_eddies=8,
+                      eddy_radius_px=(2.0, 4.0), eddy_speed_px=(0.1, 0.4), cloud_scale_px=2.5,
+                      num_train=384, num_val=64),
     "base": SSTPreset("base", height=128, width=128, months=3, pixel_deg=0.0625, num_eddies=40,
                       eddy_radius_px=(4.0, 10.0), eddy_speed_px=(0.4, 1.5), cloud_scale_px=6.0,
                       num_train=480, num_val=96),

@@ -217,6 +217,8 @@ class WearablePreset:
 WEARABLE_PRESETS: dict[str, WearablePreset] = {
     # 128 days at 10-minute resolution (T=144): builds in seconds, for tests and smoke runs.
     "tiny": WearablePreset("tiny", num_subjects=32, days_per_subject=4, resolution_min=10, val_fraction=0.25),
+    # The README's main run: tiny sizes, enough held-out subjects to measure zero-shot accuracy.
+    "demo": WearablePreset("demo", num_subjects=320, days_per_subject=4, resolution_min=10, val_fraction=0.2),
     "small": WearablePreset("small", num_subjects=200, days_per_subject=7, resolution_min=1, val_fraction=0.2),
     # The SensorLM paper's scale (~103k people, ~59.7M hours); sizes only, never built in tests.
     "paper": WearablePreset("paper", num_subjects=103_643, days_per_subject=24, resolution_min=1, val_fraction=0.1),

@@ -41,11 +41,11 @@ def run_doc_blocks(tags: set[str], state_dir: Path, timeout_s: float) -> subproc
     try:
         return subprocess.run(
             ["bash", "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
-        )  # fmt: skip
+        )
     finally:
         # Whatever the blocks started is stopped even if one of them failed half-way.
         subprocess.run([sys.executable, str(REPO_ROOT / "infra/local/servers.py"), "stop", "--state-dir", str(state_dir)],
-                       capture_output=True, timeout=120)  # fmt: skip
+                       capture_output=True, timeout=120)
 
 
 def _code_blocks() -> list[str]:
@@ -77,7 +77,8 @@ def test_ci_blocks_exist_in_order():
 
 def test_paths_in_the_doc_exist():
     text = DOC.read_text()
-    paths = set(re.findall(r"(?<![\w/.])((?:infra|jobs|configs|tests|docs)/[\w./*-]+\.(?:py|yaml|sh|md)|infra/docker/Dockerfile)", text))
+    path_re = r"(?<![\w/.])((?:infra|jobs|configs|tests|docs)/[\w./*-]+\.(?:py|yaml|sh|md)|infra/docker/Dockerfile)"
+    paths = set(re.findall(path_re, text))
     assert len(paths) > 10
     for p in paths:
         matches = list(REPO_ROOT.glob(p)) if "*" in p else [REPO_ROOT / p]

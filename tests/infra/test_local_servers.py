@@ -157,7 +157,7 @@ def test_client_env_never_prints_secrets(servers, monkeypatch):
     ray = servers.ServerState(
         "ray", 1, 0.0, "http://127.0.0.1:8266", {}, "log", "token",
         {"token_path": "/s/ray/auth_token", "gcs_address": "192.0.2.1:6380"},
-    )  # fmt: skip
+    )
     exports = servers.shell_exports(servers.client_env(ray)).splitlines()
     assert "export RAY_AUTH_MODE='token'" in exports
     assert "export RAY_AUTH_TOKEN_PATH='/s/ray/auth_token'" in exports
@@ -195,7 +195,7 @@ def test_stop_ends_the_whole_session_it_started(servers, tmp_path):
     # A leader that ignores SIGTERM and a child of its session: both end (SIGKILL after grace).
     proc = subprocess.Popen(
         ["bash", "-c", "trap '' TERM; sleep 30 & wait"], start_new_session=True
-    )  # fmt: skip
+    )
     time.sleep(0.5)
     assert len(_session_alive(proc.pid)) == 2
     servers._save_state(tmp_path, _fake_state(servers, proc, psutil.Process(proc.pid).create_time()))
@@ -255,7 +255,9 @@ def test_mlflow_basic_auth_refuses_anonymous_and_accepts_users(servers, tmp_path
         api = f"{st.url}/api/2.0/mlflow"
         anonymous = requests.get(f"{api}/experiments/search", params={"max_results": 1}, timeout=10)
         assert anonymous.status_code == 401
-        wrong = requests.get(f"{api}/experiments/search", params={"max_results": 1}, auth=(ADMIN_USER, "wrong-password-123"), timeout=10)
+        wrong = requests.get(
+            f"{api}/experiments/search", params={"max_results": 1}, auth=(ADMIN_USER, "wrong-password-123"), timeout=10
+        )
         assert wrong.status_code == 401
         assert servers.status(state_dir, ("mlflow",))["mlflow"]["unauthenticated_status"] == 401
         # docs/cluster.md creates the training jobs' user exactly like this.
@@ -263,7 +265,7 @@ def test_mlflow_basic_auth_refuses_anonymous_and_accepts_users(servers, tmp_path
         created = requests.post(
             f"{api}/users/create", json={"username": "trainer", "password": trainer_password},
             auth=(ADMIN_USER, ADMIN_PASSWORD), timeout=10,
-        )  # fmt: skip
+        )
         assert created.status_code == 200, created.text
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "trainer")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", trainer_password)
@@ -306,12 +308,12 @@ def test_ray_head_token_auth_and_job_submission(servers, tmp_path):
             [_bin("ray"), "job", "submit", "--address", st.url, "--submission-id", job_id, "--",
              "python", "-c", "print('hi')"],
             env=env, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+        )
         assert submit.returncode == 0, submit.stdout + submit.stderr
         assert "succeeded" in submit.stdout + submit.stderr
         logs = subprocess.run(
             [_bin("ray"), "job", "logs", "--address", st.url, job_id], env=env, capture_output=True, text=True, timeout=60
-        )  # fmt: skip
+        )
         assert logs.returncode == 0 and "hi" in logs.stdout.splitlines()
 
         # Without the token the job server refuses the client.
@@ -319,7 +321,7 @@ def test_ray_head_token_auth_and_job_submission(servers, tmp_path):
         no_token["RAY_AUTH_MODE"] = "disabled"
         refused = subprocess.run(
             [_bin("ray"), "job", "list", "--address", st.url], env=no_token, capture_output=True, text=True, timeout=60
-        )  # fmt: skip
+        )
         assert refused.returncode != 0 and "Authentication required" in refused.stdout + refused.stderr
     finally:
         reports = servers.stop(state_dir, ("ray",))
@@ -368,7 +370,7 @@ def test_stop_removes_only_a_ray_temp_dir_it_created(servers, tmp_path):
         state = servers.ServerState(
             "ray", finished.pid, 0.0, "http://127.0.0.1:1", {}, "log", "token",
             {"temp_dir": str(temp_dir), "temp_dir_created": created, "token_path": ""},
-        )  # fmt: skip
+        )
         servers._save_state(tmp_path, state)
         (report,) = servers.stop(tmp_path, ("ray",))
         assert report["result"] == "was not running"

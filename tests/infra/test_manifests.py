@@ -185,7 +185,8 @@ def test_namespace_is_defined():
 
 def test_only_the_example_file_defines_secrets():
     for path, d in _by_kind("Secret"):
-        assert path == SECRETS_EXAMPLE, f"{_rel(path)} defines Secret {d['metadata']['name']}; Secrets are created with kubectl, not committed"
+        name = d["metadata"]["name"]
+        assert path == SECRETS_EXAMPLE, f"{_rel(path)} defines Secret {name}; Secrets are created with kubectl"
 
 
 def test_example_secrets_hold_only_obvious_fakes():
@@ -206,8 +207,9 @@ def test_every_secret_reference_is_in_the_example():
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
                     refs += 1
-                    assert ref["name"] in known, f"{_rel(path)} {where} env {env['name']}: Secret {ref['name']} is not in secrets.example.yaml"
-                    assert ref["key"] in known[ref["name"]], f"{_rel(path)} {where} env {env['name']}: Secret {ref['name']} has no key {ref['key']}"
+                    at = f"{_rel(path)} {where} env {env['name']}"
+                    assert ref["name"] in known, f"{at}: Secret {ref['name']} is not in secrets.example.yaml"
+                    assert ref["key"] in known[ref["name"]], f"{at}: Secret {ref['name']} has no key {ref['key']}"
             for src in c.get("envFrom", []):
                 if "secretRef" in src:
                     assert src["secretRef"]["name"] in known
@@ -220,7 +222,7 @@ def test_no_credentials_inline(path):
         for where, _, c in _containers(d):
             for env in c.get("env", []):
                 if "value" in env and SECRET_ENV_NAME.search(env["name"]):
-                    raise AssertionError(f"{_rel(path)} {where}: env {env['name']} has a literal value; use valueFrom.secretKeyRef")
+                    raise AssertionError(f"{_rel(path)} {where}: env {env['name']} is a literal; use a secretKeyRef")
         for text in _strings(d):
             assert not URL_CREDENTIALS.search(text), f"{_rel(path)}: a URL with an inline password: {text}"
             assert not re.search(r"(?i)password\s*[=:]\s*(?!\$\()\S", text), f"{_rel(path)}: an inline password in {text!r}"
@@ -262,7 +264,7 @@ def test_workloads_have_containers_selectors_and_probes():
         spec = d["spec"]
         labels = spec["template"]["metadata"]["labels"]
         for k, v in spec["selector"]["matchLabels"].items():
-            assert labels.get(k) == v, f"{_rel(path)} {d['metadata']['name']}: selector {k}={v} does not match the pod labels"
+            assert labels.get(k) == v, f"{_rel(path)} {d['metadata']['name']}: selector {k}={v} misses the pod labels"
         containers = spec["template"]["spec"]["containers"]
         assert containers, f"{_rel(path)}: no containers"
         for c in containers:
@@ -284,19 +286,21 @@ def test_volumes_and_mounts_resolve():
             for v in volumes.values():
                 if "persistentVolumeClaim" in v:
                     claim = v["persistentVolumeClaim"]["claimName"]
-                    assert claim in pvcs, f"{_rel(path)} {where}: volume {v['name']} claims {claim}, which no manifest defines"
+                    assert claim in pvcs, f"{_rel(path)} {where}: volume {v['name']} claims undefined {claim}"
                 if "configMap" in v:
                     cm = v["configMap"]["name"]
                     assert cm in configmaps, f"{_rel(path)} {where}: ConfigMap {cm} is not defined"
                     for item in v["configMap"].get("items", []):
-                        assert item["key"] in configmaps[cm], f"{_rel(path)} {where}: ConfigMap {cm} has no key {item['key']}"
+                        assert item["key"] in configmaps[cm], f"{_rel(path)} {where}: ConfigMap {cm} lacks {item['key']}"
             for c in pod.get("containers", []):
                 for m in c.get("volumeMounts", []):
-                    assert m["name"] in volumes or m["name"] in templates, f"{_rel(path)} {where}: mount {m['name']} has no volume"
+                    known_volume = m["name"] in volumes or m["name"] in templates
+                    assert known_volume, f"{_rel(path)} {where}: mount {m['name']} has no volume"
                 for env in c.get("env", []):
                     ref = env.get("valueFrom", {}).get("configMapKeyRef")
                     if ref:
-                        assert ref["key"] in configmaps.get(ref["name"], set()), f"{_rel(path)} {where}: ConfigMap {ref['name']} key {ref['key']} is missing"
+                        keys = configmaps.get(ref["name"], set())
+                        assert ref["key"] in keys, f"{_rel(path)} {where}: ConfigMap {ref['name']} lacks {ref['key']}"
 
 
 def test_services_select_pods_and_named_ports_exist():
@@ -369,7 +373,8 @@ def test_raycluster_required_fields_and_gpu_group():
     for g in groups:
         for field in ("groupName", "minReplicas", "maxReplicas", "template"):
             assert field in g, f"worker group {g.get('groupName')}: {field} is required"
-        assert 0 <= g["minReplicas"] <= g.get("replicas", g["minReplicas"]) <= g["maxReplicas"], f"group {g['groupName']}: replicas out of bounds"
+        replicas = g.get("replicas", g["minReplicas"])
+        assert 0 <= g["minReplicas"] <= replicas <= g["maxReplicas"], f"group {g['groupName']}: replicas out of bounds"
         for c in g["template"]["spec"]["containers"]:
             limits, requests = c["resources"].get("limits", {}), c["resources"].get("requests", {})
             if "nvidia.com/gpu" in limits:
@@ -502,14 +507,14 @@ def test_dockerfile_installs_existing_extras_and_copies_existing_paths():
     for line in DOCKERFILE.read_text().splitlines():
         for group in re.findall(r'-e\s+"?\.\[([^\]]+)\]', line):
             for extra in group.split(","):
-                assert extra.strip() in extras, f"Dockerfile installs extra [{extra.strip()}], which pyproject.toml does not define"
+                assert extra.strip() in extras, f"Dockerfile installs extra [{extra.strip()}], not in pyproject.toml"
         m = re.match(r"COPY\s+(?:--\S+\s+)*(\S+)\s+\S+$", line.strip())
         if m:
             assert (REPO_ROOT / m.group(1)).exists(), f"Dockerfile copies {m.group(1)}, which does not exist"
     launcher_setup = " ".join(_launcher()["setup_commands"])
     for group in re.findall(r'pip install -e "?[^"\s\[]*\[([^\]]+)\]', launcher_setup):
         for extra in group.split(","):
-            assert extra.strip() in extras, f"{_rel(LAUNCHER)} installs extra [{extra.strip()}], which pyproject.toml does not define"
+            assert extra.strip() in extras, f"{_rel(LAUNCHER)} installs extra [{extra.strip()}], not in pyproject.toml"
     ignore = (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().split()
     for path in (".git", ".venv", "data", "outputs"):
         assert path in ignore, f"{path} should stay out of the build context"
