@@ -12,7 +12,9 @@ Four ways of running one training step of a paper preset (`sensorlm_vitb_10_2`, 
                blocks where the ablation shows it helps.
   zero2    (3) the same model through `deepspeed.initialize` with the config the trainer
                generates (`build_deepspeed_config`, ZeRO-2, bf16 weights + fp32 master copy,
-               the trainer's fused torch AdamW as client optimizer), compiled blocks.
+               the trainer's fused torch AdamW as client optimizer), compiled blocks; the
+               "aligned groups" rows move shape-(1,) scalars to the end of their parameter
+               group (see `aligned_param_groups`).
   zero3    (4) ZeRO-3 + activation checkpointing (where the model has it), eager, at the
                largest batch that fits (found from a linear fit of peak memory over batch).
 
@@ -50,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import datetime as _dt
 import gc
 import json
@@ -285,6 +286,22 @@ def forward_loss(model: nn.Module, b: dict, half_inputs: bool = False, loss_ctx=
     return ((pred - b["target"]) ** 2 * ocean).sum() / ocean.sum().clamp_min(1)
 
 
+def aligned_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """The trainer's two AdamW groups, with tensors whose size is not a multiple of 8 moved last.
+
+    DeepSpeed's ZeRO-1/2 flattens each group into one buffer, tensors back to back. The SigLIP
+    scalars t_prime and bias (shape (1,)) come first in `named_parameters()` (a module's own
+    parameters precede its children's), so every later bf16 tensor starts 4 bytes off a 16-byte
+    boundary and cuBLAS falls back to slow `align2` kernels for the biased forward GEMMs.
+    """
+    from sensorlm.training.optim import param_groups
+
+    groups = param_groups(model, weight_decay)
+    for g in groups:
+        g["params"] = sorted(g["params"], key=lambda p: p.numel() % 8 != 0)  # stable: order otherwise kept
+    return groups
+
+
 class TorchStep:
     """forward + loss + backward + clip + optimizer step, without DeepSpeed."""
 
@@ -308,7 +325,8 @@ class TorchStep:
 class DeepSpeedStep:
     """The same step through a DeepSpeed engine built from the trainer's generated config."""
 
-    def __init__(self, model: nn.Module, batch: int, zero_stage: int, ckpt: bool, device: torch.device):
+    def __init__(self, model: nn.Module, batch: int, zero_stage: int, ckpt: bool, device: torch.device,
+                 aligned: bool = False, mem_efficient_linear: bool = True):
         import deepspeed
 
         from sensorlm.training.config import ScalingSection, TrainConfig
@@ -324,12 +342,19 @@ class DeepSpeedStep:
         self.notes: list[str] = []
         if device.type != "cuda":
             self.ds_config["bf16"] = {"enabled": True}
+        if zero_stage == 3 and not mem_efficient_linear:
+            self.ds_config["zero_optimization"]["memory_efficient_linear"] = False
+            self.notes.append("memory_efficient_linear=false")
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             # DeepSpeed 0.19.8 casts parameters to bf16 but keeps buffers fp32; batch_norm then
             # refuses bf16 weights with fp32 running statistics. Cast the buffers too.
             self.ds_config.setdefault("data_types", {})["buffer_dtype"] = "bf16"
             self.notes.append("buffer_dtype=bf16 (BatchNorm)")
-        opt = build_optimizer(model, 1e-4, 1e-4, (0.9, 0.999), 1e-8, fused=True)
+        if aligned:
+            opt = torch.optim.AdamW(aligned_param_groups(model, 1e-4), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, fused=True)
+            self.notes.append("param groups aligned (scalars last)")
+        else:
+            opt = build_optimizer(model, 1e-4, 1e-4, (0.9, 0.999), 1e-8, fused=True)
         self.engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=self.ds_config)
         self.loss_ctx = contextlib.nullcontext
         module = self.engine.module
@@ -348,6 +373,17 @@ class DeepSpeedStep:
         with contextlib.suppress(Exception):
             self.engine.destroy()
         self.engine = None
+        restore_linear()
+
+
+def restore_linear() -> None:
+    """ZeRO-3 replaces F.linear process-wide by its memory-efficient autograd Function and leaves
+    it there ("This will persist unless manually reset"); later configurations must not run on it."""
+    with contextlib.suppress(ImportError):
+        from deepspeed.runtime.zero.partition_parameters import InsertPostInitMethodToModuleSubClasses as C
+
+        if hasattr(C, "linear_bk"):
+            torch.nn.functional.linear = C.linear_bk
 
 
 def ensure_dist(device: torch.device) -> None:
@@ -531,7 +567,8 @@ class Bench:
         opts["ckpt_applied"] = ckpt
         ensure_dist(dev)
         model.to(dev).train()
-        return DeepSpeedStep(model, batch, stage, ckpt, dev)
+        return DeepSpeedStep(model, batch, stage, ckpt, dev, aligned=bool(opts.get("aligned")),
+                             mem_efficient_linear=opts.get("mel", True))
 
     def measure(self, preset: str, mode: str, batch: int, label: str = "", steps: int | None = None,
                 warmup: int | None = None, profile: bool = False, **opts) -> dict:
@@ -602,10 +639,13 @@ class Bench:
         from torch.profiler import ProfilerActivity, profile
 
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+        self.sync()
+        t_wall = time.perf_counter()
         with profile(activities=acts) as prof:
             for _ in range(2):
                 step(b)
             self.sync()
+        wall_ms = (time.perf_counter() - t_wall) * 1e3 / 2
         kernels: dict[str, float] = {}
         for evt in prof.key_averages():
             t = getattr(evt, "self_device_time_total", None)
@@ -619,16 +659,22 @@ class Bench:
             c = classify_kernel(name)
             classes[c] = classes.get(c, 0.0) + t
         top = sorted(kernels.items(), key=lambda kv: -kv[1])[:25]
+        cpu_ops = sorted(((e.key, e.self_cpu_time_total, e.count) for e in prof.key_averages()
+                          if e.self_cpu_time_total > 0), key=lambda kv: -kv[1])[:15]
         if self.out:
             with open(self.out / "profiles.txt", "a") as f:
-                f.write(f"\n=== {tag}: device time {total / 2e3:.2f} ms per step ===\n")
+                f.write(f"\n=== {tag}: device time {total / 2e3:.2f} ms per step, wall {wall_ms:.2f} ms per step "
+                        f"(profiled) ===\n")
                 for c, t in sorted(classes.items(), key=lambda kv: -kv[1]):
                     f.write(f"  {c:34s} {t / 2e3:9.2f} ms  {100 * t / total:5.1f}%\n")
                 f.write("  top kernels:\n")
                 for name, t in top:
                     f.write(f"    {t / 2e3:9.2f} ms  {100 * t / total:5.1f}%  {name[:150]}\n")
+                f.write("  top host ops by self CPU time (per step):\n")
+                for name, t, n in cpu_ops:
+                    f.write(f"    {t / 2e3:9.2f} ms  x{n // 2:<6d} {name[:120]}\n")
         return {c: round(100 * t / total, 1) for c, t in sorted(classes.items(), key=lambda kv: -kv[1])} | {
-            "_device_ms_per_step": round(total / 2e3, 2)}
+            "_device_ms_per_step": round(total / 2e3, 2), "_wall_ms_per_step": round(wall_ms, 2)}
 
 
 def classify_kernel(name: str) -> str:
@@ -667,20 +713,29 @@ def classify_kernel(name: str) -> str:
 # ------------------------------------------------------------------------------------------
 
 
-def largest_batch(bench: Bench, preset: str, mode: str, probes: tuple[int, int], multiple: int, **opts) -> None:
+def largest_batch(bench: Bench, preset: str, mode: str, probes: tuple[int, ...], multiple: int,
+                  profile_first: bool = False, first: dict | None = None, **opts) -> None:
     """Peak memory at two batch sizes -> linear fit -> the largest batch under the card's memory,
-    then confirm it with a timed run (one step smaller if that OOMs)."""
-    recs = [bench.measure(preset, mode, b, label=f"{mode}-probe", steps=2, warmup=1, **opts) for b in probes]
+    then confirm it with a timed run (10% smaller if that fails).
+
+    Memory still held from earlier engines (DeepSpeed ZeRO-3 engines leave ~3 GiB each behind)
+    is subtracted from each probe and from the room left, so the fit is the configuration's own.
+    """
+    recs = ([first] if first else []) + [
+        bench.measure(preset, mode, b, label=f"{mode}-probe", steps=2, warmup=1, profile=profile_first and i == 0,
+                      **opts) for i, b in enumerate(probes)]
     if any(r.get("status") != "ok" for r in recs) or bench.device.type != "cuda":
         return
-    (b1, m1), (b2, m2) = [(r["batch"], r["peak_reserved_gib"]) for r in recs]
+    (b1, m1), (b2, m2) = [(r["batch"], r["peak_reserved_gib"] - r["mem_before_gib"]) for r in recs]
     per = (m2 - m1) / (b2 - b1)
     fixed = m1 - per * b1
     total = torch.cuda.mem_get_info()[1] / 2**30
-    cap = total - 1.5  # CUDA context, NCCL buffers, fragmentation
+    held = torch.cuda.memory_allocated() / 2**30
+    cap = total - 1.5 - held  # CUDA context, NCCL buffers, fragmentation; memory leaked earlier
     guess = min(4096, int((cap - fixed) / per) // multiple * multiple)
     bench.log({"kind": "fit", "preset": preset, "mode": mode, "gib_per_sample": round(per, 4),
-               "fixed_gib": round(fixed, 2), "device_gib": round(total, 2), "predicted_max_batch": guess})
+               "fixed_gib": round(fixed, 2), "device_gib": round(total, 2), "held_gib": round(held, 2),
+               "predicted_max_batch": guess})
     for b in (guess, int(guess * 0.9) // multiple * multiple):
         r = bench.measure(preset, mode, b, label=f"{mode}-max", steps=3, warmup=1, **opts)
         if r.get("status") == "ok":
@@ -706,15 +761,43 @@ def plan_sensorlm(bench: Bench, preset: str, smoke: bool) -> None:
             bench.measure(preset, "shipped", b, fused=True, compile=not smoke)
         bench.measure(preset, "shipped", B0, label="shipped, masked (missing minutes)", fused=True,
                       compile=not smoke, masked=True, profile=True)
-        # (3) ZeRO-2
+        # (3) ZeRO-2 with the trainer's groups, then with the scalars moved to the end of their group
         for b in bs(32, 64, 96, 128):
             bench.measure(preset, "zero2", b, compile=not smoke, profile=(b == B0))
+        for b in bs(32, 64, 96):
+            bench.measure(preset, "zero2", b, label="zero2 + aligned groups", compile=not smoke, aligned=True,
+                          profile=(b == B0))
         # (4) ZeRO-3 + activation checkpointing, largest batch
-        largest_batch(bench, preset, "zero3", (2, 4) if smoke else (64, 128), 1 if smoke else 16, ckpt=True)
+        largest_batch(bench, preset, "zero3", (2, 4) if smoke else (128, 256), 1 if smoke else 16,
+                      profile_first=True, ckpt=True, aligned=True)
     if not smoke:
         torch.backends.cuda.matmul.allow_tf32 = True
         bench.measure(preset, "ref", 32, label="ref + TF32 (opt-in)", steps=4, warmup=1)
         torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def plan_followup(bench: Bench, smoke: bool) -> None:
+    """Second device call of 2026-11-23: what the first one left open (see bench/RESULTS.md)."""
+    P, S = ("sensorlm_tiny", "sst_tiny") if smoke else ("sensorlm_vitb_10_2", "sst_base")
+    with attention_priority(bench, "cudnn"):
+        for b in (2,) if smoke else (64, 96):
+            bench.measure(P, "zero2", b, label="zero2 + aligned groups", compile=not smoke, aligned=True,
+                          profile=(b == 64 or smoke))
+    # The first call's sst rows ran after ZeRO-3 had patched F.linear: one clean repeat to compare.
+    bench.measure(S, "shipped", 2 if smoke else 128, label="shipped (clean F.linear)", compile=not smoke)
+    # cuDNN attention failed on sst_base at batch >= 256 (month attention over B*256 sequences).
+    with attention_priority(bench, "math"):
+        bench.measure(S, "shipped", 2 if smoke else 256, label="bf16 eager, math SDPA", compile=False)
+    with attention_priority(bench, "cudnn"):
+        B = 2 if smoke else 128
+        a = bench.measure(P, "zero3", B, label="zero3-probe", steps=2, warmup=1, profile=True, ckpt=True, aligned=True)
+        b = bench.measure(P, "zero3", B, label="zero3-probe, memory_efficient_linear off", steps=2, warmup=1,
+                          profile=True, ckpt=True, aligned=True, mel=False)
+        mel = b.get("samples_per_s", 0) <= a.get("samples_per_s", 0)
+        largest_batch(bench, P, "zero3", (4,) if smoke else (256,), 1 if smoke else 16, first=a if mel else b,
+                      ckpt=True, aligned=True, mel=mel)
+    with attention_priority(bench, "math"):
+        largest_batch(bench, S, "zero3", (2, 4) if smoke else (64, 128), 1 if smoke else 32, ckpt=True)
 
 
 def plan_sst(bench: Bench, preset: str, smoke: bool) -> None:
@@ -728,11 +811,15 @@ def plan_sst(bench: Bench, preset: str, smoke: bool) -> None:
     best = max((e, c, cl), key=lambda r: r.get("samples_per_s", 0))
     use_compile = best is not e and not smoke
     use_cl = best is cl
-    for b in bs(32, 128, 256):
+    for b in bs(32, 128):
         bench.measure(preset, "shipped", b, compile=use_compile, channels_last=use_cl)
     for b in bs(64, 128):  # DeepSpeed flattens parameters: no channels_last there
         bench.measure(preset, "zero2", b, compile=use_compile)
-    largest_batch(bench, preset, "zero3", (2, 4) if smoke else (64, 128), 1 if smoke else 32, ckpt=True)
+    # cuDNN attention fails at batch >= 256 (the month attention's B*256 sequences): math first.
+    with attention_priority(bench, "math"):
+        bench.measure(preset, "shipped", 2 if smoke else 256, label="shipped, math SDPA", compile=use_compile,
+                      channels_last=use_cl)
+        largest_batch(bench, preset, "zero3", (2, 4) if smoke else (64, 128), 1 if smoke else 32, ckpt=True)
 
 
 @contextlib.contextmanager
@@ -743,6 +830,7 @@ def attention_priority(bench: Bench, backend: str):
     order = {
         "flash": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH],
         "cudnn": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+        "math": [SDPBackend.MATH, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION],
     }.get(backend)
     if order is None:
         yield
@@ -856,6 +944,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline-s", type=float, default=540.0, help="skip configurations started after this")
     p.add_argument("--modes", default="ref,shipped,zero2,zero3", help="comma-separated subset of modes to run")
     p.add_argument("--smoke", action="store_true", help="CPU run of every code path on tiny presets")
+    p.add_argument("--plan", default="full", choices=["full", "followup"],
+                   help="full = the whole benchmark; followup = the second call's open questions only")
     p.add_argument("--check-flops", action="store_true", help="compare the FLOP formulas with torch's counter")
     args = p.parse_args(argv)
 
@@ -873,7 +963,11 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args, device)
     bench.log(machine_info(device))
     bench.measure_peak()
-    bench.attention_microbench()
+    if args.plan == "followup":
+        plan_followup(bench, args.smoke)
+        presets = []
+    else:
+        bench.attention_microbench()
     for preset in presets:
         cfg = model_config(preset)
         flops, parts = train_flops_per_step(preset, 1)

@@ -38,6 +38,9 @@ def build_deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
         # ZeRO-1/2 need this for a client (torch) optimizer; we trust torch's AdamW.
         "zero_allow_untested_optimizer": True,
     }
+    if ds["bf16"]["enabled"]:
+        # BatchNorm buffers (SST decoder) must match the bf16 weights DeepSpeed casts to.
+        ds["data_types"] = {"buffer_dtype": "bf16"}
     if s.zero_stage >= 2:
         ds["zero_optimization"].update({"overlap_comm": s.use_gpu, "contiguous_gradients": True})
     if s.zero_stage == 3:

@@ -23,9 +23,15 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             no_decay.append(p)
         else:
             decay.append(p)
+    # DeepSpeed flattens each group into one buffer in this order: tensors whose size is not a
+    # multiple of 8 (the (1,) SigLIP scalars) go last, or they shift every later tensor off
+    # 16-byte alignment and cuBLAS falls back to slow kernels (bench/RESULTS.md: +26% ZeRO-2).
+    def aligned(params):
+        return sorted(params, key=lambda p: p.numel() % 8 != 0)
+
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": aligned(decay), "weight_decay": weight_decay},
+        {"params": aligned(no_decay), "weight_decay": 0.0},
     ]
 
 

@@ -17,8 +17,21 @@ from sensorlm.models.sst import month_of_year_from_last
 from sensorlm.training.distributed import all_reduce_sum
 
 
-def _to(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+def _to(batch: dict, device: torch.device, dtype: torch.dtype | None = None, cast: tuple[str, ...] = ()) -> dict:
+    """Move tensors to the device, and the model inputs named in `cast` to `dtype` (DeepSpeed's
+    bf16 mode casts the weights, not the inputs; targets stay fp32 for the loss)."""
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            v = v.to(device, non_blocking=True)
+            if dtype is not None and k in cast:
+                v = v.to(dtype)
+        out[k] = v
+    return out
+
+
+def input_dtype(engine) -> torch.dtype | None:
+    return torch.bfloat16 if engine.bfloat16_enabled() else None
 
 
 class SensorLMTask:
@@ -33,7 +46,7 @@ class SensorLMTask:
         self.device = device
 
     def loss(self, engine, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        b = _to(batch, self.device)
+        b = _to(batch, self.device, input_dtype(engine), ("sensor",))
         out = engine(b["sensor"], b["input_ids"], b["attention_mask"], b.get("missing"), validate=False)
         loss = siglip_loss_distributed(out["sensor_emb"], out["text_emb"], out["t_prime"], out["bias"])
         return loss, {"temperature": out["t_prime"].detach().float().exp(), "bias": out["bias"].detach().float()}
@@ -53,7 +66,7 @@ class SensorLMTask:
         class_emb = None
         sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss*n, correct, n
         for batch in batches:
-            b = _to(batch, self.device)
+            b = _to(batch, self.device, input_dtype(engine), ("sensor",))
             out = engine(b["sensor"], b["input_ids"], b["attention_mask"], b.get("missing"), validate=False)
             if class_emb is None:
                 k = ids.shape[0]
@@ -88,7 +101,7 @@ class SSTTask:
         return pred[:, 0]
 
     def loss(self, engine, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        b = _to(batch, self.device)
+        b = _to(batch, self.device, input_dtype(engine), ("daily", "mask"))
         pred = self._forward(engine, b).float()
         ocean = (~b["land"].bool()).float()
         loss = ((pred - b["target"]) ** 2 * ocean).sum() / ocean.sum().clamp_min(1)
@@ -99,7 +112,7 @@ class SSTTask:
         # squared-error sums and pixel counts: model/clim x holdout/ocean
         sums = torch.zeros(6, device=self.device, dtype=torch.float64)
         for batch in batches:
-            b = _to(batch, self.device)
+            b = _to(batch, self.device, input_dtype(engine), ("daily", "mask"))
             pred = self._forward(engine, b).float()
             ocean = ~b["land"].bool()
             hold = b["holdout"].bool() & ocean

@@ -119,9 +119,12 @@ def end_run(uri: str | None, run_id: str | None, status: str) -> None:
     MlflowClient(uri).set_terminated(run_id, status=status)
 
 
-def _storage_dir(cfg: TrainConfig) -> Path:
+def _storage_dir(cfg: TrainConfig) -> str:
+    """Ray storage path: URIs (``s3://...``) pass through; local paths are made absolute."""
+    if "://" in cfg.storage_path:
+        return cfg.storage_path.rstrip("/")
     storage = Path(cfg.storage_path).expanduser()
-    return storage if storage.is_absolute() else (Path.cwd() / storage).resolve()
+    return str(storage if storage.is_absolute() else (Path.cwd() / storage).resolve())
 
 
 def worker_env(cfg: TrainConfig) -> dict[str, str]:
@@ -144,7 +147,7 @@ def run_info(cfg: TrainConfig, dataset, manifest: dict, run_name: str, mlflow_ru
         "data_stats": _data_stats(manifest),
         "mlflow_run_id": mlflow_run_id,
         "tracking_uri": tracking_uri,
-        "fault_marker": str(_storage_dir(cfg) / run_name / "fault_injected"),
+        "fault_marker": f"{_storage_dir(cfg)}/{run_name}/fault_injected",
     }
 
 
@@ -165,7 +168,7 @@ def make_torch_trainer(cfg: TrainConfig, info: dict, run_name: str, callbacks: l
         ),
         run_config=RunConfig(
             name=run_name,
-            storage_path=str(_storage_dir(cfg)),
+            storage_path=_storage_dir(cfg),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep_last),
             failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
             worker_runtime_env={"env_vars": worker_env(cfg)},

@@ -109,7 +109,7 @@ def test_paper_preset_sizes_and_shapes_on_meta():
 
 def test_tiny_preset_sizes():
     cfg = model_config("sensorlm_tiny")
-    assert (cfg.sensor.input_len, cfg.sensor.num_channels, cfg.sensor.patch) == (144, 34, (12, 2))
+    assert (cfg.sensor.input_len, cfg.sensor.num_channels, cfg.sensor.patch) == (144, 34, (6, 34))
     assert (cfg.sensor.width, cfg.sensor.depth, cfg.sensor.num_heads) == (64, 2, 4)
     assert (cfg.text.vocab_size, cfg.text.context_len, cfg.text.depth) == (1024, 48, 2)
     assert model_config("sensorlm_tiny_meanpool").sensor.pooling == "mean"
@@ -155,7 +155,7 @@ def test_hvt_tower_config():
     # hvt=None derives the tower from the sensor config.
     derived = dataclasses.replace(SENSORLM_TINY, sensor_tower="hvt").resolved()
     assert isinstance(derived.hvt, hvt.HVTSensorConfig)
-    assert (derived.hvt.input_len, derived.hvt.num_channels, derived.hvt.patch_size) == (144, 34, (12, 2))
+    assert (derived.hvt.input_len, derived.hvt.num_channels, derived.hvt.patch_size) == (144, 34, (6, 34))
     assert derived.hvt.embed_dim == 64
     with pytest.raises(ConfigError, match=r"hvt: input shape .* \(1440, 34\) differs from sensor's \(144, 34\)"):
         dataclasses.replace(SENSORLM_TINY, sensor_tower="hvt", hvt=hvt.HVTSensorConfig())

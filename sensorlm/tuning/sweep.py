@@ -1,0 +1,760 @@
+"""The shared sweep driver: Ray Tune over the same Ray Train `TorchTrainer` as training.
+
+With Ray Train V2 (the default in Ray 2.60) a `TorchTrainer` is not passed to `Tuner`; each
+trial is a Tune *function trainable* that builds and fits a `TorchTrainer` whose
+``TuneReportCallback`` forwards every ``ray.train.report`` (metrics + checkpoint path) to Tune.
+ASHA judges trials on those reports, keyed by the optimizer ``step`` each one carries.
+
+Layout of a sweep folder ``<storage_path>/<name>/``::
+
+    sweep.json     the sweep config, the MLflow parent run id, the registration outcome
+    tune/          the Tune experiment (``Tuner.restore`` resumes it)
+    train/         one Ray Train run per trial (``<name>-<trial_id>``): checkpoints, packages
+    data/          what the task prepared once for every trial (e.g. embedding arrays)
+    results/       trials.csv and metric_vs_params.png (also logged to the parent run)
+
+MLflow: one parent run per sweep (sweep config as params, the results table and plot as
+artifacts, best metric), one child run per trial (``mlflow.parentRunId``; the trial's training
+config and swept values as params, its metric curves). At the end the best *completed* trial
+(ASHA-stopped trials have no final model) is registered; it takes the alias (``champion``) only
+if it beats the version holding it on the same metric and validation split.
+
+Running a sweep whose folder exists resumes it: finished trials are not run again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import socket
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import unquote
+
+from sensorlm.config import ConfigError, flatten, to_dict
+from sensorlm.tuning.space import SweepConfig
+
+META_FILE = "sweep.json"
+TRIAL_ID_TAG = "sensorlm.trial_id"
+SWEEP_TAG = "sensorlm.sweep"
+ROLE_TAG = "sensorlm.sweep_role"
+SPLIT_TAG = "sensorlm.val_split"
+# Keys that may differ when a sweep is resumed (where it is stored is how it was found).
+_RESUME_FREE_KEYS = ("storage_path",)
+
+
+def _say(msg: str) -> None:
+    print(f"[sensorlm.sweep] {msg}", flush=True)
+
+
+@dataclass
+class TrialRow:
+    """One trial as the results table shows it.
+
+    Args:
+        status: ``completed`` (reached the last step), ``early_stopped`` (ASHA), ``error``, or
+            ``unfinished`` (the sweep was interrupted before it ended).
+        step: the last reported optimizer step.
+        metrics: the last reported validation metrics.
+        params: the trial's sampled search parameters.
+        run_id: its MLflow child run.
+        package_dir: the model package in its final checkpoint (completed trials).
+    """
+
+    trial_id: str
+    status: str
+    step: int | None
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    run_id: str | None = None
+    package_dir: str | None = None
+
+
+@dataclass
+class SweepResult:
+    name: str
+    sweep_dir: Path
+    parent_run_id: str
+    tracking_uri: str
+    complete: bool
+    trials: list[TrialRow]
+    best: TrialRow | None = None
+    model_uri: str | None = None
+    model_version: str | None = None
+    promoted: bool = False
+    decision: str = ""
+    results_csv: Path | None = None
+    plot: Path | None = None
+
+
+class SweepTask(ABC):
+    """What a task plugs into the shared driver (see `sensorlm.tuning.siglip` and
+    `sensorlm.tuning.projection`).
+
+    Subclasses set `task` and implement the abstract methods; `prepare` runs in the driver
+    before any trial and must raise `ConfigError` for anything the search space and the base
+    training config cannot do together.
+    """
+
+    task: str = ""
+
+    def __init__(self, cfg: SweepConfig):
+        self.cfg = cfg
+
+    @abstractmethod
+    def prepare(self, sweep_dir: Path, tracking_uri: str) -> dict[str, Any]:
+        """Ready the data, validate, and return the plain-data setup every trial receives."""
+
+    @abstractmethod
+    def total_steps(self) -> int:
+        """Optimizer steps of a trial that runs to the end."""
+
+    @abstractmethod
+    def trainable(self) -> Callable[[dict, dict], None]:
+        """A module-level function ``fn(config, setup)``: one trial."""
+
+    @abstractmethod
+    def split_key(self) -> str:
+        """Identifies the validation data and protocol; champions compare only on equal keys."""
+
+    @abstractmethod
+    def base_config(self) -> dict[str, Any]:
+        """The resolved base training config (logged on the parent run)."""
+
+    def run_tags(self) -> dict[str, str]:
+        """Extra tags of the parent run (e.g. the dataset manifest's hash)."""
+        return {}
+
+    def worker_env(self) -> dict[str, str]:
+        """Environment of every Ray process of the sweep."""
+        return {}
+
+    @abstractmethod
+    def register(self, row: TrialRow, tracking_uri: str) -> tuple[str, str]:
+        """Register `row`'s package as a new version of ``cfg.registered_name`` (no alias)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Ray
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_ray(env_vars: dict[str, str] | None = None, num_cpus: int | None = None) -> None:
+    """Start a local Ray (or join ``RAY_ADDRESS``) ready for Tune over Train.
+
+    A trial that ASHA stops is killed with its Train controller; Ray Train V2's detached
+    placement-group cleaner then frees the workers' CPUs, which it finds through the state
+    API (the dashboard). Several local Ray instances on one machine make that lookup
+    ambiguous, so a local Ray gets a dashboard on a chosen port and every process is told
+    where it is (``RAY_API_SERVER_ADDRESS``); without that, stopped trials leak their
+    workers' CPUs and later trials wait forever.
+
+    Args:
+        env_vars: environment for every Ray process of this job.
+        num_cpus: logical CPUs of a local Ray (None = the machine's).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = dict(env_vars or {})
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(runtime_env={"env_vars": env}, log_to_driver=True)
+        return
+    port = _free_port()
+    env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    ctx = ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=port,
+        runtime_env={"env_vars": env},
+        log_to_driver=True,
+    )
+    if not getattr(ctx, "dashboard_url", None) or not str(ctx.dashboard_url).endswith(f":{port}"):
+        _say(
+            f"warning: the Ray dashboard is not at port {port} ({getattr(ctx, 'dashboard_url', None)}); "
+            "trials stopped early may not release their workers"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# MLflow
+
+
+def absolute_tracking_uri(configured: str | None) -> str:
+    """The tracking URI with a relative SQLite path made absolute: trials run in other folders."""
+    from sensorlm.tracking.mlflow_utils import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(configured)
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        raw = unquote(uri[len(prefix) :])
+        if raw and raw != ":memory:" and not raw.startswith("/"):
+            uri = prefix + str((Path.cwd() / raw).resolve())
+    return uri
+
+
+def trial_tags(setup: dict[str, Any], trial_id: str) -> dict[str, str]:
+    """Tags that make a run the child of the sweep's parent run."""
+    return {
+        "mlflow.parentRunId": setup["parent_run_id"],
+        SWEEP_TAG: setup["sweep_name"],
+        ROLE_TAG: "trial",
+        TRIAL_ID_TAG: trial_id,
+    }
+
+
+def log_trial_params(tracking_uri: str, run_id: str, config: dict[str, Any]) -> None:
+    """The trial's sampled values as ``sweep.<name>`` params (the raw values, before mapping)."""
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    params = [Param(f"sweep.{k}", str(v)) for k, v in sorted(config.items())]
+    MlflowClient(tracking_uri).log_batch(run_id, params=params, synchronous=True)
+
+
+def open_child_run(
+    tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]
+) -> str:
+    """Create the MLflow run of a trial, or reopen it when a resumed trial starts again.
+
+    Args:
+        run_name: unique per sweep and trial (looked up through the ``sensorlm.run_name`` tag).
+        params: a nested config, logged flattened.
+        tags: run tags (with ``mlflow.parentRunId``).
+    """
+    from mlflow.tracking import MlflowClient
+
+    from sensorlm.tracking.mlflow_utils import log_config_params, setup_experiment
+
+    experiment_id = setup_experiment(experiment, tracking_uri)
+    client = MlflowClient(tracking_uri)
+    existing = client.search_runs(
+        [experiment_id], filter_string=f"tags.`sensorlm.run_name` = '{run_name}'", max_results=1
+    )
+    if existing:
+        run_id = existing[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        return run_id
+    run = client.create_run(experiment_id, run_name=run_name, tags={**tags, "sensorlm.run_name": run_name})
+    log_config_params(params, run_id=run.info.run_id)
+    return run.info.run_id
+
+
+def _open_parent_run(cfg: SweepConfig, task: SweepTask, tracking_uri: str, name: str, sweep_dir: Path) -> str:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from sensorlm.tracking.mlflow_utils import log_config_params, run_tags, setup_experiment
+
+    experiment_id = setup_experiment(cfg.tracking.experiment, tracking_uri)
+    client = MlflowClient(tracking_uri)
+    tags = {
+        **run_tags(),
+        **task.run_tags(),
+        SWEEP_TAG: name,
+        ROLE_TAG: "parent",
+        "sensorlm.task": cfg.task,
+        "sensorlm.sweep_dir": str(sweep_dir),
+    }
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
+    run_id = run.info.run_id
+    log_config_params(to_dict(cfg), run_id=run_id)
+    mlflow.set_tracking_uri(tracking_uri)
+    client.log_dict(run_id, to_dict(cfg), "config/sweep.yaml")
+    client.log_dict(run_id, task.base_config(), "config/base_train_config.yaml")
+    return run_id
+
+
+def _child_runs(tracking_uri: str, experiment: str, parent_run_id: str) -> dict[str, Any]:
+    """Child runs of a sweep by trial id."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return {}
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    return {r.data.tags.get(TRIAL_ID_TAG): r for r in runs if r.data.tags.get(TRIAL_ID_TAG)}
+
+
+def _finalize_child_runs(tracking_uri: str, rows: list[TrialRow], runs: dict[str, Any]) -> None:
+    """Give every child run its final status: a trial ASHA stopped was killed mid-run, so its
+    run is still RUNNING; mark it KILLED and say why in a tag."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    final = {"completed": "FINISHED", "early_stopped": "KILLED", "error": "FAILED"}
+    for row in rows:
+        run = runs.get(row.trial_id)
+        if run is None or row.status not in final:
+            continue
+        client.set_tag(run.info.run_id, "sensorlm.trial_status", row.status)
+        if run.info.status != final[row.status]:
+            client.set_terminated(run.info.run_id, status=final[row.status])
+
+
+# ----------------------------------------------------------------------------------------------
+# Champion
+
+
+def champion_decision(
+    new_value: float, mode: str, champion: Any | None, metric: str, split_key: str
+) -> tuple[bool, str]:
+    """Should the new version take the alias? Only if it beats the holder on `metric` and the
+    same validation split.
+
+    Args:
+        new_value: the new version's `metric`.
+        mode: ``max`` or ``min``.
+        champion: the ModelVersion holding the alias, or None.
+        metric: the metric key (read from the holder's ``metric.<key>`` tag).
+        split_key: the new version's validation split (compared with the holder's
+            ``sensorlm.val_split`` tag).
+
+    Returns:
+        (promote, reason).
+    """
+    from sensorlm.tracking.mlflow_utils import version_metric
+
+    if champion is None:
+        return True, "there is no current champion"
+    version = champion.version
+    their_split = (champion.tags or {}).get(SPLIT_TAG)
+    if their_split is None:
+        return False, (
+            f"the current champion (version {version}) has no {SPLIT_TAG} tag, so it is not known to be "
+            f"validated on the same split ({split_key}); not comparable"
+        )
+    if their_split != split_key:
+        return False, (
+            f"the current champion (version {version}) was validated on a different split "
+            f"({their_split}, this sweep: {split_key}); not comparable"
+        )
+    theirs = version_metric(champion, metric)
+    if theirs is None:
+        return False, f"the current champion (version {version}) has no {metric} to compare with"
+    better = new_value > theirs if mode == "max" else new_value < theirs
+    if better:
+        return True, f"{metric} {new_value:.6g} beats the champion's {theirs:.6g} (version {version})"
+    return False, f"{metric} {new_value:.6g} does not beat the champion's {theirs:.6g} (version {version}, {mode} is better)"
+
+
+def best_completed(rows: list[TrialRow], metric: str, mode: str) -> TrialRow | None:
+    """The best trial that ran to its last step and left a model package."""
+    pool = [
+        r for r in rows
+        if r.status == "completed" and r.package_dir and isinstance(r.metrics.get(metric), (int, float))
+        and math.isfinite(r.metrics[metric])
+    ]
+    if not pool:
+        return None
+    pick = max if mode == "max" else min
+    return pick(pool, key=lambda r: r.metrics[metric])
+
+
+# ----------------------------------------------------------------------------------------------
+# Results table and plot
+
+
+def write_results_csv(rows: list[TrialRow], param_names: list[str], path: Path) -> Path:
+    """One line per trial: id, status, last step, metrics, params, MLflow run, package."""
+    metric_names = sorted({k for r in rows for k in r.metrics})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["trial_id", "status", "step", *metric_names, *[f"param.{p}" for p in param_names], "run_id", "package_dir"])
+        for r in rows:
+            writer.writerow([
+                r.trial_id, r.status, "" if r.step is None else r.step,
+                *["" if r.metrics.get(m) is None else repr(float(r.metrics[m])) for m in metric_names],
+                *[r.params.get(p, "") for p in param_names],
+                r.run_id or "", r.package_dir or "",
+            ])
+    return path
+
+
+def plot_metric_vs_params(rows: list[TrialRow], cfg: SweepConfig, path: Path) -> Path:
+    """One panel per searched parameter: the last reported metric of each trial against its
+    value; trials ASHA stopped are hollow (their value is from an earlier step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sensorlm.evaluation.plots import save_png
+
+    names = list(cfg.params)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.2), squeeze=False, layout="constrained")
+    styles = {"completed": dict(marker="o", color="C0"), "early_stopped": dict(marker="o", facecolors="none", edgecolors="C1")}
+    for ax, name in zip(axes[0], names):
+        spec = cfg.params[name]
+        values = [r.params.get(name) for r in rows]
+        categorical = any(isinstance(v, (bool, str)) for v in values if v is not None)
+        if categorical:
+            cats = [str(v) for v in (spec.values or sorted({str(v) for v in values}))]
+            pos = {c: i for i, c in enumerate(cats)}
+            ax.set_xticks(range(len(cats)), cats)
+        for status, style in styles.items():
+            pts = [
+                (pos[str(r.params[name])] if categorical else float(r.params[name]), r.metrics[cfg.metric])
+                for r in rows
+                if r.status == status and r.params.get(name) is not None and r.metrics.get(cfg.metric) is not None
+            ]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.scatter(xs, ys, label=status.replace("_", " "), **style)
+        if spec.type == "loguniform" or (
+            not categorical and spec.candidates() and min(spec.candidates()) > 0
+            and max(spec.candidates()) / min(spec.candidates()) >= 20
+        ):
+            ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel(cfg.metric)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{cfg.name}: {cfg.metric} ({cfg.mode} is better)")
+    return save_png(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# The driver
+
+
+def make_task(cfg: SweepConfig) -> SweepTask:
+    if cfg.task == "sensorlm":
+        from sensorlm.tuning.siglip import SensorLMSweep
+
+        return SensorLMSweep(cfg)
+    from sensorlm.tuning.projection import ProjectionSweep
+
+    return ProjectionSweep(cfg)
+
+
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def _read_meta(sweep_dir: Path) -> dict[str, Any] | None:
+    path = sweep_dir / META_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: invalid JSON ({e}); this sweep folder cannot be resumed") from e
+
+
+def _write_meta(sweep_dir: Path, meta: dict[str, Any]) -> None:
+    path = sweep_dir / META_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.replace(path)
+
+
+def _config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    a = {k: v for k, v in flatten(old).items() if k.split(".")[0] not in _RESUME_FREE_KEYS}
+    b = {k: v for k, v in flatten(new).items() if k.split(".")[0] not in _RESUME_FREE_KEYS}
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _build_tuner(cfg: SweepConfig, trainable, tune_root: Path, total_steps: int, callbacks):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if cfg.searcher == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(seed=cfg.seed)
+    else:
+        search_alg = BasicVariantGenerator(random_state=cfg.seed)
+    if cfg.asha.enabled:
+        scheduler = ASHAScheduler(
+            time_attr="step",
+            grace_period=cfg.asha.grace_period,
+            reduction_factor=cfg.asha.reduction_factor,
+            max_t=cfg.asha.max_t or total_steps,
+        )
+    else:
+        scheduler = FIFOScheduler()
+    return tune.Tuner(
+        trainable,
+        param_space=cfg.param_space(),
+        tune_config=tune.TuneConfig(
+            metric=cfg.metric,
+            mode=cfg.mode,
+            search_alg=search_alg,
+            scheduler=scheduler,
+            num_samples=cfg.num_samples,
+            max_concurrent_trials=cfg.max_concurrent_trials,
+            trial_dirname_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=tune_root.name,
+            storage_path=str(tune_root.parent),
+            callbacks=list(callbacks or []),
+            # Ray Train restarts failed workers inside a trial; a trial that still fails is an error.
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+
+
+def _collect_rows(tune_root: Path, cfg: SweepConfig, total_steps: int, runs: dict[str, Any]) -> tuple[list[TrialRow], bool]:
+    """Rows from the saved experiment state, and whether every trial of the sweep has ended."""
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(tune_root))
+    rows = []
+    ended = 0
+    for trial in sorted(analysis.trials, key=lambda t: t.trial_id):
+        last = dict(trial.last_result or {})
+        step = last.get("step")
+        step = int(step) if isinstance(step, (int, float)) else None
+        if trial.status == "ERROR":
+            status = "error"
+        elif trial.status == "TERMINATED":
+            status = "completed" if step is not None and step >= total_steps else "early_stopped"
+        else:
+            status = "unfinished"
+        ended += status != "unfinished"
+        package = None
+        ckpt = last.get("checkpoint_path")
+        if status == "completed" and ckpt and (Path(ckpt) / "package").is_dir():
+            package = str(Path(ckpt) / "package")
+        metrics = {k: float(v) for k, v in last.items() if k.startswith("val/") and isinstance(v, (int, float))}
+        params = {k: trial.config.get(k) for k in cfg.params}
+        run = runs.get(trial.trial_id)
+        rows.append(TrialRow(trial.trial_id, status, step, metrics, params, run.info.run_id if run else None, package))
+    complete = ended >= cfg.expected_trials() and ended == len(rows)
+    return rows, complete
+
+
+def _log_results(tracking_uri: str, parent_run_id: str, cfg: SweepConfig, rows: list[TrialRow], csv_path: Path, plot: Path | None, best: TrialRow | None) -> None:
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    client.log_artifact(parent_run_id, str(csv_path), "results")
+    if plot is not None:
+        client.log_artifact(parent_run_id, str(plot), "results")
+    ts = int(time.time() * 1000)
+    counts = {s: sum(r.status == s for r in rows) for s in ("completed", "early_stopped", "error", "unfinished")}
+    metrics = [Metric(f"trials/{k}", float(v), ts, 0) for k, v in counts.items()]
+    # The final metric of every trial in trial order: a curve of the sweep on the parent run.
+    for i, r in enumerate(rows):
+        if r.metrics.get(cfg.metric) is not None:
+            metrics.append(Metric(f"trial/{cfg.metric}", r.metrics[cfg.metric], ts, i))
+    if best is not None:
+        metrics.append(Metric(f"best/{cfg.metric}", best.metrics[cfg.metric], ts, 0))
+        client.set_tag(parent_run_id, "sensorlm.best_trial", best.trial_id)
+        if best.run_id:
+            client.set_tag(parent_run_id, "sensorlm.best_run_id", best.run_id)
+    client.log_batch(parent_run_id, metrics=metrics, synchronous=True)
+
+
+def _register_best(task: SweepTask, cfg: SweepConfig, best: TrialRow, tracking_uri: str, name: str) -> tuple[str, str, bool, str]:
+    from mlflow.tracking import MlflowClient
+
+    from sensorlm.tracking.mlflow_utils import get_alias_version, set_alias
+
+    client = MlflowClient(tracking_uri)
+    alias = cfg.tracking.alias
+    # Read the holder before registering: the decision is about the version that held it.
+    holder = get_alias_version(cfg.registered_name, alias, client=client)
+    promote, reason = champion_decision(best.metrics[cfg.metric], cfg.mode, holder, cfg.metric, task.split_key())
+    model_uri, version = task.register(best, tracking_uri)
+    for key, value in {
+        SPLIT_TAG: task.split_key(),
+        SWEEP_TAG: name,
+        TRIAL_ID_TAG: best.trial_id,
+        "sensorlm.sweep_metric": f"{cfg.metric} ({cfg.mode})",
+    }.items():
+        client.set_model_version_tag(cfg.registered_name, version, key, value)
+    if promote:
+        set_alias(cfg.registered_name, alias, version, client=client)
+        _say(f"{cfg.registered_name} version {version} is now @{alias}: {reason}")
+    else:
+        _say(f"{cfg.registered_name} version {version} registered WITHOUT @{alias}: {reason}")
+    return model_uri, version, promote, reason
+
+
+def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list | None = None, num_cpus: int | None = None) -> SweepResult:
+    """Run (or resume) a sweep end to end and register its winner.
+
+    Args:
+        cfg: the validated sweep config.
+        resume: None = resume when the sweep folder holds a Tune experiment, else start;
+            True = it must exist; False = it must not.
+        callbacks: extra Ray Tune callbacks (e.g. a progress hook).
+        num_cpus: logical CPUs when this call starts a local Ray.
+
+    Returns:
+        A `SweepResult`; ``complete`` is False when the sweep was interrupted (run it again to
+        resume; nothing is registered until every trial has ended).
+    """
+    from ray import tune
+    from mlflow.tracking import MlflowClient
+
+    name = cfg.name or f"{cfg.task}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = Path(cfg.storage_path).expanduser()
+    sweep_dir = (storage if storage.is_absolute() else Path.cwd() / storage).resolve() / name
+    tune_root = sweep_dir / "tune"
+    restoring = tune.Tuner.can_restore(str(tune_root))
+    meta = _read_meta(sweep_dir)
+    if restoring and resume is False:
+        raise ConfigError(f"sweep {name!r} already exists at {sweep_dir}; resume it or pick another name")
+    if not restoring and resume is True:
+        raise ConfigError(f"sweep {name!r}: nothing to resume at {tune_root}")
+    if restoring and meta is None:
+        raise ConfigError(f"sweep {name!r}: {sweep_dir / META_FILE} is missing; cannot tell which MLflow run it belongs to")
+    if meta is not None:
+        diff = _config_differences(meta["config"], to_dict(cfg))
+        if diff:
+            raise ConfigError(
+                f"sweep {name!r} at {sweep_dir} was started with a different config ({', '.join(diff)} differ); "
+                "resume it unchanged or pick another name"
+            )
+
+    task = make_task(cfg)
+    tracking_uri = absolute_tracking_uri(cfg.tracking.tracking_uri)
+    if meta is not None and meta.get("tracking_uri") != tracking_uri:
+        raise ConfigError(
+            f"sweep {name!r} logged to {meta.get('tracking_uri')}, not {tracking_uri}; set tracking.tracking_uri to it"
+        )
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    setup = task.prepare(sweep_dir, tracking_uri)  # raises ConfigError before anything runs
+
+    client = MlflowClient(tracking_uri)
+    if meta is None:
+        parent_run_id = _open_parent_run(cfg, task, tracking_uri, name, sweep_dir)
+        meta = {"name": name, "task": cfg.task, "config": to_dict(cfg), "parent_run_id": parent_run_id,
+                "tracking_uri": tracking_uri, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "finished": False}
+        _write_meta(sweep_dir, meta)
+        _say(f"sweep {name}: {cfg.expected_trials()} trials, searcher {cfg.searcher}, metric {cfg.metric} ({cfg.mode}); "
+             f"MLflow parent run {parent_run_id}")
+    else:
+        parent_run_id = meta["parent_run_id"]
+        _say(f"sweep {name}: resuming from {tune_root} (MLflow parent run {parent_run_id})")
+    client.update_run(parent_run_id, status="RUNNING")
+    setup = {**setup, "parent_run_id": parent_run_id, "sweep_name": name, "tracking_uri": tracking_uri}
+
+    try:
+        if not meta.get("finished"):
+            init_ray(task.worker_env(), num_cpus=num_cpus)
+            trainable = tune.with_resources(
+                tune.with_parameters(task.trainable(), setup=setup), {"CPU": cfg.resources.trial_cpus}
+            )
+            if restoring:
+                # Finished trials stay finished; unfinished and errored ones run (again).
+                tuner = tune.Tuner.restore(str(tune_root), trainable=trainable, resume_unfinished=True, resume_errored=True)
+            else:
+                tuner = _build_tuner(cfg, trainable, tune_root, task.total_steps(), callbacks)
+            tuner.fit()
+        runs = _child_runs(tracking_uri, cfg.tracking.experiment, parent_run_id)
+        rows, complete = _collect_rows(tune_root, cfg, task.total_steps(), runs)
+        _finalize_child_runs(tracking_uri, rows, runs)
+        csv_path = write_results_csv(rows, list(cfg.params), sweep_dir / "results" / "trials.csv")
+        plot = plot_metric_vs_params(rows, cfg, sweep_dir / "results" / "metric_vs_params.png") if rows else None
+        best = best_completed(rows, cfg.metric, cfg.mode)
+        result = SweepResult(name, sweep_dir, parent_run_id, tracking_uri, complete, rows, best, results_csv=csv_path, plot=plot)
+        if not complete:
+            done = sum(r.status != "unfinished" for r in rows)
+            _say(f"sweep {name} interrupted: {done} of {cfg.expected_trials()} trials ended; "
+                 "run the same command again to resume (finished trials are not rerun)")
+            client.set_tag(parent_run_id, "sensorlm.sweep_state", "interrupted")
+            client.set_terminated(parent_run_id, status="KILLED")
+            return result
+        _log_results(tracking_uri, parent_run_id, cfg, rows, csv_path, plot, best)
+        registration = meta.get("registration")
+        if registration is not None:
+            _say(f"sweep {name} already finished: {registration['decision']}")
+            result.model_uri, result.model_version = registration.get("model_uri"), registration.get("version")
+            result.promoted, result.decision = bool(registration.get("promoted")), registration["decision"]
+        elif best is None:
+            result.decision = "no trial completed (every trial was stopped early or failed); nothing registered"
+        elif not cfg.tracking.register:
+            result.decision = f"best trial {best.trial_id}; registration is off (tracking.register=false)"
+        else:
+            model_uri, version, promoted, reason = _register_best(task, cfg, best, tracking_uri, name)
+            result.model_uri, result.model_version, result.promoted, result.decision = model_uri, version, promoted, reason
+        meta.update(finished=True, registration={"model_uri": result.model_uri, "version": result.model_version,
+                                                 "promoted": result.promoted, "decision": result.decision})
+        _write_meta(sweep_dir, meta)
+        client.set_tag(parent_run_id, "sensorlm.sweep_state", "finished")
+        client.set_tag(parent_run_id, "sensorlm.registration", result.decision[:5000])
+        if result.model_version:
+            client.set_tag(parent_run_id, "sensorlm.registered_version", f"{cfg.registered_name}/{result.model_version}")
+        client.set_terminated(parent_run_id, status="FINISHED")
+        _print_summary(result, cfg)
+        return result
+    except BaseException:
+        client.set_terminated(parent_run_id, status="FAILED")
+        raise
+
+
+def _print_summary(result: SweepResult, cfg: SweepConfig) -> None:
+    counts = {s: sum(r.status == s for r in result.trials) for s in ("completed", "early_stopped", "error")}
+    _say(f"sweep {result.name}: {counts['completed']} completed, {counts['early_stopped']} stopped early by ASHA, "
+         f"{counts['error']} failed")
+    if result.best is not None:
+        params = ", ".join(f"{k}={v}" for k, v in result.best.params.items())
+        _say(f"best trial {result.best.trial_id}: {cfg.metric} {result.best.metrics[cfg.metric]:.6g} ({params})")
+    _say(f"registration: {result.decision}")
+    _say(f"results: {result.results_csv}  (MLflow parent run {result.parent_run_id} at {result.tracking_uri})")
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def main(argv: list[str] | None = None, default_config: str = "siglip_tiny", task: str | None = None) -> int:
+    """``tune/sweep_*.py``: ``--config SWEEP_YAML_OR_NAME [key=value ...] [--resume|--no-resume]``."""
+    import argparse
+    import sys
+
+    import yaml
+
+    from sensorlm.tuning.space import load_sweep_config
+
+    parser = argparse.ArgumentParser(description="Sweep hyperparameters with Ray Tune over the Ray Train trainer.")
+    parser.add_argument("--config", default=default_config, help="configs/sweeps/NAME.yaml, a YAML path, or NAME")
+    parser.add_argument(
+        "overrides", nargs="*",
+        help="key=value overrides of the sweep config (num_samples=8, searcher=optuna); base.KEY=VALUE overrides "
+             "the trials' training config (base.steps=100)",
+    )
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", dest="resume", action="store_true", default=None,
+                       help="the sweep folder must exist; continue it")
+    group.add_argument("--no-resume", dest="resume", action="store_false",
+                       help="refuse to continue an existing sweep of the same name")
+    parser.add_argument("--dry-run", action="store_true", help="validate, print the resolved config and exit")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_sweep_config(args.config, args.overrides)
+        if task and cfg.task != task:
+            raise ConfigError(f"this entry point sweeps task {task!r}, but the config has task {cfg.task!r}")
+        if args.dry_run:
+            make_task(cfg)  # the base training config and the space, checked together
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            print(f"# {cfg.expected_trials()} trials")
+            return 0
+        result = run_sweep(cfg, resume=args.resume)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    if result.complete:
+        print(f"[sensorlm.sweep] look at it: mlflow ui --backend-store-uri {result.tracking_uri}")
+    return 0 if result.complete else 130

@@ -1,0 +1,246 @@
+"""The sweep driver (sensorlm/tuning/sweep.py) and the SensorLM sweep (sensorlm/tuning/siglip.py).
+
+Fast tests cover the champion rule, the results table and plot, and resume refusals. The slow
+tests run real sweeps: Ray Tune over the trainer's TorchTrainer (2 workers x 0.5 CPU,
+DeepSpeed on CPU) on the tiny preset, MLflow in a temporary SQLite store.
+
+The slow sweeps judge trials on ``val/loss`` rather than the default zero-shot accuracy: after
+8 steps on the tiny data the accuracy of every trial is noise, while the loss separates a bias
+of +10 (every negative pair scored as a match: a loss in the hundreds) from -10 or -5 (near 10
+and 5) by orders of magnitude, which makes ASHA's decisions and "worse settings" certain.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import uuid
+from types import SimpleNamespace
+
+import pytest
+
+from sensorlm.config import ConfigError, from_dict, to_dict
+from sensorlm.tuning.space import SweepConfig
+from sensorlm.tuning.sweep import (
+    TrialRow,
+    _config_differences,
+    absolute_tracking_uri,
+    best_completed,
+    champion_decision,
+    plot_metric_vs_params,
+    write_results_csv,
+)
+
+SPLIT = "dataset_manifest_sha256=abc;split=val;samples=all;batch=16x2"
+
+
+def _version(version="3", metric=None, split=SPLIT):
+    tags = {}
+    if metric is not None:
+        tags["metric.val/loss"] = repr(metric)
+    if split is not None:
+        tags["sensorlm.val_split"] = split
+    return SimpleNamespace(name="m", version=version, tags=tags)
+
+
+# --- the champion rule ------------------------------------------------------------------------
+
+
+def test_champion_decision():
+    promote, why = champion_decision(1.0, "min", None, "val/loss", SPLIT)
+    assert promote and "no current champion" in why
+    promote, why = champion_decision(0.5, "min", _version(metric=0.7), "val/loss", SPLIT)
+    assert promote and "beats the champion's 0.7" in why
+    promote, why = champion_decision(0.9, "min", _version(metric=0.7), "val/loss", SPLIT)
+    assert not promote and "does not beat the champion's 0.7 (version 3" in why
+    promote, why = champion_decision(0.7, "min", _version(metric=0.7), "val/loss", SPLIT)
+    assert not promote  # a tie does not move the alias
+    promote, why = champion_decision(0.9, "max", _version(metric=0.7), "val/loss", SPLIT)
+    assert promote
+    promote, why = champion_decision(0.1, "min", _version(metric=0.7, split="other"), "val/loss", SPLIT)
+    assert not promote and "different split" in why and "other" in why
+    promote, why = champion_decision(0.1, "min", _version(metric=0.7, split=None), "val/loss", SPLIT)
+    assert not promote and "no sensorlm.val_split tag" in why
+    promote, why = champion_decision(0.1, "min", _version(metric=None), "val/loss", SPLIT)
+    assert not promote and "has no val/loss" in why
+
+
+def test_best_completed_ignores_stopped_and_failed_trials():
+    rows = [
+        TrialRow("a", "completed", 8, {"val/loss": 3.0}, {}, "r1", "/p/a"),
+        TrialRow("b", "early_stopped", 2, {"val/loss": 1.0}, {}, "r2", None),
+        TrialRow("c", "completed", 8, {"val/loss": 2.0}, {}, "r3", "/p/c"),
+        TrialRow("d", "error", 4, {"val/loss": 0.5}, {}, "r4", None),
+        TrialRow("e", "completed", 8, {"val/loss": math.nan}, {}, "r5", "/p/e"),
+    ]
+    assert best_completed(rows, "val/loss", "min").trial_id == "c"
+    assert best_completed(rows, "val/loss", "max").trial_id == "a"
+    assert best_completed(rows[1:2], "val/loss", "min") is None
+
+
+def test_results_table_and_plot(tmp_path):
+    cfg = SweepConfig(
+        task="sensorlm", name="t", metric="val/loss",
+        params={"temperature_init": {"type": "loguniform", "low": 1.0, "high": 30.0},
+                "learn_temperature": {"type": "choice", "values": [True, False]}},
+    )
+    rows = [
+        TrialRow("a", "completed", 8, {"val/loss": 3.0, "val/zero_shot_acc": 0.2}, {"temperature_init": 2.0, "learn_temperature": True}, "r1", "/p/a"),
+        TrialRow("b", "early_stopped", 2, {"val/loss": 9.0}, {"temperature_init": 20.0, "learn_temperature": False}, "r2", None),
+    ]
+    path = write_results_csv(rows, list(cfg.params), tmp_path / "results" / "trials.csv")
+    with open(path) as f:
+        table = list(csv.DictReader(f))
+    assert [r["trial_id"] for r in table] == ["a", "b"]
+    assert table[0]["param.temperature_init"] == "2.0" and table[1]["status"] == "early_stopped"
+    assert float(table[0]["val/loss"]) == 3.0 and table[1]["val/zero_shot_acc"] == ""
+    plot = plot_metric_vs_params(rows, cfg, tmp_path / "results" / "plot.png")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_config_differences_and_tracking_uri(tmp_path, monkeypatch):
+    lr = {"lr": {"type": "grid", "values": [1e-3]}}
+    a = to_dict(SweepConfig(task="sensorlm", name="s", params=lr))
+    b = to_dict(SweepConfig(task="sensorlm", name="s", num_samples=2, storage_path="elsewhere", params=lr))
+    assert _config_differences(a, b) == ["num_samples"]  # where it is stored may differ
+    monkeypatch.chdir(tmp_path)
+    assert absolute_tracking_uri("sqlite:///runs.db") == f"sqlite:///{tmp_path / 'runs.db'}"
+    assert absolute_tracking_uri("sqlite:////abs/runs.db") == "sqlite:////abs/runs.db"
+    assert absolute_tracking_uri("http://mlflow:5000") == "http://mlflow:5000"
+
+
+def test_resume_of_a_missing_sweep_is_refused(tmp_path):
+    from sensorlm.tuning.sweep import run_sweep
+
+    cfg = SweepConfig(task="projection_cl", name="nothing", storage_path=str(tmp_path),
+                      params={"lr": {"type": "grid", "values": [1e-3]}})
+    with pytest.raises(ConfigError, match=r"sweep 'nothing': nothing to resume"):
+        run_sweep(cfg, resume=True)
+
+
+# --- real sweeps --------------------------------------------------------------------------------
+
+
+def _siglip_cfg(root, data_dir, name, bias_values):
+    return from_dict(SweepConfig, {
+        "task": "sensorlm",
+        "name": name,
+        "base_config": "sensorlm_tiny",
+        "base_overrides": [
+            "steps=8", "eval_every=2", "log_every=2", "batch_size=16", "optim.warmup_steps=2",
+            f"data.path={data_dir}", "data.num_workers=0", "tracking.system_metrics=false",
+        ],
+        "searcher": "grid",
+        "metric": "val/loss",
+        "storage_path": str(root / "sweeps"),
+        "asha": {"enabled": True, "grace_period": 2, "reduction_factor": 2, "max_t": 8},
+        "resources": {"num_workers": 2, "cpus_per_worker": 0.5, "trial_cpus": 0.5},
+        "tracking": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "sweeps",
+                     "registered_model_name": "sensorlm_sweep"},
+        "params": {"bias_init": {"type": "grid", "values": bias_values}},
+    })
+
+
+@pytest.fixture(scope="module")
+def siglip_sweep(ray_for_sweeps, wearable_dir, tmp_path_factory):
+    """One 4-trial grid over the SigLIP bias, run once for the tests below. Grid order is trial
+    order (one at a time): -10 runs first; +10 and +5 fall far below the running median at
+    ASHA's first rung (step 2) and are stopped there."""
+    from sensorlm.tuning.sweep import run_sweep
+
+    root = tmp_path_factory.mktemp("siglip_sweep")
+    cfg = _siglip_cfg(root, wearable_dir, f"siglip-{uuid.uuid4().hex[:6]}", [-10.0, 10.0, -5.0, 5.0])
+    return root, cfg, run_sweep(cfg)
+
+
+def _client(cfg):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(cfg.tracking.tracking_uri)
+
+
+@pytest.mark.slow
+def test_asha_stops_trials_early_and_the_best_completed_trial_wins(siglip_sweep):
+    _, cfg, result = siglip_sweep
+    assert result.complete
+    by_bias = {r.params["bias_init"]: r for r in result.trials}
+    assert sorted(by_bias) == [-10.0, -5.0, 5.0, 10.0]
+    assert by_bias[10.0].status == "early_stopped" and by_bias[10.0].step == 2
+    assert by_bias[5.0].status == "early_stopped" and by_bias[5.0].step == 2
+    assert by_bias[-10.0].status == "completed" and by_bias[-10.0].step == 8
+    for r in (by_bias[-10.0], by_bias[-5.0]):
+        if r.status == "completed":
+            assert r.package_dir and (r.package_dir.endswith("/package"))
+    assert result.best is not None and result.best.status == "completed"
+    completed = [r for r in result.trials if r.status == "completed"]
+    assert result.best.metrics["val/loss"] == min(r.metrics["val/loss"] for r in completed)
+    assert by_bias[10.0].metrics["val/loss"] > 10 * result.best.metrics["val/loss"]
+
+
+@pytest.mark.slow
+def test_mlflow_parent_and_child_runs_hold_params_curves_and_results(siglip_sweep, tmp_path):
+    import mlflow
+
+    _, cfg, result = siglip_sweep
+    client = _client(cfg)
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["sensorlm.sweep_role"] == "parent"
+    assert parent.data.params["searcher"] == "grid" and parent.data.params["metric"] == "val/loss"
+    assert parent.data.params["params.bias_init.values"] == "[-10.0, 10.0, -5.0, 5.0]"
+    assert parent.data.metrics["trials/early_stopped"] >= 1
+    assert parent.data.metrics[f"best/{cfg.metric}"] == pytest.approx(result.best.metrics["val/loss"])
+    assert {a.path for a in client.list_artifacts(result.parent_run_id, "results")} == {
+        "results/trials.csv", "results/metric_vs_params.png"}
+    local = mlflow.artifacts.download_artifacts(
+        run_id=result.parent_run_id, artifact_path="results/trials.csv", dst_path=str(tmp_path),
+        tracking_uri=cfg.tracking.tracking_uri)
+    with open(local) as f:
+        table = list(csv.DictReader(f))
+    assert sorted(float(r["param.bias_init"]) for r in table) == [-10.0, -5.0, 5.0, 10.0]
+
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    assert len(children) == 4
+    rows = {r.trial_id: r for r in result.trials}
+    for child in children:
+        row = rows[child.data.tags["sensorlm.trial_id"]]
+        bias = row.params["bias_init"]
+        assert child.data.params["sweep.bias_init"] == str(bias)
+        assert float(child.data.params["model.overrides.bias_init"]) == bias  # what the model was built with
+        assert child.data.params["checkpoint.every_steps"] == "2"  # every validation reaches ASHA
+        assert child.info.status == {"completed": "FINISHED", "early_stopped": "KILLED"}[row.status]
+        curve = client.get_metric_history(child.info.run_id, "val/loss")
+        assert sorted(m.step for m in curve) == list(range(2, row.step + 1, 2))
+        assert curve and all(math.isfinite(m.value) for m in curve)
+
+
+@pytest.mark.slow
+def test_the_winner_is_registered_as_champion(siglip_sweep):
+    _, cfg, result = siglip_sweep
+    from sensorlm.tracking.mlflow_utils import get_alias_version
+
+    assert result.promoted and result.model_version == "1"
+    assert "no current champion" in result.decision
+    champion = get_alias_version("sensorlm_sweep", "champion", client=_client(cfg))
+    assert champion.version == "1"
+    assert float(champion.tags["metric.val/loss"]) == pytest.approx(result.best.metrics["val/loss"])
+    assert champion.tags["sensorlm.val_split"].startswith("dataset_manifest_sha256=")
+    assert champion.tags["sensorlm.trial_id"] == result.best.trial_id
+    assert champion.run_id == result.best.run_id
+
+
+@pytest.mark.slow
+def test_a_worse_rerun_registers_without_moving_the_alias(siglip_sweep, wearable_dir, capsys):
+    from sensorlm.tracking.mlflow_utils import get_alias_version
+    from sensorlm.tuning.sweep import run_sweep
+
+    root, first_cfg, first = siglip_sweep
+    cfg = _siglip_cfg(root, wearable_dir, f"siglip-worse-{uuid.uuid4().hex[:6]}", [10.0])
+    capsys.readouterr()
+    result = run_sweep(cfg)
+    out = capsys.readouterr().out
+    assert result.complete and result.best is not None
+    assert result.model_version == "2" and not result.promoted
+    assert "registered WITHOUT @champion" in out and "does not beat the champion's" in out
+    assert get_alias_version("sensorlm_sweep", "champion", client=_client(cfg)).version == first.model_version
