@@ -122,11 +122,18 @@ class ScalingSection:
 
 @dataclass
 class CheckpointSection:
-    """Checkpoint every ``every_steps`` (and at the end); keep the last ``keep_last``."""
+    """Checkpoint every ``every_steps`` (and at the end).
+
+    Without ``best_metric`` Ray keeps the last ``keep_last``; with it, the ``keep_last`` best by
+    that reported metric (e.g. ``val/zero_shot_acc``, ``best_mode: max``) and always the latest,
+    which resuming needs.
+    """
 
     every_steps: int = 50
     keep_last: int = 2
     max_failures: int = 1
+    best_metric: str | None = None
+    best_mode: Literal["max", "min"] = "max"
 
     def __post_init__(self):
         if self.every_steps < 1:

@@ -169,7 +169,11 @@ def make_torch_trainer(cfg: TrainConfig, info: dict, run_name: str, callbacks: l
         run_config=RunConfig(
             name=run_name,
             storage_path=_storage_dir(cfg),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep_last),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.checkpoint.keep_last,
+                checkpoint_score_attribute=cfg.checkpoint.best_metric,
+                checkpoint_score_order=cfg.checkpoint.best_mode,
+            ),
             failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
             worker_runtime_env={"env_vars": worker_env(cfg)},
             callbacks=callbacks,
