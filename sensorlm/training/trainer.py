@@ -39,7 +39,9 @@ def default_env() -> dict[str, str]:
     """Environment for Ray workers: DeepSpeed's CPU accelerator when there is no GPU, and a
     persistent cache for the C++ ops DeepSpeed compiles on first use (40 s otherwise)."""
     cache = os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "sensorlm" / "torch_extensions"))
-    return {"TORCH_EXTENSIONS_DIR": cache, "PYTHONUNBUFFERED": "1"}
+    # Ray Train V2 patches print() into its logger, which echoed every progress line twice;
+    # plain stdout already reaches the driver, `ray job logs` and the worker log files.
+    return {"TORCH_EXTENSIONS_DIR": cache, "PYTHONUNBUFFERED": "1", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 
 
 def prepare_dataset(cfg: TrainConfig) -> Path | str:

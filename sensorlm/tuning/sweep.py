@@ -478,8 +478,11 @@ def _build_tuner(cfg: SweepConfig, trainable, tune_root: Path, total_steps: int,
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = OptunaSearch(seed=cfg.seed)
+        limit = cfg.max_concurrent_trials  # Tune wraps the searcher in a ConcurrencyLimiter
     else:
-        search_alg = BasicVariantGenerator(random_state=cfg.seed)
+        # Tune ignores TuneConfig.max_concurrent_trials for a generator passed in: limit it here.
+        search_alg = BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials)
+        limit = None
     if cfg.asha.enabled:
         scheduler = ASHAScheduler(
             time_attr="step",
@@ -498,7 +501,7 @@ def _build_tuner(cfg: SweepConfig, trainable, tune_root: Path, total_steps: int,
             search_alg=search_alg,
             scheduler=scheduler,
             num_samples=cfg.num_samples,
-            max_concurrent_trials=cfg.max_concurrent_trials,
+            max_concurrent_trials=limit,
             trial_dirname_creator=_trial_dirname,
         ),
         run_config=tune.RunConfig(
@@ -653,6 +656,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
     try:
         if not meta.get("finished"):
             init_ray(task.worker_env(), num_cpus=num_cpus)
+            _check_cluster_fits(cfg)
             trainable = tune.with_resources(
                 tune.with_parameters(task.trainable(), setup=setup), {"CPU": cfg.resources.trial_cpus}
             )
@@ -702,6 +706,26 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
     except BaseException:
         client.set_terminated(parent_run_id, status="FAILED")
         raise
+
+
+def _check_cluster_fits(cfg: SweepConfig) -> None:
+    """Tune reserves only the trial's own CPUs; its Train workers ask for theirs later. Warn
+    when the concurrent trials' workers cannot all fit, as they then time out waiting."""
+    import ray
+
+    res = cfg.resources
+    per_trial = res.trial_cpus + res.num_workers * res.cpus_per_worker
+    have = float(ray.cluster_resources().get("CPU", 0.0))
+    if per_trial > have:
+        raise ConfigError(
+            f"resources: one trial needs {per_trial:g} CPUs (trial_cpus + num_workers x cpus_per_worker) "
+            f"but the Ray cluster has {have:g}"
+        )
+    if cfg.max_concurrent_trials * per_trial > have:
+        _say(
+            f"warning: {cfg.max_concurrent_trials} concurrent trials x {per_trial:g} CPUs exceed the cluster's {have:g}; "
+            "trials whose workers cannot start time out (lower max_concurrent_trials)"
+        )
 
 
 def _print_summary(result: SweepResult, cfg: SweepConfig) -> None:

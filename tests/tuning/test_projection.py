@@ -212,7 +212,7 @@ def test_interrupted_projection_sweep_resumes_without_rerunning_finished_trials(
     # The winner is registered (safetensors package as the version's artifacts) and is champion.
     assert second.promoted and second.model_version == "1"
     version = get_alias_version("projection_cl", "champion", client=client)
-    assert version.version == "1" and version.tags["sensorlm.val_split"].startswith("val_a_sha256=")
+    assert str(version.version) == "1" and version.tags["sensorlm.val_split"].startswith("val_a_sha256=")
     package = load_registered_projection("models:/projection_cl@champion", cfg.tracking.tracking_uri)
     assert package.family == "projection_cl"
     assert package.config["min_logit_scale"] == second.best.params["min_logit_scale"]

@@ -211,8 +211,11 @@ def test_mlflow_parent_and_child_runs_hold_params_curves_and_results(siglip_swee
         assert child.data.params["checkpoint.every_steps"] == "2"  # every validation reaches ASHA
         assert child.info.status == {"completed": "FINISHED", "early_stopped": "KILLED"}[row.status]
         curve = client.get_metric_history(child.info.run_id, "val/loss")
-        assert sorted(m.step for m in curve) == list(range(2, row.step + 1, 2))
-        assert curve and all(math.isfinite(m.value) for m in curve)
+        steps = sorted(m.step for m in curve)
+        # A curve per child, one point per validation. Reports reach Tune asynchronously, so a
+        # stopped trial may have logged one more validation than ASHA saw before it was killed.
+        assert steps == list(range(2, steps[-1] + 1, 2)) and row.step <= steps[-1] <= 8
+        assert all(math.isfinite(m.value) for m in curve)
 
 
 @pytest.mark.slow
@@ -223,7 +226,7 @@ def test_the_winner_is_registered_as_champion(siglip_sweep):
     assert result.promoted and result.model_version == "1"
     assert "no current champion" in result.decision
     champion = get_alias_version("sensorlm_sweep", "champion", client=_client(cfg))
-    assert champion.version == "1"
+    assert str(champion.version) == "1"
     assert float(champion.tags["metric.val/loss"]) == pytest.approx(result.best.metrics["val/loss"])
     assert champion.tags["sensorlm.val_split"].startswith("dataset_manifest_sha256=")
     assert champion.tags["sensorlm.trial_id"] == result.best.trial_id
@@ -243,4 +246,4 @@ def test_a_worse_rerun_registers_without_moving_the_alias(siglip_sweep, wearable
     assert result.complete and result.best is not None
     assert result.model_version == "2" and not result.promoted
     assert "registered WITHOUT @champion" in out and "does not beat the champion's" in out
-    assert get_alias_version("sensorlm_sweep", "champion", client=_client(cfg)).version == first.model_version
+    assert str(get_alias_version("sensorlm_sweep", "champion", client=_client(cfg)).version) == first.model_version
