@@ -524,7 +524,8 @@ def make_projection_trainer(cfg: ProjectionTrainConfig, run: dict[str, Any], run
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    env = {"OMP_NUM_THREADS": str(cfg.scaling.threads_per_worker), "PYTHONUNBUFFERED": "1"}
+    env = {"OMP_NUM_THREADS": str(cfg.scaling.threads_per_worker), "PYTHONUNBUFFERED": "1",
+           "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}  # as the trainer: no doubled progress lines
     return TorchTrainer(
         projection_train_loop_per_worker,
         train_loop_config={"train": to_dict(cfg), "run": run},
@@ -674,7 +675,7 @@ class ProjectionSweep(SweepTask):
         return to_dict(self.base)
 
     def worker_env(self) -> dict[str, str]:
-        return {"OMP_NUM_THREADS": str(self.base.scaling.threads_per_worker)}
+        return {"OMP_NUM_THREADS": str(self.base.scaling.threads_per_worker), "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 
     def register(self, row: TrialRow, tracking_uri: str) -> tuple[str, str]:
         if not row.run_id:

@@ -31,7 +31,7 @@ import os
 import socket
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote
@@ -77,6 +77,17 @@ class TrialRow:
 
 @dataclass
 class SweepResult:
+    """What `run_sweep` returns.
+
+    Args:
+        complete: every trial ended (False: interrupted; run again to resume).
+        trials: one row per trial (see `TrialRow`).
+        best: the best completed trial, or None.
+        model_uri / model_version: the registered winner, if any.
+        promoted: it took the alias; `decision` says why or why not.
+        results_csv / plot: the results table and plot (also on the parent run).
+    """
+
     name: str
     sweep_dir: Path
     parent_run_id: str
@@ -668,10 +679,21 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
             tuner.fit()
         runs = _child_runs(tracking_uri, cfg.tracking.experiment, parent_run_id)
         rows, complete = _collect_rows(tune_root, cfg, task.total_steps(), runs)
-        _finalize_child_runs(tracking_uri, rows, runs)
-        csv_path = write_results_csv(rows, list(cfg.params), sweep_dir / "results" / "trials.csv")
-        plot = plot_metric_vs_params(rows, cfg, sweep_dir / "results" / "metric_vs_params.png") if rows else None
         best = best_completed(rows, cfg.metric, cfg.mode)
+        results_dir = sweep_dir / "results"
+        registration = meta.get("registration")
+        if registration is not None:  # finished before: report it, log and register nothing again
+            result = SweepResult(name, sweep_dir, parent_run_id, tracking_uri, complete, rows, best,
+                                 registration.get("model_uri"), registration.get("version"),
+                                 bool(registration.get("promoted")), registration["decision"],
+                                 results_dir / "trials.csv", results_dir / "metric_vs_params.png")
+            _say(f"sweep {name} already finished; nothing to run")
+            client.set_terminated(parent_run_id, status="FINISHED")
+            _print_summary(result, cfg)
+            return result
+        _finalize_child_runs(tracking_uri, rows, runs)
+        csv_path = write_results_csv(rows, list(cfg.params), results_dir / "trials.csv")
+        plot = plot_metric_vs_params(rows, cfg, results_dir / "metric_vs_params.png") if rows else None
         result = SweepResult(name, sweep_dir, parent_run_id, tracking_uri, complete, rows, best, results_csv=csv_path, plot=plot)
         if not complete:
             done = sum(r.status != "unfinished" for r in rows)
@@ -681,12 +703,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
             client.set_terminated(parent_run_id, status="KILLED")
             return result
         _log_results(tracking_uri, parent_run_id, cfg, rows, csv_path, plot, best)
-        registration = meta.get("registration")
-        if registration is not None:
-            _say(f"sweep {name} already finished: {registration['decision']}")
-            result.model_uri, result.model_version = registration.get("model_uri"), registration.get("version")
-            result.promoted, result.decision = bool(registration.get("promoted")), registration["decision"]
-        elif best is None:
+        if best is None:
             result.decision = "no trial completed (every trial was stopped early or failed); nothing registered"
         elif not cfg.tracking.register:
             result.decision = f"best trial {best.trial_id}; registration is off (tracking.register=false)"

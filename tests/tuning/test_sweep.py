@@ -247,3 +247,38 @@ def test_a_worse_rerun_registers_without_moving_the_alias(siglip_sweep, wearable
     assert result.model_version == "2" and not result.promoted
     assert "registered WITHOUT @champion" in out and "does not beat the champion's" in out
     assert str(get_alias_version("sensorlm_sweep", "champion", client=_client(cfg)).version) == first.model_version
+
+
+# --- the entry points ---------------------------------------------------------------------------
+
+
+def test_entry_point_dry_run_and_config_errors(capsys):
+    from sensorlm.tuning.sweep import main
+
+    assert main(["--config", "siglip_tiny", "--dry-run", "num_samples=3"], task="sensorlm") == 0
+    out = capsys.readouterr().out
+    assert "# 3 trials" in out and "temperature_init" in out
+    code = main(["--config", "projection_tiny", "--dry-run", "params.min_logit_scale={type: grid, values: [200.0]}"],
+                task="projection_cl")
+    assert code == 2
+    assert "params.min_logit_scale: values up to 200.0 exceed max_logit_scale" in capsys.readouterr().err
+    assert main(["--config", "projection_tiny", "--dry-run"], task="sensorlm") == 2
+    assert "this entry point sweeps task 'sensorlm'" in capsys.readouterr().err
+    assert main(["--config", "siglip_tiny", "--dry-run", "base.optim.lr=-1"], task="sensorlm") == 2
+    assert "optim.lr must be a positive number" in capsys.readouterr().err
+
+
+def test_entry_point_script_runs(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, str(root / "tune" / "sweep_projection.py"), "--config", "projection_tiny", "--dry-run",
+         "name=cli-check"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "name: cli-check" in proc.stdout and "# 6 trials" in proc.stdout
+    assert not (tmp_path / "outputs").exists()  # a dry run starts nothing

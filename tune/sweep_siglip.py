@@ -1,0 +1,12 @@
+"""Sweep SensorLM's SigLIP temperature / bias and the learning rate.
+
+``python tune/sweep_siglip.py --config configs/sweeps/siglip_tiny.yaml [key=value ...]``
+(rerun the same command to resume an interrupted sweep). See docs/sweeps.md.
+"""
+
+import sys
+
+from sensorlm.tuning.sweep import main
+
+if __name__ == "__main__":
+    sys.exit(main(default_config="siglip_tiny", task="sensorlm"))
