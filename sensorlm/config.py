@@ -2,7 +2,7 @@
 
 Every config in sensorlm is a (possibly nested) dataclass. `from_dict` builds one from a plain
 mapping and rejects unknown keys and wrongly typed values with a message naming the full key
-path (``train.lr: expected float, got 'abc'``). `apply_overrides` takes ``key=value`` strings
+path (``train.lr: expected float, got 'abc'``). `merge_overrides` takes ``key=value`` strings
 as typed on a command line.
 """
 
@@ -194,6 +194,21 @@ def merge_overrides(
             raise ConfigError(f"unknown config key {'.'.join(keys)}")
         node[keys[-1]] = value
     return out
+
+
+def deep_update(dst: dict, src: Mapping[str, Any], where: str, leaf_keys: tuple[str, ...] = ("overrides",),
+                prefix: str = "") -> None:
+    """Write the YAML mapping `src` into the defaults `dst` in place; a key `dst` lacks is an error
+    naming the file (`where`), the key path and the valid keys. Dicts under `leaf_keys` are
+    replaced whole, not merged (free-form sections checked later)."""
+    for k, v in src.items():
+        key = f"{prefix}{k}"
+        if k not in dst:
+            raise ConfigError(f"{where}: unknown config key {key} (valid keys: {', '.join(sorted(map(str, dst)))})")
+        if isinstance(dst[k], dict) and isinstance(v, dict) and k not in leaf_keys:
+            deep_update(dst[k], v, where, leaf_keys, key + ".")
+        else:
+            dst[k] = v
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -18,6 +18,8 @@ Ray token authentication stays on by default: a fresh random token is written to
 ``RAY_AUTH_TOKEN_PATH``; clients get the same two variables from ``env ray``. It never touches
 ``~/.ray/auth_token``, so several heads on one machine keep separate tokens. ``--no-auth``
 (``RAY_AUTH_MODE=disabled``) exists for loopback-only experiments; see ``docs/cluster.md``.
+The head also gets ``RAY_JOB_STOP_WAIT_TIME_S=30`` (unless set): ``ray job stop`` waits that long
+between SIGTERM and SIGKILL, time for a training driver to mark its MLflow run KILLED.
 
 MLflow authentication (``--auth``) is MLflow's basic-auth app. The admin credentials come from
 ``SENSORLM_MLFLOW_ADMIN_USER`` / ``SENSORLM_MLFLOW_ADMIN_PASSWORD`` and reach the server as
@@ -68,6 +70,8 @@ MIN_MLFLOW_PASSWORD_LEN = 12
 # Ray puts unix sockets under <temp-dir>/session_<timestamp>_<pid>/sockets/; sun_path holds
 # 107 bytes, so the temp dir has to stay short (pytest's tmp_path is often too long).
 MAX_RAY_TEMP_DIR_LEN = 48
+# Grace between the SIGTERM and the SIGKILL of `ray job stop` (RAY_JOB_STOP_WAIT_TIME_S).
+JOB_STOP_WAIT_S = 30
 
 
 class ServerError(RuntimeError):
@@ -326,6 +330,10 @@ def ray_head_env(token_path: Path | None, base: dict[str, str] | None = None) ->
     for var in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
         env.pop(var, None)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # `ray job stop` sends SIGTERM to the job's driver, then SIGKILL after this many seconds
+    # (Ray's default: 3). The training driver marks its MLflow run KILLED and lets Ray Train shut
+    # its workers down; on a busy machine that takes longer than 3 s.
+    env.setdefault("RAY_JOB_STOP_WAIT_TIME_S", str(JOB_STOP_WAIT_S))
     if token_path is None:
         # Loopback-only opt-out: the dashboard binds 127.0.0.1, but Ray's GCS and raylet gRPC
         # ports listen on every interface whatever --node-ip-address says, so without a token

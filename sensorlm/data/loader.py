@@ -2,8 +2,8 @@
 
 Pipeline in each DataLoader worker (built from webdataset pieces):
 
-    shard URLs (shuffled per epoch with the seed, then split by rank and by worker;
-    or resampled with replacement) -> webdataset tar reader -> sample shuffle buffer ->
+    shard URLs (shuffled per epoch with the seed, then split by rank and by worker; or
+    resampled with replacement from the rank's share) -> webdataset tar reader -> sample shuffle buffer ->
     decode (.npy with allow_pickle=False, .json, .txt only) and validate -> normalise
     (manifest mean/std) -> batch + tokenise -> torch tensors (pinned by the DataLoader)
 
@@ -238,17 +238,24 @@ class _ShardSource(IterableDataset):
         self.stats.shards_since_good += 1
         return dict(url=url)
 
-    def __iter__(self):
-        self.stats.reset()  # a fresh pass (matters with num_workers=0, where the object is reused)
-        worker, num_workers = _worker_id()
-        if self.resampled:
-            rng = random.Random(f"resampled/{self.seed}/{self.epoch}/{self.rank}/{worker}")
-            while True:
-                yield self._mark(rng.choice(self.urls))
-        mine = _assign_shards(
+    def rank_urls(self) -> list[str]:
+        """The shards of this rank in the current epoch. A resampled stream draws from them too, so
+        ranks (and nodes) never read the same shard; with fewer shards than ranks it draws from all."""
+        if self.resampled and len(self.urls) < self.world_size:
+            return list(self.urls)
+        return _assign_shards(
             self.urls, epoch=self.epoch, seed=self.seed, shuffle=self.shuffle, rank=self.rank,
             world_size=self.world_size,
         )
+
+    def __iter__(self):
+        self.stats.reset()  # a fresh pass (matters with num_workers=0, where the object is reused)
+        worker, num_workers = _worker_id()
+        mine = self.rank_urls()
+        if self.resampled:
+            rng = random.Random(f"resampled/{self.seed}/{self.epoch}/{self.rank}/{worker}")
+            while True:
+                yield self._mark(rng.choice(mine))
         for url in mine[worker::num_workers]:
             yield self._mark(url)
 
@@ -314,8 +321,10 @@ def _load_npy(data: bytes) -> np.ndarray:
 class _Decoder:
     """Decode, validate and normalise one kind of sample; bad ones are counted or raise."""
 
-    def __init__(self, manifest: dict[str, Any], stats: _WorkerStats, strict: bool, max_bad_streak: int = 0):
+    def __init__(self, manifest: dict[str, Any], stats: _WorkerStats, strict: bool, max_bad_streak: int = 0,
+                 shard_names: dict[str, str] | None = None):
         self.max_bad_streak = max_bad_streak
+        self.shard_names = shard_names or {}  # url -> manifest shard name, for batch["shard"]
         self.kind = manifest["kind"]
         self.stats, self.strict = stats, strict
         self.shapes = {k: tuple(v) for k, v in manifest["sample_shape"].items()}
@@ -351,6 +360,8 @@ class _Decoder:
                 continue
             if out is not None:
                 self.stats.bad_streak = 0
+                url = sample.get("__url__")
+                out["shard"] = self.shard_names.get(url, url)
                 yield out
             elif self.max_bad_streak and self.stats.bad_streak > self.max_bad_streak:
                 # resampled streams never end: without this a dataset of only bad samples spins forever
@@ -487,7 +498,7 @@ class _Batcher:
             yield {"report_only": True, "skipped": self.stats.take()}
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
-        batch: dict[str, Any] = {"key": [s["key"] for s in samples]}
+        batch: dict[str, Any] = {"key": [s["key"] for s in samples], "shard": [s["shard"] for s in samples]}
         if self.kind == "wearable":
             batch["sensor"] = torch.from_numpy(np.stack([s["sensor"] for s in samples]))
             batch["missing"] = torch.from_numpy(np.stack([s["missing"] for s in samples]))
@@ -639,8 +650,9 @@ def make_loader(
         num_workers: DataLoader worker processes (0 = in this process); capped at this rank's shards.
         shuffle: shuffle shards per epoch and samples in a buffer (False: file order, for eval).
         shuffle_buffer: samples held in each worker's shuffle buffer (0: no sample shuffling).
-        resampled: draw shards with replacement forever (step-based training; set batches_per_epoch
-            or stop by step count).
+        resampled: draw shards with replacement forever from this rank's share (from all shards when
+            there are fewer shards than ranks); step-based training: set batches_per_epoch or stop by
+            step count.
         batches_per_epoch: stop each iteration after this many batches.
         equalize: with world_size > 1 and no batches_per_epoch, stop every rank after the smallest
             rank's batch count so all ranks take the same number of steps.
@@ -656,11 +668,12 @@ def make_loader(
     Returns:
         a `ShardLoader`; iterate it for batches. Wearable batch: ``sensor`` (B,T,C) float32
         normalised, ``missing`` (B,T) bool, ``input_ids``/``attention_mask`` (B,L) int64, ``label``
-        (B,) int64, ``key``/``caption`` lists, ``skipped`` dict. SST batch: ``daily`` (B,D,H,W)
+        (B,) int64, ``key``/``caption``/``shard`` (manifest shard name of each sample) lists,
+        ``skipped`` dict. SST batch: ``daily`` (B,D,H,W)
         float32 normalised (0 where missing), ``mask`` (B,D,H,W) float32 1=missing,
         ``padded_days`` (B,D) bool, ``land``/``holdout`` (B,H,W) bool, ``target``/``clim``
         (B,H,W) float32 normalised (0 on land; times manifest ``sst_std`` = degC), ``month`` (B,)
-        int64, ``key``, ``skipped``. ``skipped`` = {"total": n, <reason>: n, "events": [{reason,
+        int64, ``key``, ``shard``, ``skipped``. ``skipped`` = {"total": n, <reason>: n, "events": [{reason,
         shard, key, detail}, ...]}: what this batch's worker skipped since its previous batch.
     """
     for name, value, low in (("batch_size", batch_size, 1), ("world_size", world_size, 1), ("rank", rank, 0),
@@ -713,7 +726,8 @@ def make_loader(
         _RawSampleSeen(stats) if resampled else None,
         _SampleShuffle(shuffle_buffer, seed, rank, src) if shuffle and shuffle_buffer > 0 else None,
         _Decoder(manifest, stats, strict,
-                 max_bad_streak=max(1000, 3 * manifest["splits"][split]["num_samples"]) if resampled else 0),
+                 max_bad_streak=max(1000, 3 * manifest["splits"][split]["num_samples"]) if resampled else 0,
+                 shard_names=dict(zip(urls, (s["name"] for s in shards)))),
         _Batcher(manifest["kind"], batch_size, drop_last, stats, tok, text_len),
     )
     if pin_memory is None:

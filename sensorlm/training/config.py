@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sensorlm.config import ConfigError, from_dict, load_yaml, merge_overrides, to_dict
+from sensorlm.config import ConfigError, deep_update, from_dict, load_yaml, merge_overrides, to_dict
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -240,19 +240,8 @@ def load_train_config(config: str, overrides: list[str] | None = None) -> TrainC
         raise ConfigError(f"config {config!r} is neither a YAML file nor a known preset ({', '.join(known)})")
     data = to_dict(TrainConfig())
     base = load_yaml(path)
-    _deep_update(data, base, str(path))
+    deep_update(data, base, str(path))
     data = merge_overrides(data, list(overrides or []), free_sections=("model.overrides",))
     cfg = from_dict(TrainConfig, data)
     _validate_model(cfg)
     return cfg
-
-
-def _deep_update(dst: dict, src: dict, where: str, prefix: str = "") -> None:
-    for k, v in src.items():
-        key = f"{prefix}{k}"
-        if k not in dst:
-            raise ConfigError(f"{where}: unknown config key {key}")
-        if isinstance(dst[k], dict) and isinstance(v, dict) and k != "overrides":
-            _deep_update(dst[k], v, where, key + ".")
-        else:
-            dst[k] = v

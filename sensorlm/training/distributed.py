@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import torch
 import torch.distributed as dist
 
@@ -32,3 +35,25 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if is_dist():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def all_gather_json(obj: Any, device: torch.device | None = None) -> list[Any]:
+    """`obj` from every rank, in rank order. Sent as JSON bytes in tensors, never pickled
+    (``all_gather_object`` would unpickle what other processes send).
+
+    Args:
+        obj: a JSON-serialisable value.
+        device: where the byte tensors live (the process group's device: CUDA for NCCL).
+    """
+    if not is_dist():
+        return [json.loads(json.dumps(obj))]
+    payload = torch.frombuffer(bytearray(json.dumps(obj).encode("utf-8")), dtype=torch.uint8).to(device)
+    size = torch.tensor([payload.numel()], dtype=torch.int64, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(world_size())]
+    dist.all_gather(sizes, size)
+    longest = max(int(n.item()) for n in sizes)
+    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+    padded[: payload.numel()] = payload
+    gathered = [torch.zeros_like(padded) for _ in sizes]
+    dist.all_gather(gathered, padded)
+    return [json.loads(bytes(t[: int(n.item())].cpu().tolist()).decode("utf-8")) for t, n in zip(gathered, sizes)]

@@ -65,6 +65,10 @@ class _Logger:
         ts = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()])
 
+    def log_dict(self, obj: dict, artifact_file: str) -> None:
+        if self.client is not None:
+            self.client.log_dict(self.run_id, obj, artifact_file)
+
     def close(self) -> None:
         if self.monitor is not None:
             self.monitor.finish()
@@ -165,6 +169,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     samples_per_step = cfg.batch_size * cfg.optim.grad_accum * world
     loss_sum = torch.zeros((), device=device)
     window_start, window_steps, data_time, skipped = time.perf_counter(), 0, 0.0, {}
+    shards_read: set[str] = set()
     run_start, start_step = time.perf_counter(), step
     last_val: dict[str, float] = {}
     scalars: dict[str, torch.Tensor] = {}
@@ -175,6 +180,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             batch = next(train_iter)
             data_time += time.perf_counter() - t0
             _count_skips(skipped, batch)
+            shards_read.update(batch.get("shard") or ())
             loss, scalars = task.loss(engine, batch)
             engine.backward(loss)
             engine.step()
@@ -218,7 +224,35 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
         if step % cfg.checkpoint.every_steps == 0 or step == cfg.steps:
             _save_and_report(engine, cfg, run, step, data_seed, last_val, final=step == cfg.steps)
+    _log_data_placement(logger, ctx, shards_read, device)
     logger.close()
+
+
+def _log_data_placement(logger: _Logger, ctx, shards_read: set[str], device: torch.device) -> None:
+    """Which node each rank ran on and which training shards it read (collective; rank 0 logs
+    ``data/shards_by_rank.json`` to the run): ranks on different nodes must read different shards."""
+    import socket
+
+    import ray
+
+    from sensorlm.training.distributed import all_gather_json
+
+    mine = {
+        "rank": ctx.get_world_rank(),
+        "node_rank": ctx.get_node_rank(),
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "hostname": socket.gethostname(),
+        "train_shards": sorted(shards_read),
+    }
+    everyone = all_gather_json(mine, device)
+    if mine["rank"] == 0:
+        for r in everyone:
+            print(
+                f"[sensorlm] rank {r['rank']} on node {r['node_rank']} ({r['node_id'][:12]}) read "
+                f"{len(r['train_shards'])} training shards",
+                flush=True,
+            )
+        logger.log_dict({"ranks": everyone}, "data/shards_by_rank.json")
 
 
 def _count_skips(totals: dict, batch: dict) -> None:

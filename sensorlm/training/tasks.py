@@ -7,10 +7,9 @@ Metric tensors stay on the device until the loop logs them, so no step forces a 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from typing import Iterable
 
 import torch
-import torch.nn.functional as F
 
 from sensorlm.losses import siglip_loss, siglip_loss_distributed
 from sensorlm.models.sst import month_of_year_from_last

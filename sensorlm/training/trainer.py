@@ -7,7 +7,6 @@ and on a cluster (``ray job submit``; ``RAY_ADDRESS`` and ``MLFLOW_TRACKING_URI`
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -15,9 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from sensorlm.config import flatten, to_dict
+from sensorlm.config import to_dict
 from sensorlm.training.config import TrainConfig
 from sensorlm.training.deepspeed_config import build_deepspeed_config
 
@@ -202,15 +199,19 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     uri, run_id = open_mlflow_run(cfg, run_name, ds_config, manifest, dataset)
     previous_handler = signal.getsignal(signal.SIGTERM)
+    killed = False
 
     def on_sigterm(signum, frame):  # `ray job stop` sends SIGTERM: leave the run KILLED, not RUNNING
+        nonlocal killed
         end_run(uri, run_id, "KILLED")
+        killed = True  # the SystemExit below must not turn KILLED into FAILED
         raise SystemExit(143)
 
-    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         if not ray.is_initialized():
             ray.init(runtime_env={"env_vars": worker_env(cfg)}, log_to_driver=True)
+        # After ray.init, which installs its own SIGTERM handler (a bare sys.exit) over any other.
+        signal.signal(signal.SIGTERM, on_sigterm)
         trainer = make_torch_trainer(cfg, run_info(cfg, dataset, manifest, run_name, run_id, uri), run_name)
         result = trainer.fit()
         metrics = dict(result.metrics or {})
@@ -222,7 +223,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         ckpt_path = result.checkpoint.path if result.checkpoint else None
         return TrainResult(run_id, metrics, ckpt_path, package_dir, model_uri, version, uri)
     except BaseException:
-        end_run(uri, run_id, "FAILED")
+        if not killed:
+            end_run(uri, run_id, "FAILED")
         raise
     finally:
         signal.signal(signal.SIGTERM, previous_handler)

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from sensorlm.config import ConfigError, from_dict, load_yaml, merge_overrides, to_dict
+from sensorlm.config import ConfigError, deep_update, from_dict, load_yaml, merge_overrides, to_dict
 from sensorlm.training.config import ModelSection, TrackingSection
 from sensorlm.tuning.space import SweepConfig, check_scale_bounds
 from sensorlm.tuning.sweep import SweepTask, TrialRow, log_trial_params, open_child_run, trial_tags
@@ -203,22 +203,11 @@ def load_projection_config(config: str | None = None, overrides: list[str] | Non
     """
     data = to_dict(ProjectionTrainConfig())
     if config:
-        _deep_update(data, load_yaml(config), str(config))
+        deep_update(data, load_yaml(config), str(config))
     data = merge_overrides(data, list(overrides or []), free_sections=("model.overrides",))
     cfg = from_dict(ProjectionTrainConfig, data)
     cfg.model_config()
     return cfg
-
-
-def _deep_update(dst: dict, src: dict, where: str, prefix: str = "") -> None:
-    for k, v in src.items():
-        key = f"{prefix}{k}"
-        if k not in dst:
-            raise ConfigError(f"{where}: unknown config key {key}")
-        if isinstance(dst[k], dict) and isinstance(v, dict) and k != "overrides":
-            _deep_update(dst[k], v, where, key + ".")
-        else:
-            dst[k] = v
 
 
 def apply_projection_params(base: ProjectionTrainConfig, params: dict[str, Any]) -> ProjectionTrainConfig:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sensorlm.config import ConfigError, from_dict, load_yaml, merge_overrides, to_dict
+from sensorlm.config import ConfigError, deep_update, from_dict, load_yaml, merge_overrides, to_dict
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
 PARAM_TYPES = ("grid", "choice", "uniform", "loguniform")
@@ -348,7 +348,7 @@ def load_sweep_config(config: str, overrides: list[str] | None = None) -> SweepC
         else:
             sweep_overrides.append(text)
     merged = _defaults(task)
-    _deep_update(merged, data, str(path))
+    deep_update(merged, data, str(path), leaf_keys=("params",))
     merged = merge_overrides(merged, sweep_overrides, free_sections=("params",))
     merged["base_overrides"] = list(merged.get("base_overrides") or []) + base_extra
     return from_dict(SweepConfig, merged)
@@ -364,14 +364,3 @@ def _defaults(task: str) -> dict[str, Any]:
         out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else value
     out["task"] = task
     return out
-
-
-def _deep_update(dst: dict, src: dict, where: str, prefix: str = "") -> None:
-    for k, v in src.items():
-        key = f"{prefix}{k}"
-        if k not in dst:
-            raise ConfigError(f"{where}: unknown config key {key} (valid keys: {', '.join(sorted(dst))})")
-        if isinstance(dst[k], dict) and isinstance(v, dict) and k != "params":
-            _deep_update(dst[k], v, where, key + ".")
-        else:
-            dst[k] = v

@@ -115,6 +115,31 @@ def test_resampled_step_based(wearable_dir):
     assert keys == run()
 
 
+def test_resampled_ranks_draw_from_disjoint_shards(wearable_dir):
+    """Step-based training resamples forever; each rank still reads only its own share of shards."""
+    names = [s["name"] for s in load_manifest(wearable_dir)["splits"]["train"]["shards"]]
+    read = []
+    for rank in range(2):
+        loader = make_loader(wearable_dir, "train", 4, rank=rank, world_size=2, num_workers=2, seed=5,
+                             resampled=True, batches_per_epoch=16)
+        batches = list(loader)
+        # batch["shard"] names each sample's shard; the keys confirm it (4 samples per shard, in order)
+        for batch in batches:
+            for key, shard in zip(batch["key"], batch["shard"]):
+                assert names.index(shard) == int(key[1:]) // 4, (key, shard)
+        read.append({shard for batch in batches for shard in batch["shard"]})
+    assert read[0] and read[1] and not read[0] & read[1]
+    assert read[0] | read[1] <= set(names) and len(read[0] | read[1]) > len(names) // 2
+
+
+def test_resampled_with_fewer_shards_than_ranks_draws_from_all(tmp_path):
+    write_wearable(tmp_path, n=8, max_count=4, val_every=0)  # 2 shards, 3 ranks: nobody may starve
+    for rank in range(3):
+        loader = make_loader(tmp_path, "train", 2, rank=rank, world_size=3, num_workers=0, seed=1,
+                             resampled=True, batches_per_epoch=12)
+        assert {shard for batch in loader for shard in batch["shard"]} == {"train-000000.tar", "train-000001.tar"}
+
+
 def test_sst_batch(tmp_path):
     m = write_sst(tmp_path, n=5, max_count=2)
     batch = next(iter(make_loader(tmp_path, "train", 5, num_workers=0, shuffle=False)))

@@ -1,51 +1,17 @@
-"""docs/cluster.md: the commands it shows refer to files, Secrets and keys that exist, and (slow)
-the blocks marked `<!-- ci: servers -->` / `<!-- ci: e2e -->` run verbatim on loopback."""
+"""docs/cluster.md: the commands it shows refer to files, Secrets and keys that exist, and its
+loopback walkthrough is exactly the blocks tests/infra/test_e2e.py runs (that is where they run)."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOC = REPO_ROOT / "docs" / "cluster.md"
 K8S = REPO_ROOT / "infra" / "k8s"
-
-
-def doc_blocks(tags: set[str]) -> list[tuple[str, str]]:
-    """(tag, code) of every fenced block right after a `<!-- ci: TAG -->` line, in order."""
-    text = DOC.read_text()
-    pattern = re.compile(r"<!-- ci: (\w+) -->\n```bash\n(.*?)```", re.S)
-    return [(m.group(1), m.group(2)) for m in pattern.finditer(text) if m.group(1) in tags]
-
-
-def run_doc_blocks(tags: set[str], state_dir: Path, timeout_s: float) -> subprocess.CompletedProcess:
-    """Run the tagged blocks in one bash session from the repository root, as a reader would.
-
-    The state dir is the test's own; `python` and `ray` are this interpreter's environment's.
-    """
-    blocks = doc_blocks(tags)
-    script = "set -euo pipefail\n" + "\n".join(code for _, code in blocks)
-    env = dict(os.environ)
-    for var in [k for k in env if k.startswith(("RAY_", "MLFLOW_TRACKING_", "SENSORLM_"))]:
-        env.pop(var)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["SENSORLM_SERVERS_DIR"] = str(state_dir)
-    env["OMP_NUM_THREADS"] = "1"
-    try:
-        return subprocess.run(
-            ["bash", "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s
-        )
-    finally:
-        # Whatever the blocks started is stopped even if one of them failed half-way.
-        subprocess.run([sys.executable, str(REPO_ROOT / "infra/local/servers.py"), "stop", "--state-dir", str(state_dir)],
-                       capture_output=True, timeout=120)
 
 
 def _code_blocks() -> list[str]:
@@ -66,13 +32,17 @@ def _commands() -> list[list[str]]:
     return out
 
 
-def test_ci_blocks_exist_in_order():
-    tags = [tag for tag, _ in doc_blocks({"servers", "e2e"})]
-    assert tags[0] == "servers" and tags[-1] == "servers", "the loopback flow must start and stop the servers"
-    assert "e2e" in tags
-    first = doc_blocks({"servers"})[0][1]
-    assert "servers.py start mlflow --auth" in first and "servers.py start ray" in first
-    assert "servers.py stop" in doc_blocks({"servers"})[-1][1]
+def test_ci_blocks_are_the_walkthrough_test_e2e_runs(walkthrough):
+    blocks = walkthrough.doc_blocks()
+    assert tuple(blocks) == walkthrough.WALKTHROUGH, "test_e2e.py runs WALKTHROUGH (doc_walkthrough.py) block by block"
+    assert "servers.py start mlflow --auth" in blocks["start"] and "servers.py start ray --with-mlflow" in blocks["start"]
+    assert "ray job submit --submission-id loopback-demo --working-dir ." in blocks["train"]
+    assert "ray job logs loopback-demo" in blocks["train"]
+    assert "ray job submit --no-wait --submission-id loopback-long" in blocks["submit-long"]
+    assert "ray job stop loopback-long" in blocks["stop-long"]
+    assert blocks["stop"].strip() == "python infra/local/servers.py stop"
+    # Secrets never travel in a job's runtime env (ray job list and the dashboard show it).
+    assert "--runtime-env-json" not in "".join(blocks.values())
 
 
 def test_paths_in_the_doc_exist():
@@ -137,24 +107,3 @@ def test_image_names_in_build_commands_match_the_manifests():
     text = "".join(p.read_text() for p in K8S.glob("*.yaml"))
     for image in built:
         assert f"image: {image}" in text, f"no manifest uses {image}"
-
-
-@pytest.mark.slow
-def test_loopback_servers_walkthrough_runs(tmp_path):
-    result = run_doc_blocks({"servers"}, tmp_path / "state", timeout_s=300)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-6000:]
-    lines = result.stdout.splitlines()
-    assert lines.count("401") == 2, "both servers must refuse a request without credentials"
-    assert any(line.startswith("job sees MLflow at http://127.0.0.1:") for line in lines), out[-4000:]
-    assert '"unauthenticated_status": 401' in result.stdout
-    assert not (tmp_path / "state" / "ray.json").exists() and not (tmp_path / "state" / "mlflow.json").exists()
-
-
-@pytest.mark.slow
-def test_loopback_walkthrough_trains_and_registers_a_model(tmp_path):
-    """The whole section 0: servers, a short training job on the Ray head, the registered model."""
-    result = run_doc_blocks({"servers", "e2e"}, tmp_path / "state", timeout_s=1500)
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-8000:]
-    assert re.search(r"^registered: sensorlm version \d+ run \w+ READY$", result.stdout, re.M), out[-6000:]

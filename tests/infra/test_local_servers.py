@@ -1,5 +1,6 @@
-"""infra/local/servers.py: bad inputs refused before anything starts, and (slow) real servers on
-free loopback ports: MLflow with a sqlite store, MLflow with basic auth, a Ray head with token auth."""
+"""infra/local/servers.py: bad inputs refused before anything starts, and (slow) a real MLflow server
+with a sqlite store and no auth on a free loopback port. The authenticated servers (MLflow basic
+auth, Ray token auth) are tested in tests/infra/test_e2e.py, on the servers of the docs' walkthrough."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import os
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
@@ -28,16 +28,6 @@ def _listening_socket():
     s.listen(1)
     return s
 
-
-def _session_alive(sid: int) -> list[int]:
-    alive = []
-    for proc in psutil.process_iter():
-        try:
-            if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc.pid)
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            pass
-    return alive
 
 
 def _bin(name: str) -> str:
@@ -137,6 +127,9 @@ def test_ray_head_env_is_explicit_about_auth(servers, tmp_path):
     on = servers.ray_head_env(tmp_path / "tok", base=inherited)
     assert on["RAY_AUTH_MODE"] == "token" and on["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / "tok")
     assert "RAY_AUTH_TOKEN" not in on and "RAY_ADDRESS" not in on
+    # `ray job stop` gives drivers time to mark their MLflow run KILLED; a caller's value wins.
+    assert on["RAY_JOB_STOP_WAIT_TIME_S"] == "30"
+    assert servers.ray_head_env(None, base={"RAY_JOB_STOP_WAIT_TIME_S": "5"})["RAY_JOB_STOP_WAIT_TIME_S"] == "5"
     off = servers.ray_head_env(None, base=inherited)
     assert off["RAY_AUTH_MODE"] == "disabled" and "RAY_AUTH_TOKEN_PATH" not in off
 
@@ -191,18 +184,18 @@ def test_stop_never_signals_a_process_it_did_not_start(servers, tmp_path):
         proc.wait()
 
 
-def test_stop_ends_the_whole_session_it_started(servers, tmp_path):
+def test_stop_ends_the_whole_session_it_started(servers, session_alive, tmp_path):
     # A leader that ignores SIGTERM and a child of its session: both end (SIGKILL after grace).
     proc = subprocess.Popen(
         ["bash", "-c", "trap '' TERM; sleep 30 & wait"], start_new_session=True
     )
     time.sleep(0.5)
-    assert len(_session_alive(proc.pid)) == 2
+    assert len(session_alive(proc.pid)) == 2
     servers._save_state(tmp_path, _fake_state(servers, proc, psutil.Process(proc.pid).create_time()))
     (report,) = servers.stop(tmp_path, ("mlflow",), grace_s=1.0)
     proc.wait(timeout=5)
     assert report["result"] == "stopped"
-    assert _session_alive(proc.pid) == []
+    assert session_alive(proc.pid) == []
     assert servers.load_state(tmp_path, "mlflow") is None
 
 
@@ -211,7 +204,7 @@ def test_stop_ends_the_whole_session_it_started(servers, tmp_path):
 
 
 @pytest.mark.slow
-def test_mlflow_server_sqlite_runs_artifacts_and_registry(servers, tmp_path):
+def test_mlflow_server_sqlite_runs_artifacts_and_registry(servers, session_alive, tmp_path):
     from mlflow import MlflowClient
 
     st = servers.start_mlflow(tmp_path / "state", timeout_s=120)
@@ -240,97 +233,11 @@ def test_mlflow_server_sqlite_runs_artifacts_and_registry(servers, tmp_path):
         reports = servers.stop(tmp_path / "state", ("mlflow",))
     assert reports[0]["result"] == "stopped" and reports[0]["ports_still_busy"] == []
     assert servers.port_is_free(st.ports["http"])
-    assert _session_alive(st.pid) == []
+    assert session_alive(st.pid) == []
 
 
-@pytest.mark.slow
-def test_mlflow_basic_auth_refuses_anonymous_and_accepts_users(servers, tmp_path, monkeypatch):
-    from mlflow import MlflowClient
-
-    monkeypatch.setenv("SENSORLM_MLFLOW_ADMIN_USER", ADMIN_USER)
-    monkeypatch.setenv("SENSORLM_MLFLOW_ADMIN_PASSWORD", ADMIN_PASSWORD)
-    state_dir = tmp_path / "state"
-    st = servers.start_mlflow(state_dir, auth=True, timeout_s=120)
-    try:
-        api = f"{st.url}/api/2.0/mlflow"
-        anonymous = requests.get(f"{api}/experiments/search", params={"max_results": 1}, timeout=10)
-        assert anonymous.status_code == 401
-        wrong = requests.get(
-            f"{api}/experiments/search", params={"max_results": 1}, auth=(ADMIN_USER, "wrong-password-123"), timeout=10
-        )
-        assert wrong.status_code == 401
-        assert servers.status(state_dir, ("mlflow",))["mlflow"]["unauthenticated_status"] == 401
-        # docs/cluster.md creates the training jobs' user exactly like this.
-        trainer_password = uuid.uuid4().hex
-        created = requests.post(
-            f"{api}/users/create", json={"username": "trainer", "password": trainer_password},
-            auth=(ADMIN_USER, ADMIN_PASSWORD), timeout=10,
-        )
-        assert created.status_code == 200, created.text
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "trainer")
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", trainer_password)
-        client = MlflowClient(st.url)
-        run = client.create_run(client.create_experiment("infra-auth-test"))
-        client.log_param(run.info.run_id, "p", "1")
-        assert client.get_run(run.info.run_id).data.params == {"p": "1"}
-        # The auth config is private and holds no credential.
-        ini = Path(st.details["auth_config"])
-        assert stat.S_IMODE(ini.stat().st_mode) == 0o600
-        assert ADMIN_PASSWORD not in ini.read_text() and ADMIN_USER not in ini.read_text()
-        assert ADMIN_PASSWORD not in (state_dir / "mlflow.json").read_text()
-    finally:
-        servers.stop(state_dir, ("mlflow",))
-    assert _session_alive(st.pid) == []
-
-
-@pytest.mark.slow
-def test_ray_head_token_auth_and_job_submission(servers, tmp_path):
-    home_token = Path.home() / ".ray" / "auth_token"
-    home_token_before = home_token.read_bytes() if home_token.exists() else None
-    state_dir = tmp_path / "state"
-    st = servers.start_ray(state_dir, num_cpus=1, timeout_s=120)
-    try:
-        assert st.auth == "token"
-        token_path = Path(st.details["token_path"])
-        assert stat.S_IMODE(token_path.stat().st_mode) == 0o600
-        token = token_path.read_text().strip()
-        version = f"{st.url}/api/version"
-        assert requests.get(version, timeout=10).status_code == 401
-        assert requests.get(version, headers={"Authorization": "Bearer not-the-token"}, timeout=10).status_code == 403
-        ok = requests.get(version, headers={"Authorization": f"Bearer {token}"}, timeout=10)
-        assert ok.status_code == 200 and ok.json()["ray_version"] == "2.60.0"
-
-        # The client side is given the token deliberately: RAY_AUTH_MODE=token + RAY_AUTH_TOKEN_PATH.
-        env = servers.resolved_client_env(st)
-        assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN_PATH"] == str(token_path)
-        job_id = f"infra-test-{uuid.uuid4().hex[:8]}"
-        submit = subprocess.run(
-            [_bin("ray"), "job", "submit", "--address", st.url, "--submission-id", job_id, "--",
-             "python", "-c", "print('hi')"],
-            env=env, capture_output=True, text=True, timeout=120,
-        )
-        assert submit.returncode == 0, submit.stdout + submit.stderr
-        assert "succeeded" in submit.stdout + submit.stderr
-        logs = subprocess.run(
-            [_bin("ray"), "job", "logs", "--address", st.url, job_id], env=env, capture_output=True, text=True, timeout=60
-        )
-        assert logs.returncode == 0 and "hi" in logs.stdout.splitlines()
-
-        # Without the token the job server refuses the client.
-        no_token = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
-        no_token["RAY_AUTH_MODE"] = "disabled"
-        refused = subprocess.run(
-            [_bin("ray"), "job", "list", "--address", st.url], env=no_token, capture_output=True, text=True, timeout=60
-        )
-        assert refused.returncode != 0 and "Authentication required" in refused.stdout + refused.stderr
-    finally:
-        reports = servers.stop(state_dir, ("ray",))
-    assert reports[0]["result"] == "stopped"
-    assert _session_alive(st.pid) == [], "ray processes survived stop"
-    assert all(servers.port_is_free(p) for p in (st.ports["dashboard"], st.ports["gcs"]))
-    assert not Path(st.details["temp_dir"]).exists()
-    # The head used its own token file; the user's ~/.ray/auth_token is untouched.
-    assert (home_token.read_bytes() if home_token.exists() else None) == home_token_before
+# MLflow with basic auth and the Ray head with token auth, job submission, logs and stop run in
+# tests/infra/test_e2e.py, on the servers docs/cluster.md's walkthrough starts (one start for all).
 
 
 @pytest.fixture(autouse=True)
