@@ -1,5 +1,6 @@
 """docs/cluster.md: the commands it shows refer to files, Secrets and keys that exist, and its
-loopback walkthrough is exactly the blocks tests/infra/test_e2e.py runs (that is where they run)."""
+loopback walkthrough is exactly the blocks tests/infra/test_e2e.py runs (that is where they run).
+README's "Run on a cluster" shows only commands of docs/cluster.md, its loopback ones from those blocks."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOC = REPO_ROOT / "docs" / "cluster.md"
+README = REPO_ROOT / "README.md"
 K8S = REPO_ROOT / "infra" / "k8s"
 
 
@@ -43,6 +45,29 @@ def test_ci_blocks_are_the_walkthrough_test_e2e_runs(walkthrough):
     assert blocks["stop"].strip() == "python infra/local/servers.py stop"
     # Secrets never travel in a job's runtime env (ray job list and the dashboard show it).
     assert "--runtime-env-json" not in "".join(blocks.values())
+
+
+def _lines(code: str) -> list[str]:
+    return [line.strip() for line in code.splitlines() if line.strip()]
+
+
+def test_readme_cluster_section_shows_the_docs_commands(walkthrough):
+    text = README.read_text()
+    assert "[Run on a cluster](#run-on-a-cluster)" in text and "\n## Run on a cluster\n" in text
+    section = text.split("\n## Run on a cluster\n", 1)[1].split("\n## ", 1)[0]
+    loopback, cluster = re.findall(r"```bash\n(.*?)```", section, re.S)
+    # Run verbatim in CI: every loopback line is a line of a block test_e2e.py runs.
+    ci_lines = {line for code in walkthrough.doc_blocks().values() for line in _lines(code)}
+    for line in _lines(loopback):
+        assert line in ci_lines, f"README runs {line!r}, which no CI block of docs/cluster.md runs"
+    for needed in ("servers.py start mlflow --auth", "ray job submit", "search_model_versions", "servers.py stop"):
+        assert needed in loopback
+    # The cluster commands are docs/cluster.md's (checked against the manifests below).
+    doc_lines = {line for code in _code_blocks() for line in _lines(code)}
+    for line in _lines(cluster):
+        assert line in doc_lines, f"README shows {line!r}, which docs/cluster.md does not"
+    for needed in ("docker push", "kubectl apply -f infra/k8s/namespace.yaml", "infra/k8s/raycluster.yaml", "ray job submit"):
+        assert needed in cluster
 
 
 def test_paths_in_the_doc_exist():
