@@ -565,6 +565,26 @@ def write_auth_config(path: Path, auth_db_uri: str) -> None:
     _write_private(path, "\n".join(lines) + "\n" + buf.getvalue())
 
 
+def _check_db_driver(uri: str) -> None:
+    """The database driver SQLAlchemy picks for `uri` is importable (``postgresql://`` means psycopg 3
+    in SQLAlchemy 2.1; ``postgresql+psycopg2://`` psycopg2), else an error naming it."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        dialect = make_url(uri).get_dialect()
+    except (ArgumentError, NoSuchModuleError) as e:
+        raise ServerError(f"--backend-store-uri {redact_uri(uri)}: {e}") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as e:
+        raise ServerError(
+            f"--backend-store-uri {redact_uri(uri)}: SQLAlchemy's {dialect.name}+{dialect.driver} driver needs "
+            f"the module {e.name!r}, which is not installed; install the project's infra extra: "
+            "pip install -e '.[infra]' (psycopg 3 for postgresql://)"
+        ) from None
+
+
 def start_mlflow(
     state_dir: Path | None = None,
     port: int | None = None,
@@ -609,11 +629,7 @@ def start_mlflow(
             f"--backend-store-uri {redact_uri(uri)!r}: the model registry needs a database store "
             "(sqlite:///path.db or postgresql://user:password@host:5432/db)"
         )
-    if scheme == "postgresql" and not _has_module("psycopg2"):
-        raise ServerError(
-            f"--backend-store-uri {redact_uri(uri)}: PostgreSQL needs the psycopg2 driver, which is not "
-            "installed; install the project's infra extra: pip install -e '.[infra]'"
-        )
+    _check_db_driver(uri)
     dest = artifacts_destination or str(home / "artifacts")
     if dest.startswith("s3://") and not _has_module("boto3"):
         raise ServerError(f"--artifacts-destination {dest}: S3 needs boto3; pip install -e '.[infra]'")

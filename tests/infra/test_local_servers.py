@@ -71,11 +71,20 @@ def test_port_in_use_is_named(servers, tmp_path):
     assert servers.load_state(tmp_path, "ray") is None
 
 
-def test_postgres_without_driver_names_the_package(servers, tmp_path, monkeypatch):
-    monkeypatch.setattr(servers, "_has_module", lambda name: name != "psycopg2")
-    with pytest.raises(servers.ServerError, match=r"psycopg2.*\.\[infra\]") as err:
-        servers.start_mlflow(tmp_path, backend_store_uri="postgresql://mlflow:s3cret-pw@db.example:5432/mlflow")
+@pytest.mark.parametrize(
+    "scheme, module", [("postgresql", "psycopg"), ("postgresql+psycopg2", "psycopg2"), ("mysql", "MySQLdb")]
+)
+def test_database_without_driver_names_the_module(servers, tmp_path, monkeypatch, scheme, module):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importing it fails
+    with pytest.raises(servers.ServerError, match=rf"driver needs the module '{module}'.*\.\[infra\]") as err:
+        servers.start_mlflow(tmp_path, backend_store_uri=f"{scheme}://mlflow:s3cret-pw@db.example:5432/mlflow")
     assert "s3cret-pw" not in str(err.value), "the database password must not reach error messages"
+    assert not (tmp_path / "mlflow").exists() and servers.load_state(tmp_path, "mlflow") is None
+
+
+def test_unknown_database_driver_is_named(servers, tmp_path):
+    with pytest.raises(servers.ServerError, match=r"postgresql\+nosuchdriver"):
+        servers.start_mlflow(tmp_path, backend_store_uri="postgresql+nosuchdriver://u:pw@h/db")
 
 
 def test_non_database_store_is_refused(servers, tmp_path):
@@ -234,6 +243,37 @@ def test_mlflow_server_sqlite_runs_artifacts_and_registry(servers, session_alive
     assert reports[0]["result"] == "stopped" and reports[0]["ports_still_busy"] == []
     assert servers.port_is_free(st.ports["http"])
     assert session_alive(st.pid) == []
+
+
+@pytest.mark.slow
+def test_mlflow_server_postgresql_store(servers, session_alive, postgres_url, tmp_path):
+    """`--backend-store-uri postgresql://...`: runs, metrics and the registry live in PostgreSQL; the
+    password stays out of argv, the state file and `status`."""
+    import psycopg
+    from mlflow import MlflowClient
+
+    password = postgres_url.split(":")[2].split("@")[0]
+    st = servers.start_mlflow(tmp_path / "state", backend_store_uri=postgres_url, timeout_s=180)
+    try:
+        client = MlflowClient(st.url)
+        run = client.create_run(client.create_experiment("infra-pg"))
+        client.log_metric(run.info.run_id, "loss", 0.25, step=3)
+        client.create_registered_model("infra-pg-model")
+        client.create_model_version("infra-pg-model", f"runs:/{run.info.run_id}/m", run.info.run_id)
+        assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [0.25]
+
+        for text in (" ".join(psutil.Process(st.pid).cmdline()), (tmp_path / "state" / "mlflow.json").read_text(),
+                     json.dumps(servers.status(tmp_path / "state", ("mlflow",)))):
+            assert password not in text
+        assert st.details["backend_store_uri"] == postgres_url.replace(password, "***")
+    finally:
+        servers.stop(tmp_path / "state", ("mlflow",))
+    assert session_alive(st.pid) == []
+    # Read back from the database itself, with the server gone.
+    with psycopg.connect(postgres_url) as conn:
+        metrics = conn.execute("SELECT key, value, step FROM metrics WHERE run_uuid = %s", (run.info.run_id,))
+        assert metrics.fetchall() == [("loss", 0.25, 3)]
+        assert conn.execute("SELECT name, version FROM model_versions").fetchall() == [("infra-pg-model", 1)]
 
 
 # MLflow with basic auth and the Ray head with token auth, job submission, logs and stop run in
