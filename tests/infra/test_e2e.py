@@ -194,6 +194,10 @@ def test_train_block_job_succeeds_logs_progress_and_registers_a_model(loopback, 
     assert not set(placement[0]["train_shards"]) & set(placement[1]["train_shards"])
 
     # The registered version loads and embeds (artifacts come back through the server).
+    # Earlier in-process tests may have set this process's MLflow URIs, which outrank the
+    # environment: point it at the loopback server (tests/conftest.py restores it afterwards).
+    mlflow.set_tracking_uri(loopback.env["MLFLOW_TRACKING_URI"])
+    mlflow.set_registry_uri(loopback.env["MLFLOW_TRACKING_URI"])
     model = mlflow.pyfunc.load_model("models:/sensorlm/1")
     text_emb = np.asarray(model.predict({"text": ["A day with running: a run.", "A quiet day overall."]}))
     assert text_emb.shape[0] == 2 and np.all(np.isfinite(text_emb))

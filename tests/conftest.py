@@ -1,0 +1,23 @@
+"""Test-wide hygiene: MLflow keeps its tracking/registry URI in module globals (and copies them
+into ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI``), and library code sets them per run;
+without this, one test's store would silently become the next test's."""
+import os
+
+import pytest
+from mlflow.tracking._model_registry import utils as registry_utils
+from mlflow.tracking._tracking_service import utils as tracking_utils
+
+_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_uris():
+    saved = tracking_utils._tracking_uri, registry_utils._registry_uri
+    saved_env = {var: os.environ.get(var) for var in _URI_ENV}
+    yield
+    tracking_utils._tracking_uri, registry_utils._registry_uri = saved
+    for var, value in saved_env.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
