@@ -61,6 +61,20 @@ def test_auth_with_short_password_is_refused(servers, tmp_path, monkeypatch):
         servers.start_mlflow(tmp_path, auth=True)
 
 
+def test_auth_config_holds_no_credentials_and_caches_password_checks(servers, tmp_path, monkeypatch):
+    from mlflow.server.auth.config import read_auth_config
+
+    ini = tmp_path / "basic_auth.ini"
+    servers.write_auth_config(ini, f"sqlite:///{tmp_path / 'auth.db'}")
+    assert ini.stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(ini))
+    for var in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = read_auth_config()  # MLflow's own reader
+    assert cfg.default_permission == "READ" and cfg.auth_cache_ttl_seconds == 60
+    assert cfg.admin_username is None and cfg.admin_password is None
+
+
 def test_port_in_use_is_named(servers, tmp_path):
     with _listening_socket() as s:
         port = s.getsockname()[1]
