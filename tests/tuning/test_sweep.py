@@ -143,13 +143,13 @@ def _siglip_cfg(root, data_dir, name, bias_values):
 
 @pytest.fixture(scope="module")
 def siglip_sweep(ray_for_sweeps, wearable_dir, tmp_path_factory):
-    """One 4-trial grid over the SigLIP bias, run once for the tests below. Grid order is trial
-    order (one at a time): -10 runs first; +10 and +5 fall far below the running median at
-    ASHA's first rung (step 2) and are stopped there."""
+    """One 2-trial grid over the SigLIP bias, run once for the tests below. Grid order is trial
+    order (one at a time): -10 runs first and completes; +10 falls far below it at ASHA's first
+    rung (step 2) and is stopped there. (Each trial costs ~40 s of Ray Train start-up on 2 CPUs.)"""
     from sensorlm.tuning.sweep import run_sweep
 
     root = tmp_path_factory.mktemp("siglip_sweep")
-    cfg = _siglip_cfg(root, wearable_dir, f"siglip-{uuid.uuid4().hex[:6]}", [-10.0, 10.0, -5.0, 5.0])
+    cfg = _siglip_cfg(root, wearable_dir, f"siglip-{uuid.uuid4().hex[:6]}", [-10.0, 10.0])
     return root, cfg, run_sweep(cfg)
 
 
@@ -164,13 +164,10 @@ def test_asha_stops_trials_early_and_the_best_completed_trial_wins(siglip_sweep)
     _, cfg, result = siglip_sweep
     assert result.complete
     by_bias = {r.params["bias_init"]: r for r in result.trials}
-    assert sorted(by_bias) == [-10.0, -5.0, 5.0, 10.0]
+    assert sorted(by_bias) == [-10.0, 10.0]
     assert by_bias[10.0].status == "early_stopped" and by_bias[10.0].step == 2
-    assert by_bias[5.0].status == "early_stopped" and by_bias[5.0].step == 2
     assert by_bias[-10.0].status == "completed" and by_bias[-10.0].step == 8
-    for r in (by_bias[-10.0], by_bias[-5.0]):
-        if r.status == "completed":
-            assert r.package_dir and (r.package_dir.endswith("/package"))
+    assert by_bias[-10.0].package_dir and by_bias[-10.0].package_dir.endswith("/package")
     assert result.best is not None and result.best.status == "completed"
     completed = [r for r in result.trials if r.status == "completed"]
     assert result.best.metrics["val/loss"] == min(r.metrics["val/loss"] for r in completed)
@@ -187,8 +184,8 @@ def test_mlflow_parent_and_child_runs_hold_params_curves_and_results(siglip_swee
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["sensorlm.sweep_role"] == "parent"
     assert parent.data.params["searcher"] == "grid" and parent.data.params["metric"] == "val/loss"
-    assert parent.data.params["params.bias_init.values"] == "[-10.0, 10.0, -5.0, 5.0]"
-    assert parent.data.metrics["trials/early_stopped"] >= 1
+    assert parent.data.params["params.bias_init.values"] == "[-10.0, 10.0]"
+    assert parent.data.metrics["trials/early_stopped"] == 1
     assert parent.data.metrics[f"best/{cfg.metric}"] == pytest.approx(result.best.metrics["val/loss"])
     assert {a.path for a in client.list_artifacts(result.parent_run_id, "results")} == {
         "results/trials.csv", "results/metric_vs_params.png"}
@@ -197,11 +194,11 @@ def test_mlflow_parent_and_child_runs_hold_params_curves_and_results(siglip_swee
         tracking_uri=cfg.tracking.tracking_uri)
     with open(local) as f:
         table = list(csv.DictReader(f))
-    assert sorted(float(r["param.bias_init"]) for r in table) == [-10.0, -5.0, 5.0, 10.0]
+    assert sorted(float(r["param.bias_init"]) for r in table) == [-10.0, 10.0]
 
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
-    assert len(children) == 4
+    assert len(children) == 2
     rows = {r.trial_id: r for r in result.trials}
     for child in children:
         row = rows[child.data.tags["sensorlm.trial_id"]]
