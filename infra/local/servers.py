@@ -19,7 +19,9 @@ Ray token authentication stays on by default: a fresh random token is written to
 ``~/.ray/auth_token``, so several heads on one machine keep separate tokens. ``--no-auth``
 (``RAY_AUTH_MODE=disabled``) exists for loopback-only experiments; see ``docs/cluster.md``.
 The head also gets ``RAY_JOB_STOP_WAIT_TIME_S=30`` (unless set): ``ray job stop`` waits that long
-between SIGTERM and SIGKILL, time for a training driver to mark its MLflow run KILLED.
+between SIGTERM and SIGKILL, time for a training driver to mark its MLflow run KILLED; and
+``RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0`` (unless set), so ``stop`` does not sit out Ray's 30 s
+node drain.
 
 MLflow authentication (``--auth``) is MLflow's basic-auth app. The admin credentials come from
 ``SENSORLM_MLFLOW_ADMIN_USER`` / ``SENSORLM_MLFLOW_ADMIN_PASSWORD`` and reach the server as
@@ -334,6 +336,10 @@ def ray_head_env(token_path: Path | None, base: dict[str, str] | None = None) ->
     # (Ray's default: 3). The training driver marks its MLflow run KILLED and lets Ray Train shut
     # its workers down; on a busy machine that takes longer than 3 s.
     env.setdefault("RAY_JOB_STOP_WAIT_TIME_S", str(JOB_STOP_WAIT_S))
+    # Ray 2.60 drains a node on SIGTERM (up to 30 s) so Serve replicas can quiesce; after any job
+    # has run, leased idle workers keep a local head "busy" for the whole 30 s. `stop` on this
+    # one-node head means stop (jobs are stopped with `ray job stop`), so no drain.
+    env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
     if token_path is None:
         # Loopback-only opt-out: the dashboard binds 127.0.0.1, but Ray's GCS and raylet gRPC
         # ports listen on every interface whatever --node-ip-address says, so without a token

@@ -152,6 +152,7 @@ def test_ray_head_env_is_explicit_about_auth(servers, tmp_path):
     assert "RAY_AUTH_TOKEN" not in on and "RAY_ADDRESS" not in on
     # `ray job stop` gives drivers time to mark their MLflow run KILLED; a caller's value wins.
     assert on["RAY_JOB_STOP_WAIT_TIME_S"] == "30"
+    assert on["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] == "0"  # `stop` does not wait out a drain
     assert servers.ray_head_env(None, base={"RAY_JOB_STOP_WAIT_TIME_S": "5"})["RAY_JOB_STOP_WAIT_TIME_S"] == "5"
     off = servers.ray_head_env(None, base=inherited)
     assert off["RAY_AUTH_MODE"] == "disabled" and "RAY_AUTH_TOKEN_PATH" not in off
