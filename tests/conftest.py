@@ -1,6 +1,6 @@
 """Test-wide hygiene: MLflow keeps its tracking/registry URI in module globals (and copies them
-into ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI``), and library code sets them per run;
-without this, one test's store would silently become the next test's."""
+into ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI``), and library code and fixtures set them;
+without this, one test's (or module's) store would silently become the next one's."""
 import os
 
 import pytest
@@ -10,8 +10,7 @@ from mlflow.tracking._tracking_service import utils as tracking_utils
 _URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
-@pytest.fixture(autouse=True)
-def _restore_mlflow_uris():
+def _restoring_mlflow_uris():
     saved = tracking_utils._tracking_uri, registry_utils._registry_uri
     saved_env = {var: os.environ.get(var) for var in _URI_ENV}
     yield
@@ -21,3 +20,9 @@ def _restore_mlflow_uris():
             os.environ.pop(var, None)
         else:
             os.environ[var] = value
+
+
+# Autouse fixtures of a scope are set up before the others of that scope, so the module-level one
+# also undoes what module-scoped fixtures (a logged model, a store) set.
+_restore_mlflow_uris_per_module = pytest.fixture(scope="module", autouse=True)(_restoring_mlflow_uris)
+_restore_mlflow_uris_per_test = pytest.fixture(autouse=True)(_restoring_mlflow_uris)

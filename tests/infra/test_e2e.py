@@ -194,8 +194,8 @@ def test_train_block_job_succeeds_logs_progress_and_registers_a_model(loopback, 
     assert not set(placement[0]["train_shards"]) & set(placement[1]["train_shards"])
 
     # The registered version loads and embeds (artifacts come back through the server).
-    # Earlier in-process tests may have set this process's MLflow URIs, which outrank the
-    # environment: point it at the loopback server (tests/conftest.py restores it afterwards).
+    # `models:/` resolves through this process's MLflow URIs (set ones outrank the environment):
+    # point them at the loopback server; tests/conftest.py restores them afterwards.
     mlflow.set_tracking_uri(loopback.env["MLFLOW_TRACKING_URI"])
     mlflow.set_registry_uri(loopback.env["MLFLOW_TRACKING_URI"])
     model = mlflow.pyfunc.load_model("models:/sensorlm/1")
