@@ -93,8 +93,50 @@ def run_prepare_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_import_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("exports", nargs="+", metavar="EXPORT", help="device export files (CSV or Parquet, long format)")
+    p.add_argument("--out", required=True, help="new dataset directory (shards, manifest.json, tokenizer.json)")
+    p.add_argument("--spec", help="channel spec (YAML/JSON); default: channels from 'name[unit]' column headers")
+    p.add_argument("--labels", help="label intervals (subject,start,end,label) or day labels (subject,date,label)")
+    p.add_argument("--window-minutes", type=_positive_int, help="window length (default 1440: a calendar day)")
+    p.add_argument("--stride-minutes", type=_positive_int, help="window stride (default: the window length)")
+    p.add_argument("--grid-seconds", type=_positive_int, help="resampling grid (default 60)")
+    p.add_argument("--min-coverage", type=float, help="drop windows with less data than this fraction (default 0.5)")
+    p.add_argument("--main-label-min-fraction", type=float,
+                   help="a window's main label must cover this fraction of it (default 0: the most-covering label)")
+    p.add_argument("--prompt-template", help="zero-shot prompt with a {label} placeholder (default 'A day with {label}.')")
+    p.add_argument("--split-by", choices=["auto", "subject", "day"], help="validation split unit (default auto)")
+    p.add_argument("--max-count", type=_positive_int, default=64, help="maximum samples per shard (default 64)")
+    p.add_argument("--vocab-size", type=_positive_int, default=1024, help="tokenizer vocabulary (default 1024)")
+    p.add_argument("--text-len", type=_positive_int, help="caption tokens recorded as the loader default")
+    p.add_argument("--quiet", action="store_true", help="print only errors")
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from sensorlm.config import ConfigError
+    from sensorlm.data.device_import import import_device_export, load_import_spec
+
+    try:
+        spec = load_import_spec(
+            args.spec, window_minutes=args.window_minutes, stride_minutes=args.stride_minutes,
+            grid_seconds=args.grid_seconds, min_coverage=args.min_coverage, prompt_template=args.prompt_template,
+            main_label_min_fraction=args.main_label_min_fraction,
+        )
+        if args.split_by:
+            spec.split.by = args.split_by
+    except ConfigError as exc:
+        raise ValueError(f"channel spec: {exc}") from None
+    log = None if args.quiet else (lambda msg: print(f"[import] {msg}", flush=True))
+    import_device_export(args.exports, args.out, spec=spec, labels=args.labels, log=log,
+                         max_count=args.max_count, vocab_size=args.vocab_size, text_len=args.text_len)
+    if not args.quiet:
+        print(f"[import] done: {args.out} (report: {args.out}/import_report.json)", flush=True)
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "prepare-data": Command(add_prepare_data_args, run_prepare_data, "Parquet (or generated data) -> shards"),
+    "import": Command(add_import_args, run_import, "device exports (CSV/Parquet) + labels -> captioned dataset"),
 }
 
 

@@ -177,12 +177,17 @@ def merge_overrides(
     import copy
 
     out = copy.deepcopy(data)
+
+    def free(path: list[str]) -> bool:  # inside a free-form section, at any depth
+        dotted = ".".join(path)
+        return any(dotted == f or dotted.startswith(f + ".") for f in free_sections)
+
     for text in overrides:
         keys, value = parse_override(text)
         node = out
         for i, k in enumerate(keys[:-1]):
             here = ".".join(keys[: i + 1])
-            if k not in node and ".".join(keys[:i]) in free_sections:
+            if k not in node and free(keys[:i]):
                 node[k] = {}
             nxt = node.get(k)
             if not isinstance(nxt, dict):
@@ -190,7 +195,7 @@ def merge_overrides(
                     raise ConfigError(f"unknown config key {here}")
                 raise ConfigError(f"{here} is not a section; cannot set {'.'.join(keys)}")
             node = nxt
-        if keys[-1] not in node and ".".join(keys[:-1]) not in free_sections:
+        if keys[-1] not in node and not free(keys[:-1]):
             raise ConfigError(f"unknown config key {'.'.join(keys)}")
         node[keys[-1]] = value
     return out
@@ -226,12 +231,17 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def replace(cfg: T, **overrides: Any) -> T:
-    """`dataclasses.replace` that validates through `from_dict` (unknown keys named)."""
+    """`dataclasses.replace` that validates through `from_dict` (unknown keys named). A mapping given
+    for a field that holds a config changes only the fields it names (``sensor={"input_len": 120}``
+    keeps the preset's other sensor fields)."""
     data = to_dict(cfg)
     for k, v in overrides.items():
         if k not in data:
             raise ConfigError(
                 f"unknown config key {k} for {type(cfg).__name__} (valid keys: {', '.join(sorted(data))})"
             )
+        if isinstance(v, Mapping) and isinstance(data[k], dict) and dataclasses.is_dataclass(getattr(cfg, k)):
+            deep_update(data[k], v, k, leaf_keys=(), prefix=f"{k}.")
+            continue
         data[k] = to_dict(v) if dataclasses.is_dataclass(v) else v
     return from_dict(type(cfg), data)

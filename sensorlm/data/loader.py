@@ -39,6 +39,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from sensorlm.data.captioner import compose, normalize_levels
 from sensorlm.data.shards import MANIFEST, parse_manifest
 from sensorlm.data.tokenizer import SensorTokenizer, tokenizer_from_str
 
@@ -240,8 +241,9 @@ class _ShardSource(IterableDataset):
 
     def rank_urls(self) -> list[str]:
         """The shards of this rank in the current epoch. A resampled stream draws from them too, so
-        ranks (and nodes) never read the same shard; with fewer shards than ranks it draws from all."""
-        if self.resampled and len(self.urls) < self.world_size:
+        ranks (and nodes) never read the same shard. With fewer shards than ranks every rank reads
+        them all: a resampled stream draws from all, an epoch keeps every world_size-th sample."""
+        if len(self.urls) < self.world_size:  # every rank reads all; `_RankStride` splits samples
             return list(self.urls)
         return _assign_shards(
             self.urls, epoch=self.epoch, seed=self.seed, shuffle=self.shuffle, rank=self.rank,
@@ -278,6 +280,19 @@ class _ShardErrorHandler:
             self.stats.current_shard_bad = True
             self.stats.record("corrupt_shard", url, None, detail)
         return True
+
+
+class _RankStride:
+    """Keeps every world_size-th raw sample, offset by rank: with fewer shards than ranks, each rank
+    reads every shard in the same order and gets a disjoint share of the samples."""
+
+    def __init__(self, rank: int, world_size: int):
+        self.rank, self.world_size = rank, world_size
+
+    def __call__(self, src):
+        for i, sample in enumerate(src):
+            if i % self.world_size == self.rank:
+                yield sample
 
 
 class _RawSampleSeen:
@@ -322,8 +337,12 @@ class _Decoder:
     """Decode, validate and normalise one kind of sample; bad ones are counted or raise."""
 
     def __init__(self, manifest: dict[str, Any], stats: _WorkerStats, strict: bool, max_bad_streak: int = 0,
-                 shard_names: dict[str, str] | None = None):
+                 shard_names: dict[str, str] | None = None, caption_mix: dict[str, float] | None = None,
+                 seed: int = 0, rank: int = 0):
         self.max_bad_streak = max_bad_streak
+        self.caption_mix = {k: float(w) for k, w in (caption_mix or {}).items() if w > 0}
+        self._mix_keys, self._mix_weights = list(self.caption_mix), list(self.caption_mix.values())
+        self.seed, self.rank, self._rng = seed, rank, None
         self.shard_names = shard_names or {}  # url -> manifest shard name, for batch["shard"]
         self.kind = manifest["kind"]
         self.stats, self.strict = stats, strict
@@ -341,6 +360,20 @@ class _Decoder:
             self.mean = np.float32(st["mean"])
             self.inv_std = np.float32(1.0 / st["std"])
         self.allowed = allowed
+
+    def _pick_caption(self, meta: dict[str, Any], caption: str) -> str:
+        """One of the caption keys, drawn by `caption_mix` weights from the stored levels (the full
+        caption when the sample stores no levels or the drawn combination is empty)."""
+        if not self.caption_mix:
+            return caption
+        levels = normalize_levels(meta.get("captions"))
+        if levels is None:
+            return caption
+        if self._rng is None:
+            worker, _ = _worker_id()
+            self._rng = random.Random(f"captions/{self.seed}/{self.rank}/{worker}")
+        key = self._rng.choices(self._mix_keys, self._mix_weights)[0]
+        return compose(levels, key) or caption
 
     def bad(self, reason: str, sample: dict[str, Any], detail: str) -> None:
         url, key = sample.get("__url__"), sample.get("__key__")
@@ -444,10 +477,12 @@ class _Decoder:
             missing = self._flags(sample, "missing", arrays["missing"])
             if sensor is None or missing is None:
                 return None
-            label = self.labels.get(meta.get("primary_activity"))
+            activity = meta.get("primary_activity")
+            label = -1 if activity in (None, "") else self.labels.get(activity)  # -1: unlabelled
             if label is None:
-                self.bad("bad_label", sample, f"primary_activity {meta.get('primary_activity')!r} not in manifest")
+                self.bad("bad_label", sample, f"primary_activity {activity!r} not in manifest")
                 return None
+            caption = self._pick_caption(meta, caption)
             x = (sensor - self.mean) * self.inv_std
             x[missing] = 0.0
             return {"key": key, "sensor": x, "missing": missing, "caption": caption, "label": label}
@@ -569,6 +604,8 @@ class ShardLoader:
             raise TypeError("a resampled loader has no natural epoch length; set batches_per_epoch")
         epoch = self.epoch if epoch is None else epoch
         counts = []
+        if len(self.urls) < self.world_size:
+            return [self._stride_batches(rank) for rank in range(self.world_size)]
         for rank in range(self.world_size):
             mine = _assign_shards(
                 self.urls, epoch=epoch, seed=self._source.seed, shuffle=self._source.shuffle, rank=rank,
@@ -581,6 +618,15 @@ class ShardLoader:
                 total += n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
             counts.append(total)
         return counts
+
+    def _stride_batches(self, rank: int) -> int:
+        total = 0
+        workers = max(1, min(self.num_workers, len(self.urls)))
+        for w in range(workers):
+            n = sum(self._samples[u] for u in self.urls[w::workers])
+            mine = max(0, -(-(n - rank) // self.world_size))  # ceil((n - rank) / world)
+            total += mine // self.batch_size if self.drop_last else math.ceil(mine / self.batch_size)
+        return total
 
     def __len__(self) -> int:
         if self.batches_per_epoch is not None:
@@ -636,6 +682,7 @@ def make_loader(
     pin_memory: bool | None = None,
     prefetch_factor: int = 2,
     manifest: dict[str, Any] | None = None,
+    caption_mix: dict[str, float] | None = None,
 ) -> ShardLoader:
     """Build the streaming loader of one split for one rank.
 
@@ -664,6 +711,8 @@ def make_loader(
         pin_memory: pin batch tensors (default: when CUDA is available).
         prefetch_factor: batches prefetched per worker.
         manifest: use this manifest instead of reading the dataset's.
+        caption_mix: wearable: caption key (`sensorlm.data.captioner.CAPTION_KEYS`) -> weight; each
+            sample's caption is drawn from its stored levels by these weights (None: the full caption).
 
     Returns:
         a `ShardLoader`; iterate it for batches. Wearable batch: ``sensor`` (B,T,C) float32
@@ -694,11 +743,7 @@ def make_loader(
     urls = [location.url(s["name"]) for s in shards]
     if not urls:
         raise ValueError(f"{location.source}: split {split!r} has no shards")
-    if not resampled and len(urls) < world_size:
-        raise ValueError(
-            f"{location.source}: split {split!r} has {len(urls)} shards, fewer than world_size {world_size}: "
-            "write smaller shards (--max-count) or use resampled=True"
-        )
+    stride = not resampled and len(urls) < world_size  # fewer shards than ranks: split samples
     if text_len is None:
         text_len = int(manifest.get("text_len") or 64)
     if isinstance(text_len, bool) or not isinstance(text_len, int) or text_len < 2:
@@ -714,7 +759,7 @@ def make_loader(
     requested_workers = num_workers
     if not resampled:
         # a worker without shards would only add start-up time (every rank caps the same way)
-        num_workers = min(num_workers, len(urls[rank::world_size]))
+        num_workers = min(num_workers, len(urls) if stride else len(urls[rank::world_size]))
     stats = _WorkerStats()
     src = _ShardSource(urls, rank=rank, world_size=world_size, seed=seed, shuffle=shuffle, resampled=resampled,
                        stats=stats, strict=strict)
@@ -723,11 +768,13 @@ def make_loader(
     pipeline = wds.DataPipeline(
         src,
         wds.tarfile_to_samples(handler=handler),
+        _RankStride(rank, world_size) if stride else None,
         _RawSampleSeen(stats) if resampled else None,
         _SampleShuffle(shuffle_buffer, seed, rank, src) if shuffle and shuffle_buffer > 0 else None,
         _Decoder(manifest, stats, strict,
                  max_bad_streak=max(1000, 3 * manifest["splits"][split]["num_samples"]) if resampled else 0,
-                 shard_names=dict(zip(urls, (s["name"] for s in shards)))),
+                 shard_names=dict(zip(urls, (s["name"] for s in shards))), caption_mix=caption_mix, seed=seed,
+                 rank=rank),
         _Batcher(manifest["kind"], batch_size, drop_last, stats, tok, text_len),
     )
     if pin_memory is None:

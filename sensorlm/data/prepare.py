@@ -45,6 +45,12 @@ def _generate_parquet(kind: str, preset: str, seed: int, out: Path, log: Callabl
     if kind == "wearable":
         from sensorlm.data import synthetic_wearable as sw
 
+        from sensorlm.data.captions import activity_prompt
+
+        # the generator's own zero-shot prompts, worded like its captions; it is one client of
+        # the data layer, which knows no activity vocabulary of its own
+        gen_meta.update(prompts={a: activity_prompt(a) for a in sw.ACTIVITIES},
+                        step_minutes=sw.get_wearable_preset(preset).resolution_min)
         write_parquet(sw.generate_wearable(preset, seed=seed), path, "wearable", extra_metadata=gen_meta)
     else:
         from sensorlm.data import synthetic_sst as ss
@@ -112,6 +118,7 @@ def prepare_dataset(
                 f"{src.path}: shapes {src.info.shapes()} or channels differ from {sources[0].path} ({info.shapes()})"
             )
     extra: dict[str, Any] = {"sources": [p.name for p in paths], "generator": generator}
+    extra.update({k: v for k, v in info.extra.items() if k != "generator"})
     if kind == "wearable":
         vocab = vocab_size or defaults.get("vocab_size") or DEFAULT_VOCAB
         tok = train_tokenizer((c for s in sources for c in s.captions("train")), vocab)

@@ -16,14 +16,19 @@ split              string                                 ``train``, ``val`` or 
 sensor             list<float32> or list<float16>         T*C values, minute-major ((T, C) flattened),
                                                           0 where the minute is missing, all finite
 missing            list<uint8> or list<bool>  (optional)  T flags, 1 = minute missing (default: none)
-caption            string                                 the day's caption, non-empty
-primary_activity   string                                 label of the day's main activity
+caption            string                     (optional)  the day's caption; missing or empty: generated
+                                                          from the data (`sensorlm.data.captioner`)
+primary_activity   string                                 label of the day's main activity ("" = none)
 activities         string (JSON list)         (optional)  ``[{"label", "start_min", "end_min"}, ...]``
 meta               string (JSON object)       (optional)  extra metadata copied to the sample's json
 =================  =====================================  ===========================================
 
 Schema metadata: ``sensorlm.seq_len`` = T, ``sensorlm.channels`` = JSON ``[[name, unit], ...]``
-(C entries), optionally ``sensorlm.activities`` = JSON list of labels (class order for ``label``).
+(C entries), optionally ``sensorlm.activities`` = JSON list of labels (class order for ``label``),
+``sensorlm.channel_kinds`` = JSON ``{name: kind}`` (default: inferred from name and unit),
+``sensorlm.step_minutes`` (grid step; default 1440 / T), ``sensorlm.prompt_template`` (default
+``A day with {label}.``) and ``sensorlm.prompts`` = JSON ``{label: prompt}``; the last four steer the
+generated captions and the zero-shot prompts, and are copied to the manifest.
 
 SST (one row per sample; schema metadata ``sensorlm.kind = "sst"``), D = months x 32 day slots:
 
@@ -115,7 +120,7 @@ WEARABLE_COLUMNS = (
     _Col("split", "string"),
     _Col("sensor", "list", _SENSOR_FLOATS, shape="TC"),
     _Col("missing", "list", _FLAGS, required=False, shape="T"),
-    _Col("caption", "string"),
+    _Col("caption", "string", required=False),
     _Col("primary_activity", "string"),
     _Col("activities", "string", required=False),
     _Col("meta", "string", required=False),
@@ -136,6 +141,8 @@ SST_COLUMNS = (
 )
 
 COLUMNS = {"wearable": WEARABLE_COLUMNS, "sst": SST_COLUMNS}
+# JSON schema metadata carried into `DatasetInfo.extra` and from there into the manifest
+EXTRA_METADATA = ("generator", "channel_kinds", "step_minutes", "prompt_template", "prompts", "import")
 
 # metadata keys
 _M = "sensorlm."
@@ -325,7 +332,7 @@ def validate_schema(schema: pa.Schema, kind: str, path: str = "<table>") -> Data
     extra = {}
     for key, value in meta.items():
         k = key.decode(errors="replace")
-        if k.startswith(_M) and k[len(_M) :] in ("generator",):
+        if k.startswith(_M) and k[len(_M) :] in EXTRA_METADATA:
             extra[k[len(_M) :]] = _meta_json(meta, k[len(_M) :], path, required=True)
     if kind == "wearable":
         channels = _meta_json(meta, "channels", path, required=True)
@@ -408,12 +415,34 @@ class ParquetSource:
         """Stream the caption column (wearable), optionally of one split only."""
         if self.kind != "wearable":
             raise ValueError("captions() is only defined for the wearable dataset")
+        if not self._all_captioned():
+            yield from (s.text for s in self if split is None or s.split == split)
+            return
         for batch in self._file.iter_batches(batch_size=1024, columns=["caption", "split"]):
             caps = batch.column(0).to_pylist()
             splits = batch.column(1).to_pylist()
             for cap, sp in zip(caps, splits):
                 if cap and (split is None or sp == split):
                     yield cap
+
+    def _all_captioned(self) -> bool:
+        if "caption" not in self._columns:
+            return False
+        col = self._file.read(columns=["caption"]).column(0)
+        return not (col.null_count or pc.any(pc.equal(pc.utf8_trim_whitespace(col), "")).as_py())
+
+    def _caption(self, sensor: np.ndarray, missing: np.ndarray, activities: list, label: str):
+        """Captions computed from the row's data (for rows without one), at every level."""
+        from sensorlm.data.captioner import DEFAULT_PROMPT_TEMPLATE, ChannelInfo, caption_window
+        from sensorlm.data.device_import import infer_kind
+
+        extra = self.info.extra
+        kinds = extra.get("channel_kinds") or {}
+        channels = [ChannelInfo(n, u, kinds.get(n) or infer_kind(n, u)) for n, u in self.info.channels]
+        step = float(extra.get("step_minutes") or 1440 / self.info.seq_len)
+        return caption_window(sensor, missing.astype(bool), channels, step_min=step, labels=activities,
+                              main_label=label or None,
+                              prompt_template=extra.get("prompt_template") or DEFAULT_PROMPT_TEMPLATE)
 
     def __iter__(self) -> Iterator[ShardSample]:
         specs = {c.name: c for c in COLUMNS[self.kind]}
@@ -487,11 +516,15 @@ class ParquetSource:
                     raise self._fail(row, key, "column 'missing' must hold 0/1 flags")
             else:
                 missing = np.zeros(t, np.uint8)
-            caption = cols["caption"][i]
-            if not caption.strip():
-                raise self._fail(row, key, "column 'caption' is empty")
+            caption = (cols["caption"][i] if "caption" in cols else None) or ""
             activities = self._json_col(cols, "activities", i, row, key, list) or []
             meta = dict(extra)
+            if not caption.strip():
+                generated = self._caption(sensor, missing, activities, cols["primary_activity"][i])
+                caption = generated.text
+                meta["captions"] = generated.levels()
+            if not caption.strip():
+                raise self._fail(row, key, "column 'caption' is empty and no caption can be computed from the row")
             meta.update(
                 key=key,
                 subject_id=cols["subject_id"][i],
@@ -610,6 +643,19 @@ def _rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
         else:
             arrays.append(pa.array(values, type=f.type))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def write_rows(rows: list[dict[str, Any]], path: str | os.PathLike, schema: pa.Schema) -> int:
+    """Write ready Parquet rows (dicts by column) under a temporary name, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        pq.write_table(_rows_to_table(rows, schema), str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(rows)
 
 
 def write_parquet(

@@ -491,16 +491,6 @@ def _report_skips(loader, split: str, notes: list[str]) -> float:
 # SensorLM
 
 
-def _prompt(activity: str) -> str:
-    from sensorlm.data.captions import activity_prompt
-
-    try:
-        return activity_prompt(activity)
-    except ValueError:
-        # A user dataset's activity outside the synthetic vocabulary: a plain prompt still names it.
-        return f"A day with {activity.replace('_', ' ')}."
-
-
 @torch.no_grad()
 def _embed_wearable(model, loader, device, max_samples: int | None, keep: int) -> dict[str, Any]:
     sensor, text, labels, raw_x, raw_m = [], [], [], [], []
@@ -557,11 +547,20 @@ def _evaluate_sensorlm(package, data, split, manifest, opts, device, notes) -> t
         raise ValueError(f"dataset {data}: split {split!r} gave {ev['n']} readable samples; need at least 2")
     metrics["eval/num_samples"] = float(ev["n"])
 
-    # Zero-shot: the class "captions" are prompts naming each activity.
-    ids, mask = package.tokenizer.encode([_prompt(a) for a in activities], text_len)
+    # Zero-shot: the class "captions" are the dataset's prompts, one per label; unlabelled samples
+    # (label -1) take part in retrieval only.
+    from sensorlm.data.captioner import manifest_prompts
+
+    ids, mask = package.tokenizer.encode(manifest_prompts(manifest, opts.get("prompt_template")), text_len)
     with torch.no_grad():
         class_emb = model.encode_text(torch.as_tensor(ids, device=device), torch.as_tensor(mask, device=device))
     class_emb = class_emb.float().cpu().numpy()
+    sensor_all, labels_all = ev["sensor"], ev["labels"]
+    labelled = labels_all >= 0
+    if not labelled.any():
+        raise ValueError(f"dataset {data}: split {split!r} has no labelled sample for zero-shot classification")
+    metrics["eval/num_labelled_samples"] = float(labelled.sum())
+    ev = {**ev, "sensor": sensor_all[labelled], "labels": labels_all[labelled], "n": int(labelled.sum())}
     zs = zero_shot_classification(ev["sensor"], class_emb, ev["labels"], activities)
     metrics["zero_shot/accuracy"] = zs["accuracy"]
     metrics["zero_shot/macro_f1"] = zs["macro_f1"]
@@ -570,7 +569,7 @@ def _evaluate_sensorlm(package, data, split, manifest, opts, device, notes) -> t
             metrics[f"zero_shot/per_class/{name}/{k}"] = float(v)
 
     if ev["text"] is not None:
-        for k, v in bidirectional_retrieval(ev["sensor"], ev["text"], ("sensor", "text"), opts["ks"]).items():
+        for k, v in bidirectional_retrieval(sensor_all, ev["text"], ("sensor", "text"), opts["ks"]).items():
             metrics[f"retrieval/{k}"] = v
 
     if opts["shots"]:
@@ -579,6 +578,9 @@ def _evaluate_sensorlm(package, data, split, manifest, opts, device, notes) -> t
         else:
             tr_loader = _loader(data, "train", manifest, opts["batch_size"], **kw)
             tr = _embed_wearable(model, tr_loader, device, opts["max_train"], keep=0)
+            if tr["n"]:
+                keep = tr["labels"] >= 0
+                tr = {**tr, "sensor": tr["sensor"][keep], "labels": tr["labels"][keep], "n": int(keep.sum())}
             metrics["probe/num_train_samples"] = float(tr["n"])
             n_classes = len(np.unique(tr["labels"])) if tr["n"] else 0
             if n_classes < 2:

@@ -36,6 +36,12 @@ class DataSection:
         shuffle_buffer: samples held in the shuffle buffer.
         strict: raise on the first bad sample instead of skipping and counting it.
         val_batches: validation batches per rank at each evaluation (0 = the whole split).
+        caption_mix: caption key -> weight (keys: `sensorlm.data.captioner.CAPTION_KEYS`, e.g.
+            ``{all: 0.5, high_summary: 0.25, low_middle: 0.25}``): each training sample's caption
+            is drawn from its stored levels by these weights; empty = the full caption. Validation
+            always uses the full caption.
+        prompt_template: zero-shot prompt for every label, ``{label}`` placeholder (None: the
+            dataset's own prompts, else ``A day with {label}.``).
     """
 
     path: str = "data/wearable_tiny"
@@ -45,8 +51,21 @@ class DataSection:
     strict: bool = False
     val_batches: int = 0
     seed: int = 0
+    caption_mix: dict[str, float] = field(default_factory=dict)
+    prompt_template: str | None = None
 
     def __post_init__(self):
+        from sensorlm.data.captioner import CAPTION_KEYS
+
+        for key, weight in self.caption_mix.items():
+            if key not in CAPTION_KEYS:
+                raise ConfigError(f"data.caption_mix: unknown caption key {key!r} (known: {', '.join(CAPTION_KEYS)})")
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+                raise ConfigError(f"data.caption_mix.{key} must be a weight >= 0, got {weight!r}")
+        if self.caption_mix and not sum(self.caption_mix.values()) > 0:
+            raise ConfigError("data.caption_mix: the weights sum to 0")
+        if self.prompt_template is not None and "{label}" not in self.prompt_template:
+            raise ConfigError(f"data.prompt_template {self.prompt_template!r} has no {{label}} placeholder")
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if self.shuffle_buffer < 0:
@@ -240,8 +259,8 @@ def load_train_config(config: str, overrides: list[str] | None = None) -> TrainC
         raise ConfigError(f"config {config!r} is neither a YAML file nor a known preset ({', '.join(known)})")
     data = to_dict(TrainConfig())
     base = load_yaml(path)
-    deep_update(data, base, str(path))
-    data = merge_overrides(data, list(overrides or []), free_sections=("model.overrides",))
+    deep_update(data, base, str(path), leaf_keys=("overrides", "caption_mix"))
+    data = merge_overrides(data, list(overrides or []), free_sections=("model.overrides", "data.caption_mix"))
     cfg = from_dict(TrainConfig, data)
     _validate_model(cfg)
     return cfg

@@ -82,7 +82,10 @@ def _build_task(cfg: TrainConfig, run: dict[str, Any], device: torch.device, mod
         from sensorlm.data.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(run["tokenizer_path"])
-        return SensorLMTask(manifest["activities"], tokenizer, model_cfg.text.context_len, device)
+        from sensorlm.data.captioner import manifest_prompts
+
+        prompts = manifest_prompts(manifest, cfg.data.prompt_template)
+        return SensorLMTask(manifest["activities"], prompts, tokenizer, model_cfg.text.context_len, device)
     return SSTTask(manifest["stats"]["sst"]["std"], model_cfg.months, device)
 
 
@@ -105,6 +108,7 @@ def _loader(cfg: TrainConfig, run: dict, split: str, rank: int, world: int, seed
         text_len=text_len,
         strict=cfg.data.strict,
         manifest=run["manifest"],
+        caption_mix=cfg.data.caption_mix if train else None,
     )
 
 

@@ -34,12 +34,16 @@ def input_dtype(engine) -> torch.dtype | None:
 
 
 class SensorLMTask:
-    """SigLIP training of the dual encoder; validation = loss + zero-shot activity accuracy."""
+    """SigLIP training of the dual encoder; validation = loss + zero-shot accuracy over the dataset's
+    labels (one prompt per label; unlabelled samples, label -1, count for the loss only)."""
 
     name = "sensorlm"
 
-    def __init__(self, activities: list[str], tokenizer, text_len: int, device: torch.device):
+    def __init__(self, activities: list[str], prompts: list[str], tokenizer, text_len: int, device: torch.device):
+        if len(prompts) != len(activities):
+            raise ValueError(f"{len(prompts)} prompts for {len(activities)} labels")
         self.activities = list(activities)
+        self._prompts = list(prompts)
         self.tokenizer = tokenizer
         self.text_len = text_len
         self.device = device
@@ -51,34 +55,42 @@ class SensorLMTask:
         return loss, {"temperature": out["t_prime"].detach().float().exp(), "bias": out["bias"].detach().float()}
 
     def prompts(self) -> list[str]:
-        from sensorlm.data.captions import activity_prompt
-
-        return [activity_prompt(a) for a in self.activities]
+        return list(self._prompts)
 
     @torch.no_grad()
     def evaluate(self, engine, batches: Iterable[dict]) -> dict[str, float]:
-        ids, mask = self.tokenizer.encode(self.prompts(), self.text_len)
-        ids = torch.as_tensor(ids, device=self.device)
-        mask = torch.as_tensor(mask, device=self.device)
+        if self._prompts:
+            ids, mask = self.tokenizer.encode(self.prompts(), self.text_len)
+            ids = torch.as_tensor(ids, device=self.device)
+            mask = torch.as_tensor(mask, device=self.device)
         # Through the engine's forward (not module.encode_text) so ZeRO-3 gathers the weights:
         # a dummy sensor batch rides along with the prompts.
         class_emb = None
-        sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss*n, correct, n
+        sums = torch.zeros(4, device=self.device, dtype=torch.float64)  # loss*n, correct, n, labelled
         for batch in batches:
             b = _to(batch, self.device, input_dtype(engine), ("sensor",))
             out = engine(b["sensor"], b["input_ids"], b["attention_mask"], b.get("missing"), validate=False)
-            if class_emb is None:
+            if class_emb is None and self._prompts:
                 k = ids.shape[0]
                 sensor = b["sensor"][:1].expand(k, -1, -1)
                 class_emb = engine(sensor, ids, mask, validate=False)["text_emb"].float()
             n = out["sensor_emb"].shape[0]
             # Local loss: ranks' last validation batches may differ in size, so no all-gather here.
             loss = siglip_loss(out["sensor_emb"].float(), out["text_emb"].float(), out["t_prime"], out["bias"])
-            pred = (out["sensor_emb"].float() @ class_emb.T).argmax(dim=1)
-            sums += torch.stack([loss.double() * n, (pred == b["label"]).sum().double(), torch.tensor(n, device=self.device, dtype=torch.float64)])
+            labelled = b["label"] >= 0
+            if class_emb is not None:
+                pred = (out["sensor_emb"].float() @ class_emb.T).argmax(dim=1)
+                correct = ((pred == b["label"]) & labelled).sum().double()
+            else:
+                correct = torch.zeros((), device=self.device, dtype=torch.float64)
+            sums += torch.stack([loss.double() * n, correct, torch.tensor(n, device=self.device, dtype=torch.float64),
+                                 labelled.sum().double()])
         all_reduce_sum(sums)
         n = max(sums[2].item(), 1.0)
-        return {"val/loss": sums[0].item() / n, "val/zero_shot_acc": sums[1].item() / n, "val/samples": sums[2].item()}
+        out = {"val/loss": sums[0].item() / n, "val/samples": sums[2].item(), "val/labelled_samples": sums[3].item()}
+        if self.activities and sums[3].item() > 0:
+            out["val/zero_shot_acc"] = sums[1].item() / sums[3].item()
+        return out
 
 
 class SSTTask:

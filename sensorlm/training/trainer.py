@@ -17,6 +17,7 @@ from typing import Any
 from sensorlm.config import to_dict
 from sensorlm.training.config import TrainConfig
 from sensorlm.training.deepspeed_config import build_deepspeed_config
+from sensorlm.training.model_from_data import fit_model_to_data
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -195,6 +196,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     run_name = cfg.name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     dataset = prepare_dataset(cfg)
     manifest = _read_manifest(dataset)
+    cfg = fit_model_to_data(cfg, manifest, f"{dataset}/manifest.json")
     ds_config = build_deepspeed_config(cfg, cfg.scaling.num_workers)
 
     uri, run_id = open_mlflow_run(cfg, run_name, ds_config, manifest, dataset)

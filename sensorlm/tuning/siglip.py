@@ -106,12 +106,14 @@ class SensorLMSweep(SweepTask):
     def prepare(self, sweep_dir: Path, tracking_uri: str) -> dict[str, Any]:
         from sensorlm.data.shards import read_manifest
         from sensorlm.tracking.mlflow_utils import sha256_file
+        from sensorlm.training.model_from_data import fit_model_to_data
         from sensorlm.training.trainer import prepare_dataset
 
         dataset = prepare_dataset(self.base)
         if isinstance(dataset, str):
             raise ConfigError(f"data.path {dataset!r}: a sweep needs a local dataset directory (its manifest is hashed)")
         self.manifest = read_manifest(str(dataset))
+        self.base = fit_model_to_data(self.base, self.manifest, f"{dataset}/manifest.json")
         self.manifest_sha256 = sha256_file(Path(dataset) / "manifest.json")
         data = to_dict(self.base)
         data["name"] = None

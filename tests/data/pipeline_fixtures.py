@@ -41,6 +41,15 @@ def write_wearable(out, n: int = 32, max_count: int = 4, val_every: int = 0, **k
                         activities=ACTS, extra=extra, **kw)
 
 
+def write_wearable_samples(out, samples, max_count: int = 64):
+    """Given samples (e.g. edited `wearable_samples`) as shards + tokenizer in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    tok = train_tokenizer((s.text for s in samples), 200, min_frequency=1)
+    tok.save(out / TOKENIZER_FILE)
+    extra = {"tokenizer": TOKENIZER_FILE, "vocab_size": tok.vocab_size, "text_len": 16}
+    return write_shards(iter(samples), out, wearable_info(), max_count=max_count, activities=ACTS, extra=extra)
+
+
 def sst_info() -> DatasetInfo:
     return DatasetInfo(kind="sst", days=SST_D, height=SST_H, width=SST_W)
 

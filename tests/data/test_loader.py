@@ -184,8 +184,63 @@ def test_bad_arguments_named(wearable_dir):
         make_loader(wearable_dir, "train", 0)
     with pytest.raises(ValueError, match="rank 2 must be < world_size 2"):
         make_loader(wearable_dir, "train", 4, rank=2, world_size=2)
-    with pytest.raises(ValueError, match="8 shards, fewer than world_size 9"):
-        make_loader(wearable_dir, "train", 4, rank=0, world_size=9)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_fewer_shards_than_ranks_splits_samples(tmp_path, num_workers):
+    """One validation shard (or two), three ranks: every rank gets a disjoint share, together all,
+    and `len` says what each rank yields (validation used to fail here)."""
+    d = tmp_path / "ds"
+    write_wearable(d, n=20, max_count=12, val_every=2)  # val: 10 samples in 1 shard
+    world = 3
+    per_rank, lens = [], []
+    for rank in range(world):
+        loader = make_loader(d, "val", 2, rank=rank, world_size=world, shuffle=False, num_workers=num_workers,
+                             equalize=False)
+        per_rank.append(_keys(loader))
+        lens.append(len(loader))
+    flat = [k for keys in per_rank for k in keys]
+    assert len(flat) == len(set(flat)) == 10
+    assert sorted(len(k) for k in per_rank) == [3, 3, 4]
+    assert lens == [2, 2, 2]  # 4, 3 and 3 samples in batches of 2
+
+
+def test_unlabelled_samples_get_label_minus_one(tmp_path):
+    d = tmp_path / "ds"
+    samples = list(wearable_samples(8))
+    for s in samples[:3]:
+        s.meta["primary_activity"] = ""
+    samples[3].meta["primary_activity"] = "unknown_sport"
+    _fx.write_wearable_samples(d, samples)
+    loader = make_loader(d, "train", 8, shuffle=False, num_workers=0)
+    batch = next(iter(loader))
+    assert batch["label"][:3].tolist() == [-1, -1, -1]
+    # a label the listed ones lack is appended to the manifest's labels, not dropped
+    assert loader.manifest["activities"] == ACTS + ["unknown_sport"]
+    assert batch["label"][3:].tolist() == [4] + [ACTS.index(s.meta["primary_activity"]) for s in samples[4:]]
+    assert loader.report.total == 0
+
+
+def test_caption_mix_draws_stored_levels(tmp_path):
+    from sensorlm.data.captioner import compose
+
+    d = tmp_path / "ds"
+    samples = list(wearable_samples(16))
+    levels = {"low": "LOW numbers.", "middle": "MIDDLE shapes.", "high_summary": "HIGH label.",
+              "high_all": "HIGH label. More."}
+    for s in samples:
+        s.meta["captions"] = levels
+    _fx.write_wearable_samples(d, samples)
+    mixed = make_loader(d, "train", 16, shuffle=False, num_workers=0, seed=3,
+                        caption_mix={"low": 1, "high_summary": 1, "all": 2})
+    got = next(iter(mixed))["caption"]
+    allowed = {compose(levels, k).lower() for k in ("low", "high_summary", "all")}
+    assert set(c.lower() for c in got) <= allowed and len(set(got)) == 3
+    plain = next(iter(make_loader(d, "train", 16, shuffle=False, num_workers=0)))["caption"]
+    assert plain == [s.text for s in samples]  # no mix: the full caption as written
+    again = next(iter(make_loader(d, "train", 16, shuffle=False, num_workers=0, seed=3,
+                                  caption_mix={"low": 1, "high_summary": 1, "all": 2})))["caption"]
+    assert again == got  # same seed, same draws
 
 
 # ------------------------------------------------------------------------------------------- bad data

@@ -81,9 +81,30 @@ def test_user_file_with_schema_for(tmp_path):
 
 def test_missing_column_named(tmp_path):
     schema, cols = _user_table()
-    schema = schema.remove(schema.get_field_index("caption"))
-    with pytest.raises(SchemaError, match=r"u.parquet: required column 'caption' is missing"):
+    schema = schema.remove(schema.get_field_index("split"))
+    with pytest.raises(SchemaError, match=r"u.parquet: required column 'split' is missing"):
         ParquetSource(_write(tmp_path, schema, cols), "wearable")
+
+
+@pytest.mark.parametrize("how", ["no column", "null", "empty"])
+def test_missing_captions_are_generated_from_the_data(tmp_path, how):
+    """The caption column is optional: a row without one gets captions computed from its data, at
+    every level (kept in the sample's metadata); rows with a caption keep theirs as written."""
+    schema, cols = _user_table()
+    if how == "no column":
+        schema = schema.remove(schema.get_field_index("caption"))
+    else:
+        schema = pa.schema([f.with_nullable(True) for f in schema], metadata=schema.metadata)
+        cols["caption"] = [None if how == "null" else " ", "walked a lot", "walked a lot"]
+    src = ParquetSource(_write(tmp_path, schema, cols), "wearable")
+    samples = list(src)
+    generated = samples[0]
+    assert set(generated.meta["captions"]) == {"low", "middle", "high_summary", "high_all"}
+    assert generated.meta["captions"]["high_summary"] == "A day with walk."  # default template, main label
+    assert generated.text.startswith("A day with walk.") and "C0: mean" in generated.text
+    if how != "no column":
+        assert samples[1].text == "walked a lot" and "captions" not in samples[1].meta
+    assert list(src.captions("train"))[0] == generated.text  # the tokenizer sees generated captions too
 
 
 def test_wrong_dtype_named(tmp_path):
@@ -119,8 +140,6 @@ def test_missing_metadata_named(tmp_path):
 @pytest.mark.parametrize(
     "column,value,message",
     [
-        ("caption", None, r"row 0 \(key u0_d0\): column 'caption' is null"),
-        ("caption", "  ", r"row 0 \(key u0_d0\): column 'caption' is empty"),
         ("split", "holdout", r"column 'split' = 'holdout', expected one of"),
         ("key", "u0.d0", r"column 'key' may hold only letters"),
         ("activities", "[not json", r"column 'activities' is not valid JSON"),

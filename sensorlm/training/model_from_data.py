@@ -1,0 +1,118 @@
+"""The data decides the model's input: shape and vocabulary read from the manifest on the driver.
+
+A preset names an architecture (widths, depths, patch size); the dataset says what goes in. Before
+Ray starts, `fit_model_to_data` sets the sensor tower's ``input_len`` and ``num_channels`` from the
+manifest's ``sample_shape``, picks a patch that divides the new shape (`fit_patch`), and widens the
+text vocabulary to the tokenizer's. A field the user set explicitly in ``model.overrides`` is kept,
+and if it contradicts the data the run stops with one line naming both values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from sensorlm.config import ConfigError, to_dict
+from sensorlm.training.config import TrainConfig
+
+
+def _largest_divisor_at_most(n: int, limit: int) -> int:
+    return max(d for d in range(1, max(1, min(n, limit)) + 1) if n % d == 0)
+
+
+def fit_patch(patch: tuple[int, int], preset_shape: tuple[int, int], shape: tuple[int, int]) -> tuple[int, int]:
+    """A patch for `shape` in the spirit of the preset's.
+
+    The time patch is kept if it divides the new length, else the largest divisor below it. A patch
+    spanning all of the preset's channels spans all of the data's; otherwise the channel patch is
+    kept if it divides the channel count, else the largest divisor below it.
+
+    Args:
+        patch: the preset's (time, channels) patch.
+        preset_shape: the preset's (input_len, num_channels).
+        shape: the data's (input_len, num_channels).
+    """
+    (pt, pc), (_, c0), (t, c) = patch, preset_shape, shape
+    pt = pt if t % pt == 0 else _largest_divisor_at_most(t, pt)
+    pc = c if pc == c0 else (pc if c % pc == 0 else _largest_divisor_at_most(c, pc))
+    return pt, pc
+
+
+def _fit_tower(named: Mapping[str, Any], current, shape: tuple[int, int], patch_field: str, where: str,
+               origin: str) -> dict[str, Any]:
+    """Override dict that puts `current` (a tower config) on `shape`, respecting fields in `named`."""
+    data_values = {"input_len": shape[0], "num_channels": shape[1]}
+    for name, value in data_values.items():
+        if name in named and named[name] != value:
+            raise ConfigError(
+                f"{where}.{name}={named[name]} but the data has {name} {value} ({origin}); drop the override "
+                "or use matching data"
+            )
+    fit: dict[str, Any] = {k: v for k, v in data_values.items() if getattr(current, k) != v}
+    preset_shape = (current.input_len, current.num_channels)
+    patch = tuple(getattr(current, patch_field))
+    if patch_field in named:
+        if shape[0] % patch[0] or shape[1] % patch[1]:
+            raise ConfigError(f"{where}.{patch_field}={list(patch)} does not divide the data's shape {shape} ({origin})")
+    else:
+        new = fit_patch(patch, preset_shape, shape)
+        if new != patch:
+            fit[patch_field] = new
+    return fit
+
+
+def fit_model_to_data(cfg: TrainConfig, manifest: Mapping[str, Any], origin: str = "manifest",
+                      log=print) -> TrainConfig:
+    """`cfg` with the model's input shape and vocabulary taken from the dataset's manifest.
+
+    Args:
+        cfg: the validated run config.
+        manifest: the dataset's manifest.
+        origin: where the manifest came from, for messages.
+        log: printer of the one line that says what changed (None: silent).
+
+    Raises:
+        ConfigError naming the override and the data's value when they disagree.
+    """
+    from sensorlm.models import model_config
+
+    if cfg.task != "sensorlm":
+        return cfg
+    shape_list = (manifest.get("sample_shape") or {}).get("sensor")
+    if not shape_list or len(shape_list) != 2:
+        raise ConfigError(f"{origin}: sample_shape has no 2-D 'sensor' entry; is this a wearable dataset?")
+    shape = (int(shape_list[0]), int(shape_list[1]))
+    origin = f"{origin}: sensor {shape[0]}x{shape[1]}"
+    overrides = to_dict(cfg.model.overrides)
+    current = model_config(cfg.model.preset, **overrides)
+    fit: dict[str, Any] = {}
+    sensor = _fit_tower(overrides.get("sensor") or {}, current.sensor, shape, "patch", "model.overrides.sensor", origin)
+    if sensor:
+        fit["sensor"] = sensor
+    if current.sensor_tower == "hvt" and current.hvt is not None:
+        hvt = _fit_tower(overrides.get("hvt") or {}, current.hvt, shape, "patch_size", "model.overrides.hvt", origin)
+        if hvt:
+            fit["hvt"] = hvt
+    vocab = manifest.get("vocab_size")
+    if vocab and int(vocab) > current.text.vocab_size:
+        named = (overrides.get("text") or {}).get("vocab_size")
+        if named is not None:
+            raise ConfigError(
+                f"model.overrides.text.vocab_size={named} is smaller than the dataset tokenizer's {vocab} ids ({origin})"
+            )
+        fit["text"] = {"vocab_size": int(vocab)}
+    if not fit:
+        return cfg
+    merged = dict(overrides)
+    for section, fields in fit.items():
+        merged[section] = {**(merged.get(section) or {}), **fields}
+    try:
+        new_model = model_config(cfg.model.preset, **merged)
+    except ConfigError as e:
+        raise ConfigError(f"model {cfg.model.preset!r} on this data ({origin}): {e}") from None
+    if log:
+        s = new_model.sensor
+        log(f"[sensorlm] model input follows the data: {cfg.model.preset} sensor ({s.input_len}, {s.num_channels}) "
+            f"patch {tuple(s.patch)}, text vocab {new_model.text.vocab_size} "
+            f"(preset: ({current.sensor.input_len}, {current.sensor.num_channels}) patch {tuple(current.sensor.patch)})")
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, overrides=merged))
