@@ -86,3 +86,17 @@ def test_load_yaml_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match="top level must be a mapping, got list"):
         load_yaml(listed)
     assert bad.read_text() == "steps: [1, 2\n"
+
+
+def test_caption_mix_and_prompt_template_checked():
+    from sensorlm.training.config import load_train_config
+
+    cfg = load_train_config("sensorlm_tiny", ["data.caption_mix={all: 2, high_summary: 1}",
+                                              "data.caption_mix.low_middle=1"])
+    assert cfg.data.caption_mix == {"all": 2, "high_summary": 1, "low_middle": 1}
+    with pytest.raises(ConfigError, match="data.caption_mix: unknown caption key 'everything'"):
+        load_train_config("sensorlm_tiny", ["data.caption_mix={everything: 1}"])
+    with pytest.raises(ConfigError, match="data.caption_mix.low must be a weight >= 0"):
+        load_train_config("sensorlm_tiny", ["data.caption_mix.low=-1"])
+    with pytest.raises(ConfigError, match="has no {label} placeholder"):
+        load_train_config("sensorlm_tiny", ["data.prompt_template=A day."])

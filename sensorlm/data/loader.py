@@ -227,6 +227,7 @@ class _ShardSource(IterableDataset):
         self.seed, self.shuffle, self.resampled = seed, shuffle, resampled
         self.stats, self.strict = stats, strict
         self.epoch = 0
+        self.split_samples = False  # set by make_loader: `_RankStride` splits samples, not shards
 
     def _mark(self, url: str) -> dict[str, str]:
         if self.resampled and self.stats.shards_since_good > max(20, 3 * len(self.urls)):
@@ -243,7 +244,7 @@ class _ShardSource(IterableDataset):
         """The shards of this rank in the current epoch. A resampled stream draws from them too, so
         ranks (and nodes) never read the same shard. With fewer shards than ranks every rank reads
         them all: a resampled stream draws from all, an epoch keeps every world_size-th sample."""
-        if len(self.urls) < self.world_size:  # every rank reads all; `_RankStride` splits samples
+        if self.split_samples or len(self.urls) < self.world_size:  # every rank reads all shards
             return list(self.urls)
         return _assign_shards(
             self.urls, epoch=self.epoch, seed=self.seed, shuffle=self.shuffle, rank=self.rank,
@@ -604,7 +605,7 @@ class ShardLoader:
             raise TypeError("a resampled loader has no natural epoch length; set batches_per_epoch")
         epoch = self.epoch if epoch is None else epoch
         counts = []
-        if len(self.urls) < self.world_size:
+        if self._source.split_samples:
             return [self._stride_batches(rank) for rank in range(self.world_size)]
         for rank in range(self.world_size):
             mine = _assign_shards(
@@ -683,6 +684,7 @@ def make_loader(
     prefetch_factor: int = 2,
     manifest: dict[str, Any] | None = None,
     caption_mix: dict[str, float] | None = None,
+    split_samples: bool = False,
 ) -> ShardLoader:
     """Build the streaming loader of one split for one rank.
 
@@ -713,6 +715,9 @@ def make_loader(
         manifest: use this manifest instead of reading the dataset's.
         caption_mix: wearable: caption key (`sensorlm.data.captioner.CAPTION_KEYS`) -> weight; each
             sample's caption is drawn from its stored levels by these weights (None: the full caption).
+        split_samples: split by sample instead of by shard (every rank reads every shard): ranks get
+            equal shares of a split with few or uneven shards, as validation wants; automatic when
+            there are fewer shards than ranks. Not with ``resampled``.
 
     Returns:
         a `ShardLoader`; iterate it for batches. Wearable batch: ``sensor`` (B,T,C) float32
@@ -743,7 +748,8 @@ def make_loader(
     urls = [location.url(s["name"]) for s in shards]
     if not urls:
         raise ValueError(f"{location.source}: split {split!r} has no shards")
-    stride = not resampled and len(urls) < world_size  # fewer shards than ranks: split samples
+    # fewer shards than ranks (or asked): every rank reads every shard and keeps its share of samples
+    stride = not resampled and (split_samples or len(urls) < world_size)
     if text_len is None:
         text_len = int(manifest.get("text_len") or 64)
     if isinstance(text_len, bool) or not isinstance(text_len, int) or text_len < 2:
@@ -763,6 +769,7 @@ def make_loader(
     stats = _WorkerStats()
     src = _ShardSource(urls, rank=rank, world_size=world_size, seed=seed, shuffle=shuffle, resampled=resampled,
                        stats=stats, strict=strict)
+    src.split_samples = stride
     src.epoch = int(epoch)
     handler = _ShardErrorHandler(stats, strict)
     pipeline = wds.DataPipeline(

@@ -109,6 +109,7 @@ def _loader(cfg: TrainConfig, run: dict, split: str, rank: int, world: int, seed
         strict=cfg.data.strict,
         manifest=run["manifest"],
         caption_mix=cfg.data.caption_mix if train else None,
+        split_samples=not train,  # validation: equal shares per rank even from one or uneven shards
     )
 
 

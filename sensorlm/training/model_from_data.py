@@ -78,6 +78,11 @@ def fit_model_to_data(cfg: TrainConfig, manifest: Mapping[str, Any], origin: str
 
     if cfg.task != "sensorlm":
         return cfg
+    if not manifest.get("activities") and cfg.checkpoint.best_metric == "val/zero_shot_acc":
+        raise ConfigError(
+            f"{origin}: the dataset has no labels, so val/zero_shot_acc is never reported; set "
+            "checkpoint.best_metric=val/loss checkpoint.best_mode=min (or import labels)"
+        )
     shape_list = (manifest.get("sample_shape") or {}).get("sensor")
     if not shape_list or len(shape_list) != 2:
         raise ConfigError(f"{origin}: sample_shape has no 2-D 'sensor' entry; is this a wearable dataset?")

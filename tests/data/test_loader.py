@@ -205,6 +205,19 @@ def test_fewer_shards_than_ranks_splits_samples(tmp_path, num_workers):
     assert lens == [2, 2, 2]  # 4, 3 and 3 samples in batches of 2
 
 
+def test_split_samples_balances_uneven_shards(tmp_path):
+    """Shards of 8 and 2 samples on 2 ranks: by shard one rank gets 8 and the other 2; by sample
+    (what training validation asks for) 5 each."""
+    d = tmp_path / "ds"
+    write_wearable(d, n=10, max_count=8)
+    by_shard = [_keys(make_loader(d, "train", 4, rank=r, world_size=2, shuffle=False, num_workers=0,
+                                  equalize=False)) for r in range(2)]
+    by_sample = [_keys(make_loader(d, "train", 4, rank=r, world_size=2, shuffle=False, num_workers=0,
+                                   split_samples=True)) for r in range(2)]
+    assert sorted(map(len, by_shard)) == [2, 8]
+    assert list(map(len, by_sample)) == [5, 5] and not set(by_sample[0]) & set(by_sample[1])
+
+
 def test_unlabelled_samples_get_label_minus_one(tmp_path):
     d = tmp_path / "ds"
     samples = list(wearable_samples(8))
