@@ -45,7 +45,7 @@ def _generate_parquet(kind: str, preset: str, seed: int, out: Path, log: Callabl
     if kind == "wearable":
         from sensorlm.data import synthetic_wearable as sw
 
-        from sensorlm.data.captions import activity_prompt
+        from sensorlm.data.synthetic_captions import activity_prompt
 
         # the generator's own zero-shot prompts, worded like its captions; it is one client of
         # the data layer, which knows no activity vocabulary of its own

@@ -15,7 +15,7 @@ recognise a day:
 
 Generation is deterministic and order-independent: the random stream of every (seed, subject, day)
 comes from its own `numpy.random.SeedSequence`, so any day can be regenerated alone. Days are
-simulated at one-minute resolution (1440 x 34), captioned from those minutes (see `captions`), then
+simulated at one-minute resolution (1440 x 34), captioned from those minutes (see `synthetic_captions`), then
 averaged into ``resolution_min``-minute bins. Activity and sleep spans are always given in minutes
 since local midnight of the day, whatever the resolution.
 """
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import numpy as np
 
 if TYPE_CHECKING:  # captions imports this module; import it lazily at run time
-    from sensorlm.data.captions import CaptionFacts
+    from sensorlm.data.synthetic_captions import CaptionFacts
 
 MINUTES_PER_DAY = 1440
 
@@ -324,7 +324,7 @@ class WearableDay:
         resolution_min: minutes per time step.
         subject_index: integer subject number.
         night: the night that ended this morning (full hypnogram, partly before midnight).
-        facts: numbers the caption states, computed from the one-minute data (see `captions`).
+        facts: numbers the caption states, computed from the one-minute data (see `synthetic_captions`).
     """
 
     subject_id: str
@@ -917,7 +917,7 @@ def generate_day(preset: str | WearablePreset, seed: int, subject_index: int, da
         subject_index: subject number in [0, preset.num_subjects).
         day: day index (any integer; the preset's days are 0..days_per_subject-1).
     """
-    from sensorlm.data.captions import make_caption  # captions imports this module
+    from sensorlm.data.synthetic_captions import make_caption  # it imports this module's vocabulary
 
     preset = get_wearable_preset(preset)
     seed, day = _check_seed(seed), _check_day(day)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from sensorlm.data.captions import activity_prompt
+from sensorlm.data.synthetic_captions import activity_prompt
 from sensorlm.data.loader import make_loader
 from sensorlm.data.prepare import prepare_synthetic
 from sensorlm.evaluation.evaluate import evaluate_model, format_metrics_table, main

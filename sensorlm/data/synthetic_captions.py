@@ -1,6 +1,9 @@
-"""Hierarchical captions of wearable days, computed from the one-minute data they describe.
+"""The SYNTHETIC generator's captions: three levels from its one-minute days and its ground truth.
 
-Three levels, as in the SensorLM paper:
+This module belongs to the generator (`synthetic_wearable`), not to the data layer: every user
+dataset is captioned by `sensorlm.data.captioner`, which knows channels only by kind. The generator
+knows more than any recording says (the workout it simulated, the night's hypnogram), as a user's
+label file would, so its semantic level states that ground truth:
 
 * statistical -- numbers over the day ("mean heart rate 71 bpm, peak 156 bpm at 07:42");
 * structural  -- shapes in time ("heart rate climbs steeply from 78 bpm at 07:10 to 150 bpm at
@@ -8,11 +11,12 @@ Three levels, as in the SensorLM paper:
 * semantic    -- what happened ("a day with running: a 35-minute morning run starting at 07:10;
   7.4 hours of sleep").
 
-Every number a caption states is also returned in `CaptionFacts`, computed from the arrays (and,
-for sleep, the night's hypnogram), so tests can check the text against the data. The generator in
-`synthetic_wearable` is SYNTHETIC; this module works on any day laid out in its `CHANNELS` order.
-Phrasing varies with the random generator passed in, so captions are not one fixed template;
-activity words come from `ACTIVITY_PHRASES` / `ACTIVITY_NOUNS` so zero-shot prompts can reuse them.
+It is a client of the captioner: clock times, runs and the stored level format
+(`captioner.levels_from_paper`, the eight caption keys) come from there. Every number a caption
+states is also returned in `CaptionFacts`, computed from the arrays (and, for sleep, the night's
+hypnogram), so tests can check the text against the data. Phrasing varies with the random
+generator passed in; activity words come from `ACTIVITY_PHRASES` / `ACTIVITY_NOUNS`, and the
+generator's zero-shot prompts (`activity_prompt`) reuse them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from sensorlm.data.captioner import clock, levels_from_paper, runs
 from sensorlm.data.synthetic_wearable import (
     ACTIVITIES,
     ACTIVITY_NOUNS,
@@ -111,11 +116,9 @@ class Caption:
     def levels(self) -> dict[str, str]:
         return {"semantic": self.semantic, "structural": self.structural, "statistical": self.statistical}
 
-
-def clock(minute: int) -> str:
-    """``HH:MM`` of a minute since midnight (negative minutes are the previous evening)."""
-    minute = int(minute) % MINUTES_PER_DAY
-    return f"{minute // 60:02d}:{minute % 60:02d}"
+    def stored_levels(self) -> dict[str, str]:
+        """The four levels the shards keep (`sensorlm.data.captioner.LEVELS`)."""
+        return levels_from_paper(self.semantic, self.structural, self.statistical)
 
 
 def time_of_day(minute: int) -> str:
@@ -139,13 +142,6 @@ def smoothed_heart_rate(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
     out = np.full(len(hr), np.nan)
     np.divide(num, den, out=out, where=den > 0)
     return out
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) runs of True."""
-    padded = np.concatenate([[False], mask, [False]]).astype(np.int8)
-    edges = np.flatnonzero(np.diff(padded))
-    return [(int(s), int(e)) for s, e in zip(edges[::2], edges[1::2])]
 
 
 def _mean(x: np.ndarray) -> float | None:
@@ -249,7 +245,7 @@ def compute_facts(values: np.ndarray, missing: np.ndarray, activities: Sequence[
         bouts=bouts, primary=primary, climb=_steepest_climb(sm),
         overnight_low_hr=float(sm[low_min]) if low_min is not None else None, overnight_low_min=low_min,
         busiest_hour=busiest, busiest_hour_steps=int(round(hourly[busiest])) if busiest is not None else 0,
-        gaps=[r for r in _runs(missing) if r[1] - r[0] >= MIN_GAP_MIN],
+        gaps=[r for r in runs(missing) if r[1] - r[0] >= MIN_GAP_MIN],
     )
     if night is not None:
         facts.sleep_hours = night.asleep_minutes / 60.0

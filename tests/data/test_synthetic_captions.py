@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sensorlm.data import captions as cap
+from sensorlm.data import synthetic_captions as cap
 from sensorlm.data import synthetic_wearable as sw
 from sensorlm.data.synthetic_wearable import CHANNEL_INDEX as CI
 
@@ -156,7 +156,7 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_activity_prompt_matches_caption_opening():
-    from sensorlm.data.captions import activity_prompt
+    from sensorlm.data.synthetic_captions import activity_prompt
     from sensorlm.data.synthetic_wearable import generate_wearable
 
     for day in list(generate_wearable("tiny", seed=0))[:8]:
