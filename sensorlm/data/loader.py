@@ -380,7 +380,7 @@ class _Decoder:
         url, key = sample.get("__url__"), sample.get("__key__")
         if self.strict:
             raise DataError(f"{url}: sample {key}: {reason}: {detail}")
-        self.stats.record(reason, url, key, detail)
+        self.stats.record(reason, self.shard_names.get(url, url), key, detail)  # the manifest's shard name
         self.stats.bad_streak += 1
 
     def __call__(self, src):

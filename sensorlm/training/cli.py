@@ -29,9 +29,16 @@ def main(argv: list[str] | None = None, default_config: str = "sensorlm_tiny", t
 
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0
-    from sensorlm.training.trainer import train
+    from sensorlm.training.trainer import RunFailed, train
 
-    result = train(cfg)
+    try:
+        result = train(cfg)
+    except ConfigError as e:  # config against the data, found once the manifest is read
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except RunFailed as e:
+        print(f"[sensorlm] run failed: {e}", file=sys.stderr)
+        return 1
     print(f"[sensorlm] done: {', '.join(f'{k}={v:.4f}' for k, v in result.metrics.items() if isinstance(v, float))}")
     if result.model_uri:
         print(f"[sensorlm] registered {result.model_uri} (MLflow run {result.run_id})")

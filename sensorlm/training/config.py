@@ -74,7 +74,12 @@ class DataSection:
 
 @dataclass
 class OptimSection:
-    """AdamW with linear warmup then cosine decay to ``lr * min_lr_ratio``."""
+    """AdamW with linear warmup then cosine decay to ``lr * min_lr_ratio``.
+
+    ``on_non_finite``: a non-finite loss or gradient norm is seen at the next log interval (no host
+    sync per step); ``stop`` ends the run FAILED naming the step, registering nothing; ``skip``
+    leaves such steps out on every rank (one small all-reduce per step) and counts them.
+    """
 
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -84,6 +89,7 @@ class OptimSection:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     grad_accum: int = 1
+    on_non_finite: Literal["stop", "skip"] = "stop"
 
     def __post_init__(self):
         if not (self.lr > 0 and math.isfinite(self.lr)):

@@ -6,6 +6,7 @@ SensorLM and SST lives in `tasks.py`.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -173,7 +174,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     samples_per_step = cfg.batch_size * cfg.optim.grad_accum * world
     loss_sum = torch.zeros((), device=device)
-    window_start, window_steps, data_time, skipped = time.perf_counter(), 0, 0.0, {}
+    # the first step whose loss was not finite (0 = none): tracked on the device, read at log time
+    first_bad_step = torch.zeros((), device=device, dtype=torch.int64)
+    skip_mode = cfg.optim.on_non_finite == "skip"
+    skipped_steps = 0
+    window_start, window_steps, data_time = time.perf_counter(), 0, 0.0
+    skips = _SkipAccount(rank)
     shards_read: set[str] = set()
     run_start, start_step = time.perf_counter(), step
     last_val: dict[str, float] = {}
@@ -184,12 +190,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             t0 = time.perf_counter()
             batch = next(train_iter)
             data_time += time.perf_counter() - t0
-            _count_skips(skipped, batch)
+            skips.add(batch.get("skipped"))
             shards_read.update(batch.get("shard") or ())
             loss, scalars = task.loss(engine, batch)
+            if skip_mode and not _finite_everywhere(loss, device):
+                # one small all-reduce and host sync per micro-step, only in skip mode: every rank
+                # must leave out the same step or the gradient all-reduce would wait forever
+                skipped_steps += 1
+                continue
             engine.backward(loss)
             engine.step()
             loss_sum += loss.detach()
+            first_bad_step = torch.where((first_bad_step == 0) & ~torch.isfinite(loss.detach()),
+                                         torch.full_like(first_bad_step, step + 1), first_bad_step)
         step += 1
         window_steps += 1
         _maybe_fail(cfg, run, step, rank)
@@ -197,15 +210,22 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if step % cfg.log_every == 0 or step == cfg.steps:
             # The only host sync of the step, once per log interval.
             elapsed = time.perf_counter() - window_start
+            grad_norm = float(engine.get_global_grad_norm() or 0.0)
+            failure = _non_finite_failure(first_bad_step, grad_norm, step, device)
+            if failure:
+                _stop_run(failure, step, rank, logger, skips, device)
+                return
             metrics = {
                 "train/loss": loss_sum.item() / (window_steps * cfg.optim.grad_accum),
                 "train/lr": scheduler.get_last_lr()[0],
-                "train/grad_norm": float(engine.get_global_grad_norm() or 0.0),
+                "train/grad_norm": grad_norm,
                 "train/samples_per_s": window_steps * samples_per_step / elapsed,
                 "train/data_wait_frac": data_time / elapsed,
                 **{f"train/{k}": float(v) for k, v in scalars.items()},
-                **{f"data/skipped_{k}": float(v) for k, v in skipped.items()},
+                **skips.totals_all_ranks(device),
             }
+            if skip_mode:
+                metrics["train/non_finite_steps_skipped"] = float(skipped_steps)
             if rank == 0:
                 rate = (step - start_step) / (time.perf_counter() - run_start)
                 print(
@@ -223,6 +243,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             val_batches = _take(_loader(cfg, run, "val", rank, world, cfg.data.seed, text_len), cfg.data.val_batches)
             last_val = task.evaluate(engine, val_batches)
             engine.train()
+            bad = sorted(k for k, v in last_val.items() if not math.isfinite(v))
+            if bad and (step == cfg.steps or not skip_mode):  # a non-finite final model is never registered
+                _stop_run(f"validation at step {step}: {', '.join(bad)} not finite", step, rank, logger, skips, device)
+                return
             if rank == 0:
                 print("[sensorlm] validation " + " ".join(f"{k} {v:.4f}" for k, v in last_val.items()), flush=True)
                 logger.log(last_val, step)
@@ -230,7 +254,88 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if step % cfg.checkpoint.every_steps == 0 or step == cfg.steps:
             _save_and_report(engine, cfg, run, step, data_seed, last_val, final=step == cfg.steps)
     _log_data_placement(logger, ctx, shards_read, device)
+    skips.log_events(logger, device)
     logger.close()
+
+
+class _SkipAccount:
+    """Skipped samples of this rank: counts by reason, and the first events with shard and key."""
+
+    MAX_EVENTS = 100
+
+    def __init__(self, rank: int):
+        self.rank = rank
+        self.counts: dict[str, float] = {}
+        self.events: list[dict] = []
+
+    def add(self, record: dict | None) -> None:
+        for reason, n in (record or {}).items():
+            if reason != "total" and isinstance(n, (int, float)):
+                self.counts[reason] = self.counts.get(reason, 0) + n
+        for ev in (record or {}).get("events", []):
+            if len(self.events) < self.MAX_EVENTS:
+                self.events.append({**ev, "rank": self.rank})
+
+    def totals_all_ranks(self, device) -> dict[str, float]:
+        """Counts since the start summed over every rank (collective: every rank calls it)."""
+        from sensorlm.training.distributed import all_gather_json
+
+        total: dict[str, float] = {}
+        for counts in all_gather_json(self.counts, device):
+            for reason, n in counts.items():
+                total[reason] = total.get(reason, 0) + n
+        out = {f"data/skipped/{k}": float(v) for k, v in sorted(total.items())}
+        out["data/skipped_total"] = float(sum(total.values()))
+        return out
+
+    def log_events(self, logger, device) -> None:
+        """Every rank's first events as ``data/skipped_samples.json`` (collective)."""
+        from sensorlm.training.distributed import all_gather_json
+
+        events = [ev for evs in all_gather_json(self.events, device) for ev in evs]
+        if events:
+            logger.log_dict({"events": events, "note": f"first {self.MAX_EVENTS} per rank"},
+                            "data/skipped_samples.json")
+
+
+def _finite_everywhere(loss: torch.Tensor, device) -> bool:
+    from sensorlm.training.distributed import all_reduce_sum
+
+    bad = (~torch.isfinite(loss.detach())).to(torch.float32).reshape(1)
+    return all_reduce_sum(bad).item() == 0
+
+
+def _non_finite_failure(first_bad_step: torch.Tensor, grad_norm: float, step: int, device) -> str | None:
+    """The reason to stop (same on every rank), or None: the earliest non-finite loss over ranks,
+    or a non-finite gradient norm (collective)."""
+    from sensorlm.training.distributed import all_gather_json
+
+    mine = {"loss_step": int(first_bad_step.item()), "grad": math.isfinite(grad_norm)}
+    everyone = all_gather_json(mine, device)
+    bad_steps = [r["loss_step"] for r in everyone if r["loss_step"]]
+    if bad_steps:
+        return f"non-finite loss at step {min(bad_steps)}"
+    if not all(r["grad"] for r in everyone):
+        return f"non-finite gradient norm at step {step}"
+    return None
+
+
+def _stop_run(reason: str, step: int, rank: int, logger, skips: _SkipAccount, device) -> None:
+    """End this worker cleanly with a report the driver turns into a FAILED run: a failure that
+    will recur is not handed to Ray's retries (every rank calls this: the skip accounting and
+    Ray's report are collective)."""
+    import ray.train
+
+    message = f"{reason} (optim.on_non_finite=stop); the run stops and registers no model"
+    skipped = skips.totals_all_ranks(device)
+    skips.log_events(logger, device)
+    if rank == 0:
+        print(f"[sensorlm] {message}", flush=True)
+        logger.log(skipped, step)
+        if logger.client is not None:
+            logger.client.set_tag(logger.run_id, "sensorlm.failure", message)  # the driver reads it
+    logger.close()
+    ray.train.report({"step": step, "fatal_error": message})
 
 
 def _log_data_placement(logger: _Logger, ctx, shards_read: set[str], device: torch.device) -> None:
@@ -258,12 +363,6 @@ def _log_data_placement(logger: _Logger, ctx, shards_read: set[str], device: tor
                 flush=True,
             )
         logger.log_dict({"ranks": everyone}, "data/shards_by_rank.json")
-
-
-def _count_skips(totals: dict, batch: dict) -> None:
-    for reason, n in (batch.get("skipped") or {}).items():
-        if isinstance(n, (int, float)):
-            totals[reason] = totals.get(reason, 0) + n
 
 
 def _take(loader, n: int):

@@ -121,3 +121,16 @@ def fit_model_to_data(cfg: TrainConfig, manifest: Mapping[str, Any], origin: str
             f"patch {tuple(s.patch)}, text vocab {new_model.text.vocab_size} "
             f"(preset: ({current.sensor.input_len}, {current.sensor.num_channels}) patch {tuple(current.sensor.patch)})")
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, overrides=merged))
+
+
+def check_validation_split(cfg: TrainConfig, manifest: Mapping[str, Any], origin: str = "manifest") -> None:
+    """Validation needs a 'val' split with a sample for every worker (an empty one would report a
+    perfect loss of 0, which a best-checkpoint rule or a sweep would pick)."""
+    entry = (manifest.get("splits") or {}).get("val")
+    n = int(entry.get("num_samples", 0)) if entry else 0
+    workers = cfg.scaling.num_workers
+    if n < workers:
+        raise ConfigError(
+            f"{origin}: the 'val' split has {n} samples, fewer than the {workers} workers (each validates at "
+            "least one); hold out more data or use fewer workers"
+        )

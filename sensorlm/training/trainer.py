@@ -17,9 +17,13 @@ from typing import Any
 from sensorlm.config import to_dict
 from sensorlm.training.config import TrainConfig
 from sensorlm.training.deepspeed_config import build_deepspeed_config
-from sensorlm.training.model_from_data import fit_model_to_data
+from sensorlm.training.model_from_data import check_validation_split, fit_model_to_data
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class RunFailed(RuntimeError):
+    """The run ended without a usable model (non-finite loss, validation); the message is one line."""
 
 
 @dataclass
@@ -197,8 +201,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     dataset = prepare_dataset(cfg)
     manifest = _read_manifest(dataset)
     cfg = fit_model_to_data(cfg, manifest, f"{dataset}/manifest.json")
+    check_validation_split(cfg, manifest, f"{dataset}/manifest.json")
     ds_config = build_deepspeed_config(cfg, cfg.scaling.num_workers)
 
+    done = finished_run(cfg, run_name)
+    if done is not None:
+        return done
     uri, run_id = open_mlflow_run(cfg, run_name, ds_config, manifest, dataset)
     previous_handler = signal.getsignal(signal.SIGTERM)
     killed = False
@@ -215,21 +223,93 @@ def train(cfg: TrainConfig) -> TrainResult:
         # After ray.init, which installs its own SIGTERM handler (a bare sys.exit) over any other.
         signal.signal(signal.SIGTERM, on_sigterm)
         trainer = make_torch_trainer(cfg, run_info(cfg, dataset, manifest, run_name, run_id, uri), run_name)
+        clear_failure(uri, run_id)
         result = trainer.fit()
         metrics = dict(result.metrics or {})
+        failure = failure_of(uri, run_id)
+        if failure:
+            raise RunFailed(failure)
         package_dir = package_of(result)
         model_uri = version = None
         if package_dir and cfg.tracking.register:
             model_uri, version = register_package(cfg, uri, run_id, package_dir, metrics)
+        _tag(uri, run_id, {"sensorlm.final_step": str(metrics.get("step", cfg.steps)),
+                           **({"sensorlm.model_uri": model_uri} if model_uri else {})})
         end_run(uri, run_id, "FINISHED")
         ckpt_path = result.checkpoint.path if result.checkpoint else None
         return TrainResult(run_id, metrics, ckpt_path, package_dir, model_uri, version, uri)
+    except KeyboardInterrupt:  # Ctrl-C: like `ray job stop`, the run is KILLED and resumable by name
+        if not killed:
+            _tag(uri, run_id, {"sensorlm.stopped": "interrupted by the user (Ctrl-C)"})
+            end_run(uri, run_id, "KILLED")
+            print(f"[sensorlm] interrupted: MLflow run {run_id} is KILLED; rerun with name={run_name} to resume",
+                  flush=True)
+        raise
     except BaseException:
         if not killed:
             end_run(uri, run_id, "FAILED")
         raise
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
+
+
+FAILURE_TAG = "sensorlm.failure"
+
+
+def clear_failure(uri: str, run_id: str) -> None:
+    """Forget a failure recorded by an earlier attempt of this run (it is being retried now)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    if FAILURE_TAG in client.get_run(run_id).data.tags:
+        client.delete_tag(run_id, FAILURE_TAG)
+
+
+def failure_of(uri: str, run_id: str) -> str | None:
+    """Why the workers stopped the run (rank 0 tags the MLflow run: Ray's result only keeps
+    checkpointed reports), or None."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri).get_run(run_id).data.tags.get(FAILURE_TAG)
+
+
+def _tag(uri: str | None, run_id: str | None, tags: dict[str, str]) -> None:
+    if uri and run_id:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(uri)
+        for k, v in tags.items():
+            client.set_tag(run_id, k, v)
+
+
+def finished_run(cfg: TrainConfig, run_name: str) -> TrainResult | None:
+    """The result of a run of this name that already FINISHED at least `cfg.steps` (rerunning it
+    would train nothing and register the same weights again), or None."""
+    from mlflow.tracking import MlflowClient
+
+    from sensorlm.tracking.mlflow_utils import resolve_tracking_uri
+
+    if not cfg.name:
+        return None
+    uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`sensorlm.run_name` = '{run_name}'",
+                              max_results=1)
+    if not runs or runs[0].info.status != "FINISHED":
+        return None
+    run = runs[0]
+    final = int(run.data.tags.get("sensorlm.final_step", "0") or 0)
+    if final < cfg.steps:
+        return None  # asked for more steps: continue from the last checkpoint
+    model_uri = run.data.tags.get("sensorlm.model_uri")
+    print(f"[sensorlm] run {run_name} already finished at step {final} (MLflow run {run.info.run_id}"
+          f"{', ' + model_uri if model_uri else ''}); nothing to do. Set steps above {final} to continue it.",
+          flush=True)
+    version = model_uri.rsplit("/", 1)[-1] if model_uri else None
+    return TrainResult(run.info.run_id, dict(run.data.metrics), None, None, model_uri, version, uri)
 
 
 def _data_stats(manifest: dict) -> dict:

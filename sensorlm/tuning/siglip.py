@@ -62,7 +62,7 @@ def sensorlm_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from sensorlm.training.deepspeed_config import build_deepspeed_config
-    from sensorlm.training.trainer import end_run, make_torch_trainer, open_mlflow_run, run_info
+    from sensorlm.training.trainer import RunFailed, end_run, failure_of, make_torch_trainer, open_mlflow_run, run_info
 
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = apply_trial_params(from_dict(TrainConfig, setup["base"]), config)
@@ -79,6 +79,9 @@ def sensorlm_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     )
     try:
         trainer.fit()
+        failure = failure_of(uri, run_id)
+        if failure:  # e.g. a non-finite loss: the trial is an error, never a champion
+            raise RunFailed(failure)
     except BaseException:
         end_run(uri, run_id, "FAILED")
         raise
@@ -95,6 +98,11 @@ class SensorLMSweep(SweepTask):
         base = load_train_config(cfg.base_config or "sensorlm_tiny", cfg.base_overrides)
         if base.task != "sensorlm":
             raise ConfigError(f"base_config {cfg.base_config!r} trains task {base.task!r}; a sensorlm sweep needs task sensorlm")
+        if base.optim.warmup_steps >= base.steps:
+            raise ConfigError(
+                f"the trials' optim.warmup_steps ({base.optim.warmup_steps}) is not below their steps ({base.steps}): "
+                "every trial would end inside warmup; set base_overrides optim.warmup_steps lower"
+            )
         if cfg.asha.max_t is not None and cfg.asha.max_t > base.steps:
             raise ConfigError(f"asha.max_t ({cfg.asha.max_t}) exceeds the trials' steps ({base.steps})")
         if cfg.asha.enabled and cfg.asha.grace_period > base.steps:
@@ -106,7 +114,7 @@ class SensorLMSweep(SweepTask):
     def prepare(self, sweep_dir: Path, tracking_uri: str) -> dict[str, Any]:
         from sensorlm.data.shards import read_manifest
         from sensorlm.tracking.mlflow_utils import sha256_file
-        from sensorlm.training.model_from_data import fit_model_to_data
+        from sensorlm.training.model_from_data import check_validation_split, fit_model_to_data
         from sensorlm.training.trainer import prepare_dataset
 
         dataset = prepare_dataset(self.base)
@@ -114,6 +122,7 @@ class SensorLMSweep(SweepTask):
             raise ConfigError(f"data.path {dataset!r}: a sweep needs a local dataset directory (its manifest is hashed)")
         self.manifest = read_manifest(str(dataset))
         self.base = fit_model_to_data(self.base, self.manifest, f"{dataset}/manifest.json")
+        check_validation_split(self.base, self.manifest, f"{dataset}/manifest.json")
         self.manifest_sha256 = sha256_file(Path(dataset) / "manifest.json")
         data = to_dict(self.base)
         data["name"] = None

@@ -5,6 +5,8 @@ Each test is a real 2-worker run of a tiny preset, so they are marked slow (abou
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -182,3 +184,50 @@ def test_own_device_export_to_registered_model_and_zero_shot(ray_session, tmp_pa
     assert metrics["zero_shot/accuracy"] >= 2 * chance, metrics
     assert {"desk_work", "high_activity", "relaxing", "sleep"} <= {k.split("/")[2] for k in metrics
                                                                     if k.startswith("zero_shot/per_class/")}
+
+
+def test_non_finite_run_fails_registers_nothing_and_rank1_skips_are_logged(ray_session, wearable_dir, tmp_path):
+    """lr=1e30 without clipping: the loss goes non-finite, the run ends FAILED with one line naming
+    the step and registers nothing; a hostile sample in every shard rank 1 reads is in MLflow with
+    its shard and key."""
+    import io
+    import json
+    import shutil
+    import tarfile
+
+    from mlflow.tracking import MlflowClient
+
+    from sensorlm.data.loader import _assign_shards
+    from sensorlm.data.shards import encode_npy, load_manifest
+    from sensorlm.training.trainer import RunFailed, train
+
+    data = tmp_path / "hostile"
+    shutil.copytree(wearable_dir, data)
+    names = [s["name"] for s in load_manifest(data)["splits"]["train"]["shards"]]
+    rank1 = _assign_shards(names, epoch=0, seed=0, shuffle=True, rank=1, world_size=2)
+    for name in rank1:  # one wrong-shaped sample at the front of each of rank 1's shards
+        with tarfile.open(data / name) as t:
+            members = [(m, t.extractfile(m).read()) for m in t.getmembers()]
+        with tarfile.open(data / name, "w", format=tarfile.USTAR_FORMAT) as t:
+            bad = [("bad0.sensor.npy", encode_npy(np.zeros((3, 3), np.float32))),
+                   ("bad0.missing.npy", encode_npy(np.zeros(144, np.uint8))), ("bad0.json", b"{}"), ("bad0.txt", b"x")]
+            for n, b in bad:
+                info = tarfile.TarInfo(n)
+                info.size = len(b)
+                t.addfile(info, io.BytesIO(b))
+            for m, b in members:
+                t.addfile(m, io.BytesIO(b))
+    cfg = _cfg("sensorlm_tiny", tmp_path, data, "name=nan-run", "steps=20", "log_every=4", "eval_every=20",
+               "optim.lr=1e30", "optim.grad_clip=0", "tracking.registered_model_name=sensorlm_nan")
+    with pytest.raises(RunFailed, match=r"non-finite loss at step \d+ \(optim.on_non_finite=stop\)"):
+        train(cfg)
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    run = client.search_runs([client.get_experiment_by_name("sensorlm").experiment_id],
+                             filter_string="tags.`sensorlm.run_name` = 'nan-run'")[0]
+    assert run.info.status == "FAILED" and "non-finite loss" in run.data.tags["sensorlm.failure"]
+    assert not client.search_registered_models("name = 'sensorlm_nan'")
+    assert run.data.metrics["data/skipped/wrong_shape"] >= 1
+    local = client.download_artifacts(run.info.run_id, "data/skipped_samples.json", str(tmp_path))
+    events = json.loads(Path(local).read_text())["events"]
+    assert any(e["rank"] == 1 and e["key"] == "bad0" and e["shard"] in rank1 and e["reason"] == "wrong_shape"
+               for e in events), events

@@ -206,7 +206,7 @@ def test_asha_horizon_beyond_the_trials_steps_is_refused():
     from sensorlm.tuning.siglip import SensorLMSweep
 
     cfg = from_dict(SweepConfig, dict(
-        task="sensorlm", base_overrides=["steps=10"], asha={"grace_period": 2, "max_t": 20},
+        task="sensorlm", base_overrides=["steps=10", "optim.warmup_steps=2"], asha={"grace_period": 2, "max_t": 20},
         params={"lr": {"type": "grid", "values": [1e-3]}},
     ))
     with pytest.raises(ConfigError, match=r"asha\.max_t \(20\) exceeds the trials' steps \(10\)"):

@@ -279,3 +279,12 @@ def test_entry_point_script_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "name: cli-check" in proc.stdout and "# 6 trials" in proc.stdout
     assert not (tmp_path / "outputs").exists()  # a dry run starts nothing
+
+
+def test_trials_ending_inside_warmup_are_refused():
+    from sensorlm.tuning.siglip import SensorLMSweep
+
+    cfg = from_dict(SweepConfig, {"task": "sensorlm", "name": "w", "base_config": "sensorlm_tiny",
+                                  "base_overrides": ["steps=60"], "params": {"lr": {"type": "grid", "values": [1e-3]}}})
+    with pytest.raises(ConfigError, match=r"optim.warmup_steps \(100\) is not below their steps \(60\)"):
+        SensorLMSweep(cfg)
