@@ -51,6 +51,11 @@ MAX_EVENTS_PER_BATCH = 16
 class DataError(ValueError):
     """Bad data found with ``strict=True`` (or a dataset that cannot be read at all)."""
 
+    def __str__(self) -> str:
+        # webdataset appends (stream, url) to the args of exceptions passing through its handlers;
+        # the message is the first one
+        return str(self.args[0]) if self.args else ""
+
 
 # ---------------------------------------------------------------------------------------------
 # where the shards live

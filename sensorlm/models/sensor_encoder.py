@@ -140,6 +140,18 @@ class SensorEncoder(nn.Module):
         if x.ndim != 3 or x.shape[1:] != (T, C):
             raise ValueError(f"sensor input: expected shape (B, {T}, {C}), got {tuple(x.shape)}")
 
+    def embed_patches(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, N, width): the patch Conv2d (kernel = stride) as one matmul over the
+        cut-out patches, tokens row-major over (time patch, channel patch). Same weights and
+        result as ``patch_embed(x.unsqueeze(1))``. torch 2.13's CPU bf16 Conv2d returned wrong
+        values and NaN for kernel = stride = (6, 34) (2 of 5 random batches NaN, the others off by
+        about 30%), which made bf16 training on CPU go non-finite within 2 steps; a matmul does not."""
+        B, T, C = x.shape
+        pt, pc = self.config.patch
+        patches = x.reshape(B, T // pt, pt, C // pc, pc).permute(0, 1, 3, 2, 4).reshape(B, -1, pt * pc)
+        w = self.patch_embed.weight
+        return F.linear(patches, w.reshape(w.shape[0], -1), self.patch_embed.bias)
+
     def forward_features(self, x: torch.Tensor, missing: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C) -> normalised token sequence (B, N, width).
 
@@ -150,8 +162,7 @@ class SensorEncoder(nn.Module):
         self._check_input(x)
         B = x.shape[0]
         kpm = self.token_mask(missing, B)
-        x = self.patch_embed(x.unsqueeze(1))  # (B, D, T/pt, C/pc)
-        x = x.flatten(2).transpose(1, 2) + self.pos_embed
+        x = self.embed_patches(x) + self.pos_embed
         for blk in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(blk, x, kpm, use_reentrant=False)

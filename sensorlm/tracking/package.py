@@ -4,7 +4,8 @@ Layout (nothing in it is pickled, so loading a package never executes code from 
 
     model.safetensors   plain CPU state dict (safetensors.torch)
     model_config.json   {"preset": str, "family": str, "config": {...}}; rebuild with
-                        ``create_model(preset, **config)``
+                        ``create_model(preset, **config)``; from the trainer also "training":
+                        {"precision", "weights" (bf16 runs: DeepSpeed's fp32 masters), "zero_stage"}
     tokenizer.json      the caption tokenizer (SensorLM family; read by
                         ``sensorlm.data.tokenizer.load_tokenizer``)
     data_stats.json     the dataset manifest's normalisation entries, as the trainer copies them:
@@ -81,11 +82,16 @@ def model_family(preset: str, config: Any = None) -> str:
     raise ValueError(f"cannot tell the model family of preset {preset!r}; pass a known preset")
 
 
-def _plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+def _plain_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Contiguous CPU copies of every tensor; safetensors refuses tensors that share storage
     (tied weights), so each entry gets its own clone."""
     out: dict[str, torch.Tensor] = {}
-    for key, value in model.state_dict().items():
+    own = model.state_dict()
+    if state is not None:
+        if set(state) != set(own) or any(tuple(state[k].shape) != tuple(own[k].shape) for k in own):
+            raise ValueError("state_dict does not match the model's keys and shapes")
+        own = state
+    for key, value in own.items():
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"state dict entry {key!r} is a {type(value).__name__}, not a tensor")
         out[key] = value.detach().to("cpu").contiguous().clone()
@@ -170,6 +176,8 @@ def save_model_package(
     *,
     tokenizer_path: str | Path | None = None,
     data_stats: Mapping[str, Any] | None = None,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
+    training: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a model package directory (see the module docstring for the layout).
 
@@ -180,6 +188,9 @@ def save_model_package(
         out_dir: directory to write (created; existing package files are overwritten).
         tokenizer_path: tokenizer.json to copy in (needed by SensorLM text inference).
         data_stats: normalisation statistics (see module docstring); validated for the family.
+        state_dict: the weights to write instead of ``model.state_dict()`` (e.g. fp32 master
+            weights of a bf16 run); same keys and shapes.
+        training: how the weights were trained (precision, ...), kept in model_config.json.
 
     Returns:
         The package directory.
@@ -208,8 +219,11 @@ def save_model_package(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(_plain_state_dict(model), str(out / WEIGHTS_FILE), metadata={"preset": preset})
+    weights = _plain_state_dict(model, state_dict)
+    save_file(weights, str(out / WEIGHTS_FILE), metadata={"preset": preset})
     meta = {"preset": preset, "family": family, "config": to_dict(resolved)}
+    if training:
+        meta["training"] = dict(training)
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     if tokenizer_path is not None:
         shutil.copyfile(tokenizer_path, out / TOKENIZER_FILE)

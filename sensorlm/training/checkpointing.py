@@ -35,3 +35,4 @@ class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):
 
 def install_safe_loading(engine) -> None:
     engine.checkpoint_engine = WeightsOnlyCheckpointEngine(engine._config)
+

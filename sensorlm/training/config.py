@@ -42,6 +42,10 @@ class DataSection:
             always uses the full caption.
         prompt_template: zero-shot prompt for every label, ``{label}`` placeholder (None: the
             dataset's own prompts, else ``A day with {label}.``).
+        resume: ``exact``: a resumed run reads the same sample stream (fast-forwarded past the
+            checkpoint's step: costs the data time of those steps) and restores every rank's RNG
+            states, so it ends with the weights of the uninterrupted run; ``fresh``: a new stream
+            from the checkpoint on (no fast-forward; for very long runs).
     """
 
     path: str = "data/wearable_tiny"
@@ -53,6 +57,7 @@ class DataSection:
     seed: int = 0
     caption_mix: dict[str, float] = field(default_factory=dict)
     prompt_template: str | None = None
+    resume: Literal["exact", "fresh"] = "exact"
 
     def __post_init__(self):
         from sensorlm.data.captioner import CAPTION_KEYS
@@ -183,9 +188,11 @@ class TrackingSection:
 
 @dataclass
 class FaultInjection:
-    """Test hook: make one worker raise once at a step, to exercise Ray's restart path."""
+    """Test hooks: one worker dies once at a step (Ray restarts it), or raises an error that
+    would recur at a step (the run ends without a retry)."""
 
     fail_once_at_step: int = 0  # 0 = off
+    raise_at_step: int = 0  # 0 = off
     rank: int = 0
 
 

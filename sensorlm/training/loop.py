@@ -6,6 +6,7 @@ SensorLM and SST lives in `tasks.py`.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -19,8 +20,11 @@ from sensorlm.config import from_dict
 from sensorlm.training.config import TrainConfig
 from sensorlm.training.deepspeed_config import build_deepspeed_config
 from sensorlm.training.distributed import barrier
+from sensorlm.training.rng import rng_state, set_rng_state
 
 CKPT_TAG = "ds"
+RNG_DIR = "rng"  # rank{r}.json: each rank's RNG states (JSON, not pickled)
+FAILURE_TAG = "sensorlm.failure"  # set on the MLflow run when the workers stop it; read by the driver
 
 
 def _device(use_gpu: bool) -> torch.device:
@@ -43,6 +47,7 @@ class _Logger:
         self.client = None
         self.monitor = None
         self.run_id = run_id
+        self.skip_until = 0
         if run_id and tracking_uri:
             import mlflow
             from mlflow.tracking import MlflowClient
@@ -58,8 +63,18 @@ class _Logger:
                 except Exception as e:  # optional: psutil missing etc.
                     print(f"[sensorlm] system metrics disabled: {e}", flush=True)
 
-    def log(self, metrics: dict[str, float], step: int) -> None:
+    def last_logged_step(self) -> int:
+        """The last step with a train/loss in the run (0 if none), e.g. before a resume."""
         if self.client is None:
+            return 0
+        return max((m.step for m in self.client.get_metric_history(self.run_id, "train/loss")), default=0)
+
+    def skip_through(self, step: int) -> None:
+        """Drop metrics of steps up to `step`: an exact resume replays them with the same values."""
+        self.skip_until = step
+
+    def log(self, metrics: dict[str, float], step: int, force: bool = False) -> None:
+        if self.client is None or (step <= self.skip_until and not force):
             return
         from mlflow.entities import Metric
 
@@ -114,8 +129,58 @@ def _loader(cfg: TrainConfig, run: dict, split: str, rank: int, world: int, seed
     )
 
 
+# Errors that come back on every attempt (bad config, data, shapes, strict data checks): the
+# failing rank records them on the MLflow run before Ray restarts the worker group, and the
+# restarted workers end at once instead of training again. Worker deaths are retried as usual.
+RECURRING_ERRORS = (ValueError, FileNotFoundError)
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point. `loop_config` = {"train": TrainConfig as dict, "run": driver facts}."""
+    import ray.train
+
+    cfg = from_dict(TrainConfig, loop_config["train"])
+    run = loop_config["run"]
+    earlier = _recorded_failure(run)
+    if earlier:  # an earlier attempt of this fit hit an error that would recur: do not train again
+        ray.train.report({"step": 0, "fatal_error": earlier})
+        return
+    try:
+        _train(cfg, run)
+    except RECURRING_ERRORS as exc:
+        rank = ray.train.get_context().get_world_rank()
+        message = f"{type(exc).__name__} on rank {rank}: {_one_line(exc)}"
+        _record_failure(run, message)
+        print(f"[sensorlm] {message} (not retried: it would recur)", flush=True)
+        raise
+
+
+def _one_line(exc: BaseException, limit: int = 600) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _mlflow_client(run: dict):
+    if not (run.get("mlflow_run_id") and run.get("tracking_uri")):
+        return None
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(run["tracking_uri"])
+
+
+def _recorded_failure(run: dict) -> str | None:
+    client = _mlflow_client(run)
+    return client.get_run(run["mlflow_run_id"]).data.tags.get(FAILURE_TAG) if client else None
+
+
+def _record_failure(run: dict, message: str) -> None:
+    client = _mlflow_client(run)
+    if client is not None:
+        client.set_tag(run["mlflow_run_id"], FAILURE_TAG, message)
+
+
+def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
+    """One attempt of the run on this worker: model, engine, resume, steps, checkpoints."""
     import deepspeed
     import ray.train
 
@@ -123,8 +188,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from sensorlm.training.checkpointing import install_safe_loading
     from sensorlm.training.optim import build_optimizer, build_scheduler
 
-    cfg = from_dict(TrainConfig, loop_config["train"])
-    run = loop_config["run"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.scaling.threads_per_worker)
@@ -133,6 +196,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     mcfg = model_config(cfg.model.preset, **cfg.model.overrides)
     model = create_model(cfg.model.preset, **cfg.model.overrides)
+    if world > 1:  # BatchNorm statistics over the global batch: N workers compute what one does
+        from sensorlm.training.sync_batchnorm import sync_batchnorm
+
+        model = sync_batchnorm(model, device)
     if cfg.scaling.activation_checkpointing and hasattr(model, "set_grad_checkpointing"):
         model.set_grad_checkpointing(True)
     if cfg.scaling.compile:
@@ -161,16 +228,31 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
             _, client_state = engine.load_checkpoint(ckpt_dir, tag=CKPT_TAG)
+            rng_file = Path(ckpt_dir) / RNG_DIR / f"rank{rank}.json"
+            rng = json.loads(rng_file.read_text()) if rng_file.is_file() else None
         step = int(client_state["step"])
-        # A fresh stream seed per resume: the resumed run sees new samples, reproducibly.
-        data_seed = int(client_state["data_seed"]) + 1
+        if cfg.data.resume == "exact":
+            data_seed = int(client_state["data_seed"])  # the same stream, fast-forwarded below
+            if rng is not None and int(client_state.get("world_size", world)) == world:
+                set_rng_state(rng)
+        else:  # "fresh": a new stream per resume, no fast-forward
+            data_seed = int(client_state["data_seed"]) + 1
         if rank == 0:
             print(f"[sensorlm] resumed from step {step} (checkpoint {checkpoint.path})", flush=True)
 
     task = _build_task(cfg, run, device, mcfg)
     text_len = mcfg.text.context_len if cfg.task == "sensorlm" else None
     train_iter = iter(_loader(cfg, run, "train", rank, world, data_seed, text_len))
+    if checkpoint and cfg.data.resume == "exact":
+        # The loader has no state to restore: read and drop what the first `step` steps used, so
+        # the resumed run sees exactly the batches the uninterrupted one would (data time only).
+        for _ in range(step * cfg.optim.grad_accum):
+            next(train_iter)
     logger = _Logger(run.get("mlflow_run_id") if rank == 0 else None, run.get("tracking_uri"), cfg.tracking.system_metrics)
+    if checkpoint:
+        if cfg.data.resume == "exact":
+            logger.skip_through(logger.last_logged_step())  # replayed steps log the same values again
+        logger.log({"train/resumed_from_step": float(step)}, step, force=True)  # a restart leaves a trace
 
     samples_per_step = cfg.batch_size * cfg.optim.grad_accum * world
     loss_sum = torch.zeros((), device=device)
@@ -178,7 +260,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     first_bad_step = torch.zeros((), device=device, dtype=torch.int64)
     skip_mode = cfg.optim.on_non_finite == "skip"
     skipped_steps = 0
-    window_start, window_steps, data_time = time.perf_counter(), 0, 0.0
+    window_start, window_steps, data_time, micro_steps = time.perf_counter(), 0, 0.0, 0
     skips = _SkipAccount(rank)
     shards_read: set[str] = set()
     run_start, start_step = time.perf_counter(), step
@@ -201,6 +283,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             engine.backward(loss)
             engine.step()
             loss_sum += loss.detach()
+            micro_steps += 1
             first_bad_step = torch.where((first_bad_step == 0) & ~torch.isfinite(loss.detach()),
                                          torch.full_like(first_bad_step, step + 1), first_bad_step)
         step += 1
@@ -216,7 +299,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 _stop_run(failure, step, rank, logger, skips, device)
                 return
             metrics = {
-                "train/loss": loss_sum.item() / (window_steps * cfg.optim.grad_accum),
+                "train/loss": loss_sum.item() / micro_steps if micro_steps else float("nan"),
                 "train/lr": scheduler.get_last_lr()[0],
                 "train/grad_norm": grad_norm,
                 "train/samples_per_s": window_steps * samples_per_step / elapsed,
@@ -236,7 +319,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 )
                 logger.log(metrics, step)
             loss_sum.zero_()
-            window_start, window_steps, data_time = time.perf_counter(), 0, 0.0
+            window_start, window_steps, data_time, micro_steps = time.perf_counter(), 0, 0.0, 0
 
         if step % cfg.eval_every == 0 or step == cfg.steps:
             engine.eval()
@@ -333,7 +416,7 @@ def _stop_run(reason: str, step: int, rank: int, logger, skips: _SkipAccount, de
         print(f"[sensorlm] {message}", flush=True)
         logger.log(skipped, step)
         if logger.client is not None:
-            logger.client.set_tag(logger.run_id, "sensorlm.failure", message)  # the driver reads it
+            logger.client.set_tag(logger.run_id, FAILURE_TAG, message)  # the driver reads it
     logger.close()
     ray.train.report({"step": step, "fatal_error": message})
 
@@ -374,12 +457,15 @@ def _take(loader, n: int):
 
 def _maybe_fail(cfg: TrainConfig, run: dict, step: int, rank: int) -> None:
     fi = cfg.fault_injection
+    if fi.raise_at_step and step == fi.raise_at_step and rank == fi.rank:
+        raise ValueError(f"fault injection: a recurring error at step {step}")
     if fi.fail_once_at_step and step == fi.fail_once_at_step and rank == fi.rank:
         marker = Path(run["fault_marker"])
         if not marker.exists():
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(f"worker {rank} killed at step {step}\n")
             print(f"[sensorlm] fault injection: worker {rank} dies at step {step}", flush=True)
+            time.sleep(3)  # let Ray's controller record the last checkpoint's report first
             os._exit(1)  # a hard death, as from an OOM kill, not a Python exception
 
 
@@ -389,7 +475,11 @@ def _save_and_report(engine, cfg: TrainConfig, run: dict, step: int, data_seed: 
 
     rank = ray.train.get_context().get_world_rank()
     with tempfile.TemporaryDirectory(prefix="sensorlm-ckpt-") as tmp:
-        engine.save_checkpoint(tmp, tag=CKPT_TAG, client_state={"step": step, "data_seed": data_seed})
+        engine.save_checkpoint(tmp, tag=CKPT_TAG,
+                               client_state={"step": step, "data_seed": data_seed, "world_size": ray.train.get_context().get_world_size()})
+        rng_dir = Path(tmp) / RNG_DIR
+        rng_dir.mkdir(exist_ok=True)
+        (rng_dir / f"rank{rank}.json").write_text(json.dumps(rng_state()))  # Ray merges every rank's files
         if final:
             _export_package(engine, cfg, run, Path(tmp) / "package", rank)
         barrier()
@@ -399,15 +489,29 @@ def _save_and_report(engine, cfg: TrainConfig, run: dict, step: int, data_seed: 
 
 
 def _export_package(engine, cfg: TrainConfig, run: dict, out_dir: Path, rank: int) -> None:
-    """Consolidated fp32 weights as a plain safetensors package (gathered under ZeRO-3)."""
+    """Consolidated fp32 weights as a plain safetensors package. Under bf16 these are DeepSpeed's
+    fp32 master weights (the module holds bf16 copies), under fp32 the module's own (gathered under
+    ZeRO-3); the package records which (collective: every rank calls it)."""
     import deepspeed
 
     from sensorlm.models import model_config
     from sensorlm.tracking.package import save_model_package
 
     module = engine.module
+    bf16 = bool(engine.bfloat16_enabled())
+    state = None
+    if bf16:
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        masters = {name: safe_get_full_fp32_param(p) for name, p in module.named_parameters()}
+        if rank == 0:
+            state = {k: (masters[k] if k in masters else v.float() if v.is_floating_point() else v)
+                     for k, v in module.state_dict().items()}
+        precision = {"precision": "bf16", "weights": "fp32 master weights (DeepSpeed optimizer)"}
+    else:
+        precision = {"precision": "fp32", "weights": "fp32 module weights"}
     params = list(module.parameters())
-    with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=cfg.scaling.zero_stage == 3):
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=cfg.scaling.zero_stage == 3 and not bf16):
         if rank == 0:
             save_model_package(
                 module,
@@ -416,4 +520,6 @@ def _export_package(engine, cfg: TrainConfig, run: dict, out_dir: Path, rank: in
                 out_dir,
                 tokenizer_path=run.get("tokenizer_path"),
                 data_stats=run.get("data_stats"),
+                state_dict=state,
+                training={**precision, "zero_stage": cfg.scaling.zero_stage},
             )

@@ -51,7 +51,10 @@ class SensorLMTask:
     def loss(self, engine, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         b = _to(batch, self.device, input_dtype(engine), ("sensor",))
         out = engine(b["sensor"], b["input_ids"], b["attention_mask"], b.get("missing"), validate=False)
-        loss = siglip_loss_distributed(out["sensor_emb"], out["text_emb"], out["t_prime"], out["bias"])
+        # The loss in fp32 whatever the engine's precision: in bf16 the logits' log-sigmoid went
+        # non-finite within 5 steps of the tiny preset on CPU (found by the non-finite guard).
+        loss = siglip_loss_distributed(out["sensor_emb"].float(), out["text_emb"].float(), out["t_prime"].float(),
+                                       out["bias"].float())
         return loss, {"temperature": out["t_prime"].detach().float().exp(), "bias": out["bias"].detach().float()}
 
     def prompts(self) -> list[str]:
@@ -86,8 +89,10 @@ class SensorLMTask:
             sums += torch.stack([loss.double() * n, correct, torch.tensor(n, device=self.device, dtype=torch.float64),
                                  labelled.sum().double()])
         all_reduce_sum(sums)
-        n = max(sums[2].item(), 1.0)
-        out = {"val/loss": sums[0].item() / n, "val/samples": sums[2].item(), "val/labelled_samples": sums[3].item()}
+        n = sums[2].item()
+        # no readable validation sample is no score (NaN stops the run), never a perfect loss of 0
+        out = {"val/loss": sums[0].item() / n if n else float("nan"), "val/samples": n,
+               "val/labelled_samples": sums[3].item()}
         if self.activities and sums[3].item() > 0:
             out["val/zero_shot_acc"] = sums[1].item() / sums[3].item()
         return out

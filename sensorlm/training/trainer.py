@@ -17,6 +17,7 @@ from typing import Any
 from sensorlm.config import to_dict
 from sensorlm.training.config import TrainConfig
 from sensorlm.training.deepspeed_config import build_deepspeed_config
+from sensorlm.training.loop import FAILURE_TAG
 from sensorlm.training.model_from_data import check_validation_split, fit_model_to_data
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -251,9 +252,6 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
-
-
-FAILURE_TAG = "sensorlm.failure"
 
 
 def clear_failure(uri: str, run_id: str) -> None:

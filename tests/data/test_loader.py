@@ -384,6 +384,7 @@ def test_strict_raises_naming_shard_and_key(bad_dir, shard, match, workers):
     with pytest.raises(Exception, match=match) as e:
         _keys(make_loader(d, "train", 4, num_workers=workers, strict=True, shuffle=False, manifest=m))
     assert isinstance(e.value, DataError)  # re-raised in the main process with the worker's message
+    assert "\n" not in str(e.value) and "BufferedReader" not in str(e.value)  # one line, no tuple repr
     assert not marker.exists()
 
 

@@ -197,3 +197,22 @@ def test_bf16_autocast_forward_on_cpu(tiny):
         z = tiny(x)
     assert z.shape == (2, 32) and torch.isfinite(z).all()
     torch.testing.assert_close(z.float(), tiny(x), atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize("patch,shape", [((6, 34), (144, 34)), ((10, 2), (1440, 34)), ((6, 7), (120, 7))])
+def test_patch_embedding_matmul_equals_the_conv_and_holds_in_bf16(patch, shape):
+    """The patch embedding is a matmul over cut-out patches with the Conv2d's weights: equal to
+    the conv in fp32, and finite and close in bf16 on CPU (torch 2.13's bf16 CPU conv was not)."""
+    from sensorlm.models.sensor_encoder import SensorEncoder, SensorEncoderConfig
+
+    cfg = SensorEncoderConfig(input_len=shape[0], num_channels=shape[1], patch=patch, width=32, depth=1, num_heads=4)
+    torch.manual_seed(0)
+    enc = SensorEncoder(cfg)
+    for seed in range(5):
+        x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(seed)) * 5
+        conv = enc.patch_embed(x.unsqueeze(1)).flatten(2).transpose(1, 2)
+        torch.testing.assert_close(enc.embed_patches(x), conv, rtol=1e-5, atol=1e-5)
+        got = enc.to(torch.bfloat16).embed_patches(x.bfloat16()).float()
+        enc.float()
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, conv, rtol=0.05, atol=0.1)

@@ -55,11 +55,17 @@ def _metric_history(cfg, run_id, key):
     return sorted((m.step, m.value) for m in MlflowClient(cfg.tracking.tracking_uri).get_metric_history(run_id, key))
 
 
-def test_zero1_resume_continues_step_count_and_schedule(ray_session, wearable_dir, tmp_path):
+def test_zero1_bf16_resume_continues_step_count_and_schedule_and_exports_fp32_masters(
+        ray_session, wearable_dir, tmp_path):
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
     from sensorlm.training.trainer import train
 
-    common = ("name=resume-run", "scaling.zero_stage=1", "log_every=3", "eval_every=100",
-              "checkpoint.every_steps=3", "optim.warmup_steps=2", "tracking.register=false")
+    common = ("name=resume-run", "scaling.zero_stage=1", "scaling.precision=bf16", "log_every=3",
+              "eval_every=100", "checkpoint.every_steps=3", "optim.warmup_steps=2", "tracking.register=false")
     first = train(_cfg("sensorlm_tiny", tmp_path, wearable_dir, "steps=6", *common))
     assert first.metrics["step"] == 6
     # Same name, more steps: Ray hands the step-6 checkpoint back and the run continues.
@@ -74,10 +80,18 @@ def test_zero1_resume_continues_step_count_and_schedule(ray_session, wearable_di
     # not a restarted warmup.
     lrs = dict(_metric_history(cfg, first.run_id, "train/lr"))
     assert lrs[9] == pytest.approx(cfg.optim.lr * warmup_cosine(9, 12, 2, cfg.optim.min_lr_ratio), rel=1e-5)
+    # bf16 training exports DeepSpeed's fp32 master weights, not the module's bf16 copies
+    meta = json.loads((Path(second.package_dir) / "model_config.json").read_text())
+    assert meta["training"]["precision"] == "bf16" and "fp32 master" in meta["training"]["weights"]
+    weights = load_file(str(Path(second.package_dir) / "model.safetensors"))
+    w = weights["sensor_encoder.patch_embed.weight"]
+    assert w.dtype == torch.float32
+    assert (w.to(torch.bfloat16).float() != w).float().mean() > 0.5  # not bf16 values widened
 
 
-def test_zero3_worker_death_restarts_from_checkpoint_and_registers(ray_session, wearable_dir, tmp_path):
+def test_zero3_worker_death_restarts_from_checkpoint_exactly_and_registers(ray_session, wearable_dir, tmp_path):
     import mlflow
+    import torch
 
     from sensorlm.tracking.package import load_model_package
     from sensorlm.training.trainer import train
@@ -93,6 +107,19 @@ def test_zero3_worker_death_restarts_from_checkpoint_and_registers(ray_session, 
     assert (tmp_path / "ray" / "fault-run" / "fault_injected").is_file()  # the worker did die
     assert result.metrics["step"] == 8
     assert result.model_uri == "models:/sensorlm_e2e/1"
+    # Exact resume: killed at step 6, resumed from the step-4 checkpoint, it ends with the weights
+    # of the uninterrupted run, bitwise (CPU, same world size), and logs each step once.
+    from safetensors.torch import load_file
+
+    clean = train(_cfg("sensorlm_tiny", tmp_path, wearable_dir, "name=clean-run", "steps=8", "scaling.zero_stage=3",
+                       "log_every=2", "eval_every=8", "checkpoint.every_steps=4", "tracking.register=false"))
+    resumed_w = load_file(str(Path(result.package_dir) / "model.safetensors"))
+    clean_w = load_file(str(Path(clean.package_dir) / "model.safetensors"))
+    assert set(resumed_w) == set(clean_w)
+    for name, w in clean_w.items():
+        assert torch.equal(resumed_w[name], w), name
+    assert _metric_history(cfg, result.run_id, "train/resumed_from_step") == [(4, 4.0)]  # it did resume
+    assert [s for s, _ in _metric_history(cfg, result.run_id, "train/loss")] == [2, 4, 6, 8]
 
     # Consolidated ZeRO-3 weights: full shapes, loadable without DeepSpeed.
     package = load_model_package(result.package_dir)
@@ -104,8 +131,6 @@ def test_zero3_worker_death_restarts_from_checkpoint_and_registers(ray_session, 
     served = mlflow.pyfunc.load_model(result.model_uri)
     text_emb = np.asarray(served.predict({"text": texts}))
     sensor_emb = np.asarray(served.predict({"sensor": sensor}))
-
-    import torch
 
     from sensorlm.tracking.package import sensor_normalisation
 
@@ -231,3 +256,23 @@ def test_non_finite_run_fails_registers_nothing_and_rank1_skips_are_logged(ray_s
     events = json.loads(Path(local).read_text())["events"]
     assert any(e["rank"] == 1 and e["key"] == "bad0" and e["shard"] in rank1 and e["reason"] == "wrong_shape"
                for e in events), events
+
+
+def test_recurring_error_ends_the_run_without_training_again(ray_session, wearable_dir, tmp_path):
+    """A ValueError on rank 1 at step 3 (as a bad shape or a strict data error would be): the run
+    ends FAILED with that one line, and the restarted worker group does not train again (each step's
+    loss is logged once)."""
+    from sensorlm.training.trainer import RunFailed, train
+
+    cfg = _cfg("sensorlm_tiny", tmp_path, wearable_dir, "name=recurring", "steps=8", "log_every=1",
+               "eval_every=8", "checkpoint.every_steps=8", "checkpoint.max_failures=2",
+               "fault_injection.raise_at_step=3", "fault_injection.rank=1", "tracking.register=false")
+    with pytest.raises(RunFailed, match=r"^ValueError on rank 1: fault injection: a recurring error at step 3$"):
+        train(cfg)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    run = client.search_runs([client.get_experiment_by_name("sensorlm").experiment_id],
+                             filter_string="tags.`sensorlm.run_name` = 'recurring'")[0]
+    assert run.info.status == "FAILED"
+    assert [s for s, _ in _metric_history(cfg, run.info.run_id, "train/loss")] == [1, 2]
