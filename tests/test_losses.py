@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import socket
 
 import numpy as np
@@ -157,6 +158,9 @@ def _distributed_worker(rank: int, world: int, port: int, local_batch: int) -> N
         torch.testing.assert_close(zt.grad / world, zt_ref.grad[rows], msg=lambda m: f"rank {rank} zt grad: {m}")
     finally:
         dist.destroy_process_group()
+    # Skip interpreter teardown: torch 2.13 + gloo aborted about 1 child in 3 at exit here
+    # ("terminate called without an active exception", SIGABRT) after the test had passed.
+    os._exit(0)
 
 
 def test_distributed_two_gloo_ranks_match_single_process():

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import random
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -52,9 +53,14 @@ class DataError(ValueError):
     """Bad data found with ``strict=True`` (or a dataset that cannot be read at all)."""
 
     def __str__(self) -> str:
-        # webdataset appends (stream, url) to the args of exceptions passing through its handlers;
-        # the message is the first one
-        return str(self.args[0]) if self.args else ""
+        # webdataset appends (stream, url) to the args of exceptions passing through its handlers,
+        # and torch's DataLoader re-raises a worker's error with the worker's traceback as its
+        # message: either way, the message is the original one line
+        text = str(self.args[0]) if self.args else ""
+        if "Original Traceback" in text:
+            last = text.strip().splitlines()[-1]
+            text = last.split("DataError: ", 1)[1] if "DataError: " in last else last
+        return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,6 +285,7 @@ class _ShardErrorHandler:
             raise exn
         url = self.stats.current_url
         first = exn.args[0] if getattr(exn, "args", None) else exn
+        first = re.sub(r" @ <_io\.\w+ name='[^']*'>", "", str(first))  # the shard is named already
         detail = f"{type(exn).__name__}: {first}"
         if self.strict:
             raise DataError(f"{url}: corrupt or unreadable shard ({detail})") from exn

@@ -1,6 +1,7 @@
 """Synchronised batch norm: two gloo ranks on half batches compute what one process does on the
 whole batch (SST's decoder has BatchNorm; per-rank statistics made N workers train another model)."""
 
+import os
 import socket
 
 import pytest
@@ -57,6 +58,7 @@ def _worker(rank, world, port, out):
     if rank == 0:
         torch.save({"loss": loss / world, "grads": grads, "buffers": buffers}, out)
     dist.destroy_process_group()
+    os._exit(0)  # skip interpreter teardown: torch 2.13 + gloo children aborted at exit now and then
 
 
 def test_two_ranks_with_synced_batchnorm_equal_one_process(tmp_path):
