@@ -30,6 +30,7 @@ import math
 import os
 import random
 import re
+import shlex
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -41,7 +42,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sensorlm.data.captioner import compose, normalize_levels
-from sensorlm.data.shards import MANIFEST, parse_manifest
+from sensorlm.data.shards import MANIFEST, check_file_name, parse_manifest
 from sensorlm.data.tokenizer import SensorTokenizer, tokenizer_from_str
 
 # `webdataset.gopen` the attribute is the function; the module holds the scheme table
@@ -102,10 +103,16 @@ class DatasetLocation:
             self.kind = "prefix"
 
     def url(self, name: str) -> str:
+        """The URL of dataset file `name`, a plain file name (anything else is refused: names come
+        from the manifest, and a pipe: template runs in a shell)."""
+        check_file_name(name, f"{self.source}: file name", DataError)
         if self.kind == "template":
-            return self.source.replace("{name}", name)
+            return self.source.replace("{name}", shlex.quote(name))
         if self.kind == "local":
-            return str(self.root / name)
+            path = os.path.normpath(self.root / name)  # lexical: a symlinked shard is the owner's choice
+            if os.path.dirname(path) != os.path.normpath(self.root):
+                raise DataError(f"{self.source}: file name {name!r} resolves outside the dataset ({path})")
+            return path
         return self.source.rstrip("/") + "/" + name
 
     def read_bytes(self, name: str) -> bytes:

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import time
 from pathlib import Path
@@ -37,6 +38,17 @@ _TAR_BLOCK = 512
 
 class ShardError(ValueError):
     """Shard writing or a manifest check failed; the message names the file or sample."""
+
+
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_file_name(name: Any, where: str, error: type[Exception] = ValueError) -> str:
+    """`name` if it is a plain file name (letters, digits, '.', '_', '-'; no '..', no path), else
+    raise `error` naming `where`."""
+    if not isinstance(name, str) or not FILE_NAME.match(name) or ".." in name:
+        raise error(f"{where} = {name!r} is not a plain file name (letters, digits, '.', '_', '-', no '..')")
+    return name
 
 
 def shard_name(split: str, index: int) -> str:
@@ -470,6 +482,16 @@ def parse_manifest(text: str, origin: str = MANIFEST) -> dict[str, Any]:
             raise ShardError(f"{origin}: manifest has no '{field}' field")
     if manifest["schema_version"] != SCHEMA_VERSION:
         raise ShardError(f"{origin}: schema_version {manifest['schema_version']}, this code reads {SCHEMA_VERSION}")
+    # Names from a manifest become paths and, with a pipe: source, part of a shell command: only
+    # plain file names inside the dataset are accepted.
+    if manifest.get("tokenizer") is not None:
+        check_file_name(manifest["tokenizer"], f"{origin}: tokenizer", ShardError)
+    if not isinstance(manifest["splits"], dict):
+        raise ShardError(f"{origin}: splits must be an object")
+    for split, entry in manifest["splits"].items():
+        for i, shard in enumerate((entry or {}).get("shards", [])):
+            name = shard.get("name") if isinstance(shard, dict) else None
+            check_file_name(name, f"{origin}: splits.{split}.shards[{i}].name", ShardError)
     return manifest
 
 

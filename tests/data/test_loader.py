@@ -399,3 +399,38 @@ def test_strict_pickle_payload_raises_without_executing(bad_dir):
     with pytest.raises(DataError, match=r"train-000004.tar: sample s0021: bad_npy: sensor.npy: .*allow_pickle"):
         _keys(make_loader(d, "train", 4, num_workers=0, strict=True, manifest=m))
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("bad", ["../outside.tar", "/etc/passwd", "x.tar;rm -rf ~", "a/../../b.tar", "..", ".hidden"])
+def test_manifest_names_are_plain_file_names(tmp_path, bad):
+    """A shard or tokenizer name from a manifest is a path and, with a pipe: source, part of a shell
+    command: anything but a plain file name is one line naming the manifest field, and nothing
+    outside the dataset is opened."""
+    from sensorlm.data.shards import ShardError, parse_manifest
+
+    d = tmp_path / "ds"
+    write_wearable(d, n=8, max_count=4)
+    m = json.loads((d / MANIFEST).read_text())
+    m["splits"]["train"]["shards"][1]["name"] = bad
+    with pytest.raises(ShardError, match=r"splits.train.shards\[1\].name = .* is not a plain file name") as e:
+        parse_manifest(json.dumps(m), "ds/manifest.json")
+    assert "\n" not in str(e.value)
+    m = json.loads((d / MANIFEST).read_text())
+    m["tokenizer"] = bad
+    with pytest.raises(ShardError, match=r"ds/manifest.json: tokenizer = .* is not a plain file name"):
+        parse_manifest(json.dumps(m), "ds/manifest.json")
+    (d / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(ShardError, match="tokenizer"):
+        make_loader(d, "train", 4)
+    marker = tmp_path / "pwned"
+    with pytest.raises(DataError, match="is not a plain file name"):
+        from sensorlm.data.loader import DatasetLocation
+
+        DatasetLocation(f"pipe:cat {d}/{{name}}").url(f"x.tar; touch {marker}")
+    assert not marker.exists()
+
+
+def test_pipe_template_quotes_names(tmp_path):
+    from sensorlm.data.loader import DatasetLocation
+
+    assert DatasetLocation("pipe:cat /data/{name}").url("train-000000.tar") == "pipe:cat /data/train-000000.tar"
