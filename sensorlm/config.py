@@ -9,6 +9,7 @@ as typed on a command line.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -245,3 +246,30 @@ def replace(cfg: T, **overrides: Any) -> T:
             continue
         data[k] = to_dict(v) if dataclasses.is_dataclass(v) else v
     return from_dict(type(cfg), data)
+
+
+# ---------------------------------------------------------------------------------------------
+# secrets never leave in logs: params, config artifacts, sweep metadata, prints
+
+REDACTED = "***"
+_SECRET_KEY = re.compile(r"(password|passwd|secret|token|api_key|apikey|access_key|credential)", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@/\s]+)(?=@)")
+_QUERY_SECRET = re.compile(r"(?P<k>[?&;](?:[A-Za-z_-]*(?:password|secret|token|key|signature)[A-Za-z_-]*)=)[^&;\s]+",
+                           re.IGNORECASE)
+_AWS_KEY = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
+
+
+def redact(value: Any) -> Any:
+    """`value` with credentials replaced by ``***``: passwords in URLs (``http://u:***@host``),
+    secret query parameters, AWS access key ids, and every value under a key that names a secret
+    (password, token, secret, api_key, access_key, credential), recursively through dicts and lists."""
+    if isinstance(value, str):
+        text = _URL_PASSWORD.sub(lambda m: m.group("head") + REDACTED, value)
+        text = _QUERY_SECRET.sub(lambda m: m.group("k") + REDACTED, text)
+        return _AWS_KEY.sub(REDACTED, text)
+    if isinstance(value, Mapping):
+        return {k: (REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "")
+                    else redact(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact(v) for v in value)
+    return value

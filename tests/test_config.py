@@ -100,3 +100,18 @@ def test_caption_mix_and_prompt_template_checked():
         load_train_config("sensorlm_tiny", ["data.caption_mix.low=-1"])
     with pytest.raises(ConfigError, match="has no {label} placeholder"):
         load_train_config("sensorlm_tiny", ["data.prompt_template=A day."])
+
+
+def test_redact_removes_credentials_everywhere_they_hide():
+    from sensorlm.config import redact
+
+    assert redact("http://trainer:s3cr3t@mlflow:5000") == "http://trainer:***@mlflow:5000"
+    assert redact("postgresql://u:pw@db:5432/mlflow") == "postgresql://u:***@db:5432/mlflow"
+    assert redact("https://h/x?X-Amz-Signature=abc&token=t1&page=2") == "https://h/x?X-Amz-Signature=***&token=***&page=2"
+    assert redact("key AKIAABCDEFGHIJKLMNOP here") == "key *** here"
+    nested = {"tracking": {"tracking_uri": "http://a:b@h", "password": "pw", "api_key": ""}, "steps": 3,
+              "list": ["s3://bucket/x", "http://c:d@h"]}
+    assert redact(nested) == {"tracking": {"tracking_uri": "http://a:***@h", "password": "***", "api_key": ""},
+                              "steps": 3, "list": ["s3://bucket/x", "http://c:***@h"]}
+    for safe in ("sqlite:///mlflow.db", "http://mlflow:5000", "s3://bucket/ds", "file:///tmp/x"):
+        assert redact(safe) == safe

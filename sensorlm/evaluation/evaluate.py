@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sensorlm.config import redact
 from sensorlm.evaluation import plots as P
 from sensorlm.tracking.package import (
     CONFIG_FILE,
@@ -156,7 +157,7 @@ def _registered_version(client, name: str, alias: str | None, version: str | Non
         registered = client.get_registered_model(name)
     except MlflowException as e:
         if _not_found(e):
-            raise ValueError(f"model URI {uri!r}: no registered model named {name!r} at {tracking_uri}") from None
+            raise ValueError(f"model URI {uri!r}: no registered model named {name!r} at {redact(tracking_uri)}") from None
         raise
     if alias is not None:
         aliases = dict(registered.aliases or {})
@@ -182,7 +183,7 @@ def _check_run(client, run_id: str, uri: str, tracking_uri: str):
         return client.get_run(run_id)
     except MlflowException as e:
         if _not_found(e):
-            raise ValueError(f"model URI {uri!r}: no MLflow run with id {run_id} at {tracking_uri}") from None
+            raise ValueError(f"model URI {uri!r}: no MLflow run with id {run_id} at {redact(tracking_uri)}") from None
         raise
 
 
@@ -909,7 +910,7 @@ def evaluate_model(
     notes: list[str] = []
     if resolved.training_run_id and not _run_exists(client, resolved.training_run_id):
         # A local pyfunc directory copied from another tracking server names a run this one lacks.
-        notes.append(f"training run {resolved.training_run_id} is not in {uri}: no curves, no default dataset")
+        notes.append(f"training run {resolved.training_run_id} is not in {redact(uri)}: no curves, no default dataset")
         resolved.training_run_id = None
     name = resolved.name or package.preset
     tail = f"v{resolved.version}" if resolved.version else (resolved.training_run_id or "local")[:8]

@@ -26,7 +26,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from sensorlm.config import flatten, to_dict
+from sensorlm.config import flatten, redact, to_dict
 
 METRIC_TAG_PREFIX = "metric."
 DEFAULT_DB_NAME = "mlflow.db"
@@ -51,12 +51,11 @@ def resolve_tracking_uri(configured: str | None) -> str:
         The URI; the default is ``sqlite:///<cwd>/mlflow.db`` (the registry needs a database
         store, so the default is SQLite rather than a plain ``./mlruns`` file store).
     """
-    if configured:
-        return configured
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    return f"sqlite:///{Path.cwd() / DEFAULT_DB_NAME}"
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB_NAME}"
+    if redact(uri) != uri:
+        # MLflow prints "View run ... at: <the URI>" when a run ends: not with a password in it
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    return uri
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:
@@ -100,11 +99,11 @@ def setup_experiment(name: str, tracking_uri: str, artifact_location: str | None
     if experiment is None:
         location = artifact_location or default_artifact_location(tracking_uri)
         experiment_id = client.create_experiment(name, artifact_location=location)
-        _say(f"created experiment {name!r} (id {experiment_id}) at {tracking_uri}")
+        _say(f"created experiment {name!r} (id {experiment_id}) at {redact(tracking_uri)}")
     else:
         if experiment.lifecycle_stage == "deleted":
             raise ValueError(
-                f"experiment {name!r} at {tracking_uri} is deleted; restore it "
+                f"experiment {name!r} at {redact(tracking_uri)} is deleted; restore it "
                 f"(MlflowClient().restore_experiment({experiment.experiment_id!r})) or pick another name"
             )
         experiment_id = experiment.experiment_id
@@ -129,7 +128,7 @@ def config_params(cfg: Any) -> tuple[dict[str, str], list[str]]:
     Args:
         cfg: a dataclass config or a nested mapping.
     """
-    data = to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    data = redact(to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg)  # no credential becomes a param
     if not isinstance(data, Mapping):
         raise ValueError(f"config params: expected a dataclass or mapping, got {type(cfg).__name__}")
     params: dict[str, str] = {}

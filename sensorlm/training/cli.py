@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sensorlm.config import ConfigError
+from sensorlm.config import ConfigError, redact
 from sensorlm.training.config import load_train_config
 
 
@@ -43,5 +43,5 @@ def main(argv: list[str] | None = None, default_config: str = "sensorlm_tiny", t
     if result.model_uri:
         print(f"[sensorlm] registered {result.model_uri} (MLflow run {result.run_id})")
     if result.tracking_uri:
-        print(f"[sensorlm] look at it: mlflow ui --backend-store-uri {result.tracking_uri}")
+        print(f"[sensorlm] look at it: mlflow ui --backend-store-uri {redact(result.tracking_uri)}")
     return 0

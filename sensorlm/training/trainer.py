@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sensorlm.config import to_dict
+from sensorlm.config import redact, to_dict
 from sensorlm.training.config import TrainConfig
 from sensorlm.training.deepspeed_config import build_deepspeed_config
 from sensorlm.training.loop import FAILURE_TAG
@@ -103,8 +103,8 @@ def open_mlflow_run(
     run_id = run.info.run_id
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id):
-        log_config_params(to_dict(cfg))
-        mlflow.log_dict(to_dict(cfg), "config/train_config.yaml")
+        log_config_params(to_dict(cfg))  # redacted inside
+        mlflow.log_dict(redact(to_dict(cfg)), "config/train_config.yaml")
         mlflow.log_dict(ds_config, "config/deepspeed_config.json")
         mlflow.log_dict(manifest, "data/manifest.json")
         if cfg.task == "sensorlm" and manifest_path is not None:

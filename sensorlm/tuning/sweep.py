@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote
 
-from sensorlm.config import ConfigError, flatten, to_dict
+from sensorlm.config import ConfigError, flatten, redact, to_dict
 from sensorlm.tuning.space import SweepConfig
 
 META_FILE = "sweep.json"
@@ -283,8 +283,8 @@ def _open_parent_run(cfg: SweepConfig, task: SweepTask, tracking_uri: str, name:
     run_id = run.info.run_id
     log_config_params(to_dict(cfg), run_id=run_id)
     mlflow.set_tracking_uri(tracking_uri)
-    client.log_dict(run_id, to_dict(cfg), "config/sweep.yaml")
-    client.log_dict(run_id, task.base_config(), "config/base_train_config.yaml")
+    client.log_dict(run_id, redact(to_dict(cfg)), "config/sweep.yaml")
+    client.log_dict(run_id, redact(task.base_config()), "config/base_train_config.yaml")
     return run_id
 
 
@@ -634,7 +634,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
     if restoring and meta is None:
         raise ConfigError(f"sweep {name!r}: {sweep_dir / META_FILE} is missing; cannot tell which MLflow run it belongs to")
     if meta is not None:
-        diff = _config_differences(meta["config"], to_dict(cfg))
+        diff = _config_differences(meta["config"], redact(to_dict(cfg)))
         if diff:
             raise ConfigError(
                 f"sweep {name!r} at {sweep_dir} was started with a different config ({', '.join(diff)} differ); "
@@ -643,9 +643,9 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
 
     task = make_task(cfg)
     tracking_uri = absolute_tracking_uri(cfg.tracking.tracking_uri)
-    if meta is not None and meta.get("tracking_uri") != tracking_uri:
+    if meta is not None and meta.get("tracking_uri") != redact(tracking_uri):
         raise ConfigError(
-            f"sweep {name!r} logged to {meta.get('tracking_uri')}, not {tracking_uri}; set tracking.tracking_uri to it"
+            f"sweep {name!r} logged to {meta.get('tracking_uri')}, not {redact(tracking_uri)}; set tracking.tracking_uri to it"
         )
     sweep_dir.mkdir(parents=True, exist_ok=True)
     setup = task.prepare(sweep_dir, tracking_uri)  # raises ConfigError before anything runs
@@ -653,8 +653,8 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
     client = MlflowClient(tracking_uri)
     if meta is None:
         parent_run_id = _open_parent_run(cfg, task, tracking_uri, name, sweep_dir)
-        meta = {"name": name, "task": cfg.task, "config": to_dict(cfg), "parent_run_id": parent_run_id,
-                "tracking_uri": tracking_uri, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "finished": False}
+        meta = {"name": name, "task": cfg.task, "config": redact(to_dict(cfg)), "parent_run_id": parent_run_id,
+                "tracking_uri": redact(tracking_uri), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "finished": False}
         _write_meta(sweep_dir, meta)
         _say(f"sweep {name}: {cfg.expected_trials()} trials, searcher {cfg.searcher}, metric {cfg.metric} ({cfg.mode}); "
              f"MLflow parent run {parent_run_id}")
@@ -753,7 +753,7 @@ def _print_summary(result: SweepResult, cfg: SweepConfig) -> None:
         params = ", ".join(f"{k}={v}" for k, v in result.best.params.items())
         _say(f"best trial {result.best.trial_id}: {cfg.metric} {result.best.metrics[cfg.metric]:.6g} ({params})")
     _say(f"registration: {result.decision}")
-    _say(f"results: {result.results_csv}  (MLflow parent run {result.parent_run_id} at {result.tracking_uri})")
+    _say(f"results: {result.results_csv}  (MLflow parent run {result.parent_run_id} at {redact(result.tracking_uri)})")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -797,5 +797,5 @@ def main(argv: list[str] | None = None, default_config: str = "siglip_tiny", tas
         print(f"config error: {e}", file=sys.stderr)
         return 2
     if result.complete:
-        print(f"[sensorlm.sweep] look at it: mlflow ui --backend-store-uri {result.tracking_uri}")
+        print(f"[sensorlm.sweep] look at it: mlflow ui --backend-store-uri {redact(result.tracking_uri)}")
     return 0 if result.complete else 130

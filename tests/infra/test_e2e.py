@@ -366,3 +366,35 @@ def test_stop_block_ends_every_server_process_and_frees_the_ports(loopback, serv
     mine = [item for item in request.session.items if item.module is request.module]
     if len(mine) == len([name for name in dir(request.module) if name.startswith("test_")]):
         assert tuple(ran) == walkthrough.WALKTHROUGH
+
+
+def test_a_password_in_the_tracking_uri_is_never_logged(loopback, mlflow_client, monkeypatch, tmp_path, capsys):
+    """`tracking.tracking_uri=http://user:secret@host`: the run is created with it, but no param,
+    config artifact or printed line carries the password (any user with READ would see it)."""
+    from urllib.parse import urlparse
+
+    from sensorlm.training.config import load_train_config
+    from sensorlm.training.trainer import end_run, open_mlflow_run
+
+    env = loopback.env
+    password = env["MLFLOW_TRACKING_PASSWORD"]
+    server = urlparse(env["MLFLOW_TRACKING_URI"])
+    secret_uri = f"{server.scheme}://{env['MLFLOW_TRACKING_USERNAME']}:{password}@{server.netloc}"
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(var)  # only the URI carries the credential
+    # recorded, so the switch the trainer flips for such a URI is undone after the test
+    monkeypatch.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "false")
+    cfg = load_train_config("sensorlm_tiny", [f"tracking.tracking_uri={secret_uri}", "name=secret-uri",
+                                              "data.path=s3://bucket/ds", "data.synthetic=null"])
+    uri, run_id = open_mlflow_run(cfg, "secret-uri", {"train_batch_size": 64}, {"kind": "wearable"}, "s3://bucket/ds")
+    end_run(uri, run_id, "FINISHED")
+    from mlflow import MlflowClient
+
+    mlflow_client = MlflowClient(secret_uri)  # the fixture's client reads the credentials deleted above
+    run = mlflow_client.get_run(run_id)
+    assert run.data.params["tracking.tracking_uri"] == f"{server.scheme}://{env['MLFLOW_TRACKING_USERNAME']}:***@{server.netloc}"
+    assert not any(password in v for v in run.data.params.values())
+    local = mlflow_client.download_artifacts(run_id, "config/train_config.yaml", str(tmp_path))
+    assert password not in Path(local).read_text()
+    out = capsys.readouterr()
+    assert password not in out.out + out.err
