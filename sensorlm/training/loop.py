@@ -465,7 +465,7 @@ def _maybe_fail(cfg: TrainConfig, run: dict, step: int, rank: int) -> None:
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(f"worker {rank} killed at step {step}\n")
             print(f"[sensorlm] fault injection: worker {rank} dies at step {step}", flush=True)
-            time.sleep(3)  # let Ray's controller record the last checkpoint's report first
+            time.sleep(2)  # let Ray's controller record the last checkpoint's report first
             os._exit(1)  # a hard death, as from an OOM kill, not a Python exception
 
 

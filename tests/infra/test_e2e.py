@@ -346,28 +346,6 @@ def test_two_ray_nodes_one_worker_each_read_different_shards(loopback, mlflow_cl
 # the end of the walkthrough
 
 
-def test_stop_block_ends_every_server_process_and_frees_the_ports(loopback, servers, walkthrough, session_alive, request):
-    ray_state, mlflow_state = servers.load_state(loopback.state_dir, "ray"), servers.load_state(loopback.state_dir, "mlflow")
-    result = loopback.run("stop", timeout_s=300)
-    assert result.returncode == 0, _out(result)
-    reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert {r["name"]: r["result"] for r in reports} == {"ray": "stopped", "mlflow": "stopped"}
-    for st in (ray_state, mlflow_state):
-        assert session_alive(st.pid) == [], f"{st.name} processes survived stop"
-        assert all(servers.port_is_free(p) for p in (st.ports.get("http"), st.ports.get("dashboard"), st.ports.get("gcs")) if p)
-        assert servers.load_state(loopback.state_dir, st.name) is None
-    assert not Path(ray_state.details["temp_dir"]).exists()
-    # The head used its own token file; the user's ~/.ray/auth_token is untouched.
-    home_token = Path.home() / ".ray" / "auth_token"
-    assert (home_token.read_bytes() if home_token.exists() else None) == loopback.home_token_before
-    # The blocks ran in the doc's order; run as a whole, the module ran every one of them.
-    ran = loopback.ran
-    assert ran == [tag for tag in walkthrough.WALKTHROUGH if tag in ran]
-    mine = [item for item in request.session.items if item.module is request.module]
-    if len(mine) == len([name for name in dir(request.module) if name.startswith("test_")]):
-        assert tuple(ran) == walkthrough.WALKTHROUGH
-
-
 def test_a_password_in_the_tracking_uri_is_never_logged(loopback, mlflow_client, monkeypatch, tmp_path, capsys):
     """`tracking.tracking_uri=http://user:secret@host`: the run is created with it, but no param,
     config artifact or printed line carries the password (any user with READ would see it)."""
@@ -398,3 +376,26 @@ def test_a_password_in_the_tracking_uri_is_never_logged(loopback, mlflow_client,
     assert password not in Path(local).read_text()
     out = capsys.readouterr()
     assert password not in out.out + out.err
+
+
+def test_stop_block_ends_every_server_process_and_frees_the_ports(loopback, servers, walkthrough, session_alive, request):
+    ray_state, mlflow_state = servers.load_state(loopback.state_dir, "ray"), servers.load_state(loopback.state_dir, "mlflow")
+    result = loopback.run("stop", timeout_s=300)
+    assert result.returncode == 0, _out(result)
+    reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert {r["name"]: r["result"] for r in reports} == {"ray": "stopped", "mlflow": "stopped"}
+    for st in (ray_state, mlflow_state):
+        assert session_alive(st.pid) == [], f"{st.name} processes survived stop"
+        assert all(servers.port_is_free(p) for p in (st.ports.get("http"), st.ports.get("dashboard"), st.ports.get("gcs")) if p)
+        assert servers.load_state(loopback.state_dir, st.name) is None
+    assert not Path(ray_state.details["temp_dir"]).exists()
+    # The head used its own token file; the user's ~/.ray/auth_token is untouched.
+    home_token = Path.home() / ".ray" / "auth_token"
+    assert (home_token.read_bytes() if home_token.exists() else None) == loopback.home_token_before
+    # The blocks ran in the doc's order; run as a whole, the module ran every one of them.
+    ran = loopback.ran
+    assert ran == [tag for tag in walkthrough.WALKTHROUGH if tag in ran]
+    mine = [item for item in request.session.items if item.module is request.module]
+    if len(mine) == len([name for name in dir(request.module) if name.startswith("test_")]):
+        assert tuple(ran) == walkthrough.WALKTHROUGH
+

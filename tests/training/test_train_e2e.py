@@ -257,22 +257,3 @@ def test_non_finite_run_fails_registers_nothing_and_rank1_skips_are_logged(ray_s
     assert any(e["rank"] == 1 and e["key"] == "bad0" and e["shard"] in rank1 and e["reason"] == "wrong_shape"
                for e in events), events
 
-
-def test_recurring_error_ends_the_run_without_training_again(ray_session, wearable_dir, tmp_path):
-    """A ValueError on rank 1 at step 3 (as a bad shape or a strict data error would be): the run
-    ends FAILED with that one line, and the restarted worker group does not train again (each step's
-    loss is logged once)."""
-    from sensorlm.training.trainer import RunFailed, train
-
-    cfg = _cfg("sensorlm_tiny", tmp_path, wearable_dir, "name=recurring", "steps=8", "log_every=1",
-               "eval_every=8", "checkpoint.every_steps=8", "checkpoint.max_failures=2",
-               "fault_injection.raise_at_step=3", "fault_injection.rank=1", "tracking.register=false")
-    with pytest.raises(RunFailed, match=r"^ValueError on rank 1: fault injection: a recurring error at step 3$"):
-        train(cfg)
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(cfg.tracking.tracking_uri)
-    run = client.search_runs([client.get_experiment_by_name("sensorlm").experiment_id],
-                             filter_string="tags.`sensorlm.run_name` = 'recurring'")[0]
-    assert run.info.status == "FAILED"
-    assert [s for s, _ in _metric_history(cfg, run.info.run_id, "train/loss")] == [1, 2]
