@@ -584,6 +584,21 @@ def _worker_init(_worker_id: int) -> None:
 # the loader
 
 
+SHARD_PARTS = ("even", "odd")
+
+
+def select_shards(manifest: dict[str, Any], split: str, part: str | None = None) -> list[dict[str, Any]]:
+    """The manifest entries of a split's shards, or of its even- or odd-numbered ones."""
+    if split not in manifest["splits"]:
+        raise ValueError(f"no split {split!r} (has {sorted(manifest['splits'])})")
+    shards = manifest["splits"][split]["shards"]
+    if part is None:
+        return shards
+    if part not in SHARD_PARTS:
+        raise ValueError(f"shard part must be one of {SHARD_PARTS}, got {part!r}")
+    return shards[0::2] if part == "even" else shards[1::2]
+
+
 class ShardLoader:
     """Iterable of batches for one rank; see `make_loader`.
 
@@ -593,7 +608,7 @@ class ShardLoader:
         epoch: the epoch whose order the next iteration uses (`set_epoch`).
     """
 
-    def __init__(self, *, location, manifest, split, urls, pipeline, source, dataloader, batch_size,
+    def __init__(self, *, location, manifest, split, shards, urls, pipeline, source, dataloader, batch_size,
                  drop_last, rank, world_size, num_workers, resampled, batches_per_epoch, equalize):
         self.location = location
         self.manifest = manifest
@@ -612,7 +627,7 @@ class ShardLoader:
         self.equalize = equalize
         self.report = SkipReport()
         self.epoch = source.epoch
-        self._samples = dict(zip(urls, (s["samples"] for s in manifest["splits"][split]["shards"])))
+        self._samples = dict(zip(urls, (s["samples"] for s in shards)))
 
     def set_epoch(self, epoch: int) -> None:
         """Use the shard/sample order of `epoch` from the next iteration on (same for all ranks)."""
@@ -704,6 +719,7 @@ def make_loader(
     manifest: dict[str, Any] | None = None,
     caption_mix: dict[str, float] | None = None,
     split_samples: bool = False,
+    shard_part: str | None = None,
 ) -> ShardLoader:
     """Build the streaming loader of one split for one rank.
 
@@ -734,6 +750,8 @@ def make_loader(
         manifest: use this manifest instead of reading the dataset's.
         caption_mix: wearable: caption key (`sensorlm.data.captioner.CAPTION_KEYS`) -> weight; each
             sample's caption is drawn from its stored levels by these weights (None: the full caption).
+        shard_part: ``even`` or ``odd``: only the split's even- or odd-numbered shards (a sweep
+            selects on one part of the validation split and promotes champions on the other).
         split_samples: split by sample instead of by shard (every rank reads every shard): ranks get
             equal shares of a split with few or uneven shards, as validation wants; automatic when
             there are fewer shards than ranks. Not with ``resampled``.
@@ -763,7 +781,7 @@ def make_loader(
         manifest = parse_manifest(location.read_bytes(MANIFEST).decode("utf-8"), location.url(MANIFEST))
     if split not in manifest["splits"]:
         raise ValueError(f"{location.source}: no split {split!r} (has {sorted(manifest['splits'])})")
-    shards = manifest["splits"][split]["shards"]
+    shards = select_shards(manifest, split, shard_part)
     urls = [location.url(s["name"]) for s in shards]
     if not urls:
         raise ValueError(f"{location.source}: split {split!r} has no shards")
@@ -813,7 +831,7 @@ def make_loader(
         dataloader = DataLoader(pipeline, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                                 **dl_kwargs)
     return ShardLoader(
-        location=location, manifest=manifest, split=split, urls=urls, pipeline=pipeline, source=src,
+        location=location, manifest=manifest, split=split, shards=shards, urls=urls, pipeline=pipeline, source=src,
         dataloader=dataloader, batch_size=batch_size, drop_last=drop_last, rank=rank, world_size=world_size,
         num_workers=requested_workers, resampled=resampled, batches_per_epoch=batches_per_epoch, equalize=equalize,
     )

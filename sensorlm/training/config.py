@@ -46,6 +46,9 @@ class DataSection:
             checkpoint's step: costs the data time of those steps) and restores every rank's RNG
             states, so it ends with the weights of the uninterrupted run; ``fresh``: a new stream
             from the checkpoint on (no fast-forward; for very long runs).
+        val_part: which validation shards a run reads: ``all``; ``selection`` (even-numbered) is
+            what sweep trials validate on, so ``holdout`` (odd-numbered) stays unseen by model
+            selection and decides champions.
     """
 
     path: str = "data/wearable_tiny"
@@ -58,6 +61,7 @@ class DataSection:
     caption_mix: dict[str, float] = field(default_factory=dict)
     prompt_template: str | None = None
     resume: Literal["exact", "fresh"] = "exact"
+    val_part: Literal["all", "selection", "holdout"] = "all"
 
     def __post_init__(self):
         from sensorlm.data.captioner import CAPTION_KEYS

@@ -23,6 +23,7 @@ from sensorlm.training.distributed import barrier
 from sensorlm.training.rng import rng_state, set_rng_state
 
 CKPT_TAG = "ds"
+VAL_PARTS = {"all": None, "selection": "even", "holdout": "odd"}  # data.val_part -> the loader's shard part
 RNG_DIR = "rng"  # rank{r}.json: each rank's RNG states (JSON, not pickled)
 FAILURE_TAG = "sensorlm.failure"  # set on the MLflow run when the workers stop it; read by the driver
 
@@ -126,6 +127,7 @@ def _loader(cfg: TrainConfig, run: dict, split: str, rank: int, world: int, seed
         manifest=run["manifest"],
         caption_mix=cfg.data.caption_mix if train else None,
         split_samples=not train,  # validation: equal shares per rank even from one or uneven shards
+        shard_part=None if train else VAL_PARTS[cfg.data.val_part],
     )
 
 

@@ -126,11 +126,16 @@ def fit_model_to_data(cfg: TrainConfig, manifest: Mapping[str, Any], origin: str
 def check_validation_split(cfg: TrainConfig, manifest: Mapping[str, Any], origin: str = "manifest") -> None:
     """Validation needs a 'val' split with a sample for every worker (an empty one would report a
     perfect loss of 0, which a best-checkpoint rule or a sweep would pick)."""
-    entry = (manifest.get("splits") or {}).get("val")
-    n = int(entry.get("num_samples", 0)) if entry else 0
+    from sensorlm.data.loader import select_shards
+    from sensorlm.training.loop import VAL_PARTS
+
+    part = VAL_PARTS[cfg.data.val_part]
+    shards = select_shards(manifest, "val", part) if "val" in (manifest.get("splits") or {}) else []
+    n = sum(int(s.get("samples", 0)) for s in shards)
     workers = cfg.scaling.num_workers
+    what = "the 'val' split" + (f" ({part}-numbered shards: data.val_part={cfg.data.val_part})" if part else "")
     if n < workers:
         raise ConfigError(
-            f"{origin}: the 'val' split has {n} samples, fewer than the {workers} workers (each validates at "
-            "least one); hold out more data or use fewer workers"
+            f"{origin}: {what} has {n} samples, fewer than the {workers} workers (each validates at "
+            "least one); hold out more data, write smaller shards or use fewer workers"
         )

@@ -30,7 +30,9 @@ def _to(batch: dict, device: torch.device, dtype: torch.dtype | None = None, cas
 
 
 def input_dtype(engine) -> torch.dtype | None:
-    return torch.bfloat16 if engine.bfloat16_enabled() else None
+    """bf16 for a DeepSpeed engine in bf16; None for fp32 engines and plain modules."""
+    bf16 = getattr(engine, "bfloat16_enabled", None)
+    return torch.bfloat16 if bf16 is not None and bf16() else None
 
 
 class SensorLMTask:

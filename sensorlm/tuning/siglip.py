@@ -127,7 +127,17 @@ class SensorLMSweep(SweepTask):
         data = to_dict(self.base)
         data["name"] = None
         data["storage_path"] = str(sweep_dir / "train")
-        data["data"].update(path=str(dataset), synthetic=None)
+        # Trials validate (and are selected) on the even-numbered val shards; the odd-numbered
+        # ones stay unseen until the champion is decided on them.
+        data["data"].update(path=str(dataset), synthetic=None, val_part="selection")
+        from sensorlm.data.loader import select_shards
+
+        if not select_shards(self.manifest, "val", "odd"):
+            raise ConfigError(
+                f"data.path {dataset}: the 'val' split has {len(select_shards(self.manifest, 'val'))} shard(s); "
+                "a sweep needs 2 or more (selection on one part, the champion on the other): "
+                "write smaller shards (--max-count)"
+            )
         # Every validation is a report (the worker loop reports at checkpoints): ASHA sees them all.
         data["checkpoint"]["every_steps"] = self.base.eval_every
         res = self.cfg.resources
@@ -156,9 +166,28 @@ class SensorLMSweep(SweepTask):
         b = self.base
         samples = "all" if b.data.val_batches == 0 else str(b.data.val_batches * b.batch_size * b.scaling.num_workers)
         return (
-            f"dataset_manifest_sha256={self.manifest_sha256};split=val;samples={samples};"
+            f"dataset_manifest_sha256={self.manifest_sha256};split=val;part={b.data.val_part};samples={samples};"
             f"batch={b.batch_size}x{b.scaling.num_workers}"
         )
+
+    def holdout_key(self) -> str | None:
+        prompts = self.base.data.prompt_template or "dataset"
+        return f"dataset_manifest_sha256={self.manifest_sha256};split=val;part=holdout;prompts={prompts}"
+
+    def holdout_score(self, package) -> float | None:
+        """The sweep metric on the odd-numbered val shards, in this process (one rank, CPU)."""
+        import torch
+
+        from sensorlm.data.captioner import manifest_prompts
+        from sensorlm.data.loader import make_loader
+        from sensorlm.training.tasks import SensorLMTask
+
+        text_len = int(package.config["text"]["context_len"])
+        loader = make_loader(self.base.data.path, "val", self.base.batch_size, shuffle=False, num_workers=0,
+                             text_len=text_len, tokenizer=package.tokenizer, manifest=self.manifest, shard_part="odd")
+        task = SensorLMTask(self.manifest.get("activities") or [], manifest_prompts(self.manifest, self.base.data.prompt_template),
+                            package.tokenizer, text_len, torch.device("cpu"))
+        return task.evaluate(package.model.eval(), loader).get(self.cfg.metric)
 
     def base_config(self) -> dict[str, Any]:
         return to_dict(self.base)

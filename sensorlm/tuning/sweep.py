@@ -44,6 +44,7 @@ TRIAL_ID_TAG = "sensorlm.trial_id"
 SWEEP_TAG = "sensorlm.sweep"
 ROLE_TAG = "sensorlm.sweep_role"
 SPLIT_TAG = "sensorlm.val_split"
+HOLDOUT_TAG = "sensorlm.holdout_split"  # with "holdout.<metric>": a version's score on held-out data
 # Keys that may differ when a sweep is resumed (where it is stored is how it was found).
 _RESUME_FREE_KEYS = ("storage_path",)
 
@@ -148,6 +149,15 @@ class SweepTask(ABC):
     @abstractmethod
     def register(self, row: TrialRow, tracking_uri: str) -> tuple[str, str]:
         """Register `row`'s package as a new version of ``cfg.registered_name`` (no alias)."""
+
+    def holdout_key(self) -> str | None:
+        """Identifies data that model selection did not see and its protocol; None when the task
+        has none (its champions then compare on the selection metric)."""
+        return None
+
+    def holdout_score(self, package: Any) -> float | None:
+        """The sweep metric of a loaded model package on the held-out data (see `holdout_key`)."""
+        return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -578,23 +588,73 @@ def _log_results(tracking_uri: str, parent_run_id: str, cfg: SweepConfig, rows: 
     client.log_batch(parent_run_id, metrics=metrics, synchronous=True)
 
 
+def _better(a: float, b: float, mode: str) -> bool:
+    return a > b if mode == "max" else a < b
+
+
+def best_registered_on_holdout(task: SweepTask, cfg: SweepConfig, client, tracking_uri: str) -> tuple[float, str] | None:
+    """(score, version) of the best registered version of the sweep's model on the held-out data.
+    A version scored before carries the score in tags; any other is loaded from MLflow, scored
+    and tagged now; one that cannot run on this data (another input shape, ...) is skipped."""
+    from sensorlm.evaluation.evaluate import resolve_model
+
+    key, score_tag = task.holdout_key(), f"holdout.{cfg.metric}"
+    best: tuple[float, str] | None = None
+    for v in client.search_model_versions(f"name = '{cfg.registered_name}'"):
+        tags = v.tags or {}
+        if tags.get(HOLDOUT_TAG) == key and score_tag in tags:
+            score = float(tags[score_tag])
+        else:
+            try:
+                score = task.holdout_score(resolve_model(f"models:/{cfg.registered_name}/{v.version}", tracking_uri).package)
+            except (ValueError, FileNotFoundError, KeyError) as e:
+                _say(f"version {v.version} not compared on the held-out data: {' '.join(str(e).split())[:200]}")
+                continue
+            if score is None or not math.isfinite(score):
+                continue
+            client.set_model_version_tag(cfg.registered_name, v.version, HOLDOUT_TAG, key)
+            client.set_model_version_tag(cfg.registered_name, v.version, score_tag, str(score))
+        if math.isfinite(score) and (best is None or _better(score, best[0], cfg.mode)):
+            best = (score, str(v.version))
+    return best
+
+
+def holdout_decision(new_score: float, best: tuple[float, str] | None, metric: str, mode: str) -> tuple[bool, str]:
+    """Promote only on a real improvement over every registered version on the held-out data."""
+    if not math.isfinite(new_score):
+        return False, f"held-out {metric} is {new_score}"
+    if best is None:
+        return True, f"held-out {metric} {new_score:.6g}; no registered version scored on the held-out data"
+    score, version = best
+    if _better(new_score, score, mode):
+        return True, f"held-out {metric} {new_score:.6g} beats the best registered version's {score:.6g} (version {version})"
+    return False, (f"held-out {metric} {new_score:.6g} does not beat the best registered version's {score:.6g} "
+                   f"(version {version}, {mode} is better)")
+
+
 def _register_best(task: SweepTask, cfg: SweepConfig, best: TrialRow, tracking_uri: str, name: str) -> tuple[str, str, bool, str]:
     from mlflow.tracking import MlflowClient
 
     from sensorlm.tracking.mlflow_utils import get_alias_version, set_alias
+    from sensorlm.tracking.package import load_model_package
 
     client = MlflowClient(tracking_uri)
     alias = cfg.tracking.alias
-    # Read the holder before registering: the decision is about the version that held it.
-    holder = get_alias_version(cfg.registered_name, alias, client=client)
-    promote, reason = champion_decision(best.metrics[cfg.metric], cfg.mode, holder, cfg.metric, task.split_key())
+    tags = {SPLIT_TAG: task.split_key(), SWEEP_TAG: name, TRIAL_ID_TAG: best.trial_id,
+            "sensorlm.sweep_metric": f"{cfg.metric} ({cfg.mode})"}
+    if task.holdout_key() is not None:
+        # Selection saw the validation data the trials reported on; the champion is decided on
+        # data it did not see, against the best version ever registered, not only the holder.
+        new_score = task.holdout_score(load_model_package(best.package_dir))
+        promote, reason = holdout_decision(new_score, best_registered_on_holdout(task, cfg, client, tracking_uri),
+                                           cfg.metric, cfg.mode)
+        tags.update({HOLDOUT_TAG: task.holdout_key(), f"holdout.{cfg.metric}": str(new_score)})
+    else:
+        # Read the holder before registering: the decision is about the version that held it.
+        holder = get_alias_version(cfg.registered_name, alias, client=client)
+        promote, reason = champion_decision(best.metrics[cfg.metric], cfg.mode, holder, cfg.metric, task.split_key())
     model_uri, version = task.register(best, tracking_uri)
-    for key, value in {
-        SPLIT_TAG: task.split_key(),
-        SWEEP_TAG: name,
-        TRIAL_ID_TAG: best.trial_id,
-        "sensorlm.sweep_metric": f"{cfg.metric} ({cfg.mode})",
-    }.items():
+    for key, value in tags.items():
         client.set_model_version_tag(cfg.registered_name, version, key, value)
     if promote:
         set_alias(cfg.registered_name, alias, version, client=client)

@@ -75,3 +75,21 @@ def test_ctrl_c_leaves_the_run_killed_and_a_finished_run_is_not_retrained(tmp_pa
     # more steps than it finished with: it continues (here, the fake trainer is asked to fit)
     with pytest.raises(pytest.fail.Exception, match="trained again"):
         trainer.train(_cfg(tmp_path, data, "name=ctrl-c", f"steps={cfg.steps + 10}"))
+
+
+def test_validation_parts_are_the_even_and_odd_val_shards(tmp_path):
+    """A sweep selects on the even-numbered val shards and crowns on the odd-numbered ones: each
+    part is checked on its own before Ray starts."""
+    from sensorlm.data.loader import make_loader, select_shards
+    from sensorlm.training.model_from_data import check_validation_split
+
+    data = tmp_path / "w"
+    manifest = _fx.write_wearable(data, n=30, max_count=4, val_every=3)  # val: 10 samples in shards 4, 4, 2
+    even, odd = select_shards(manifest, "val", "even"), select_shards(manifest, "val", "odd")
+    assert [s["samples"] for s in even] == [4, 2] and [s["samples"] for s in odd] == [4]
+    keys = {part: {k for b in make_loader(data, "val", 8, shuffle=False, num_workers=0, shard_part=part) for k in b["key"]}
+            for part in ("even", "odd")}
+    assert len(keys["even"]) == 6 and len(keys["odd"]) == 4 and not keys["even"] & keys["odd"]
+    check_validation_split(_cfg(tmp_path, data, "data.val_part=holdout", "scaling.num_workers=4"), manifest)
+    with pytest.raises(ConfigError, match=r"odd-numbered shards: data.val_part=holdout\) has 4 samples, fewer than the 5"):
+        check_validation_split(_cfg(tmp_path, data, "data.val_part=holdout", "scaling.num_workers=5"), manifest)

@@ -221,11 +221,15 @@ def test_the_winner_is_registered_as_champion(siglip_sweep):
     from sensorlm.tracking.mlflow_utils import get_alias_version
 
     assert result.promoted and result.model_version == "1"
-    assert "no current champion" in result.decision
+    assert "no registered version scored on the held-out data" in result.decision
     champion = get_alias_version("sensorlm_sweep", "champion", client=_client(cfg))
     assert str(champion.version) == "1"
     assert float(champion.tags["metric.val/loss"]) == pytest.approx(result.best.metrics["val/loss"])
+    # selected on the even-numbered val shards, crowned on the odd-numbered ones it never saw
     assert champion.tags["sensorlm.val_split"].startswith("dataset_manifest_sha256=")
+    assert ";part=selection;" in champion.tags["sensorlm.val_split"]
+    assert ";part=holdout;" in champion.tags["sensorlm.holdout_split"]
+    assert math.isfinite(float(champion.tags["holdout.val/loss"]))
     assert champion.tags["sensorlm.trial_id"] == result.best.trial_id
     assert champion.run_id == result.best.run_id
 
@@ -242,7 +246,7 @@ def test_a_worse_rerun_registers_without_moving_the_alias(siglip_sweep, wearable
     out = capsys.readouterr().out
     assert result.complete and result.best is not None
     assert result.model_version == "2" and not result.promoted
-    assert "registered WITHOUT @champion" in out and "does not beat the champion's" in out
+    assert "registered WITHOUT @champion" in out and "does not beat the best registered version's" in out
     assert str(get_alias_version("sensorlm_sweep", "champion", client=_client(cfg)).version) == first.model_version
 
 
@@ -288,3 +292,66 @@ def test_trials_ending_inside_warmup_are_refused():
                                   "base_overrides": ["steps=60"], "params": {"lr": {"type": "grid", "values": [1e-3]}}})
     with pytest.raises(ConfigError, match=r"optim.warmup_steps \(100\) is not below their steps \(60\)"):
         SensorLMSweep(cfg)
+
+
+class _Version:
+    def __init__(self, version, tags=None):
+        self.version, self.tags = version, tags or {}
+
+
+class _Registry:
+    def __init__(self, versions):
+        self.versions, self.tagged = versions, {}
+
+    def search_model_versions(self, filter_string):
+        return self.versions
+
+    def set_model_version_tag(self, name, version, key, value):
+        self.tagged[(version, key)] = value
+
+
+class _HoldoutTask:
+    def __init__(self, scores):
+        self.scores = scores
+
+    def holdout_key(self):
+        return "ds=1;part=holdout"
+
+    def holdout_score(self, package):
+        return self.scores[package]
+
+
+def test_the_champion_must_beat_the_best_registered_version_on_held_out_data(monkeypatch):
+    """Not only the alias holder: a version that scored better on the held-out data earlier sets
+    the bar; versions never scored are scored and tagged now; one that cannot run is skipped."""
+    from types import SimpleNamespace
+
+    import sensorlm.evaluation.evaluate as ev
+    from sensorlm.tuning.sweep import best_registered_on_holdout, holdout_decision
+
+    cfg = from_dict(SweepConfig, {"task": "sensorlm", "name": "s", "metric": "val/zero_shot_acc", "mode": "max",
+                                  "params": {"lr": {"type": "grid", "values": [1e-3]}},
+                                  "tracking": {"registered_model_name": "m"}})
+
+    def resolve(uri, tracking_uri):
+        if uri.endswith("/4"):
+            raise ValueError("sensor input: expected shape (B, 144, 34), got (16, 120, 7)")
+        return SimpleNamespace(package=uri)
+
+    monkeypatch.setattr(ev, "resolve_model", resolve)
+    registry = _Registry([
+        _Version("1", {"sensorlm.holdout_split": "ds=1;part=holdout", "holdout.val/zero_shot_acc": "0.5"}),  # holder
+        _Version("2", {"sensorlm.holdout_split": "ds=0;part=holdout", "holdout.val/zero_shot_acc": "0.99"}),  # other data
+        _Version("3"),  # registered by a plain training run: scored now
+        _Version("4"),  # another input shape: skipped
+    ])
+    task = _HoldoutTask({"models:/m/3": 0.64})
+    best = best_registered_on_holdout(task, cfg, registry, "sqlite:///x")
+    assert best == (0.64, "3")
+    assert registry.tagged == {("3", "sensorlm.holdout_split"): "ds=1;part=holdout",
+                               ("3", "holdout.val/zero_shot_acc"): "0.64"}
+    promote, reason = holdout_decision(0.6, best, "val/zero_shot_acc", "max")  # beats the holder, not the best
+    assert not promote and "does not beat the best registered version's 0.64 (version 3" in reason
+    assert holdout_decision(0.7, best, "val/zero_shot_acc", "max")[0]
+    assert not holdout_decision(0.64, best, "val/zero_shot_acc", "max")[0]  # a tie is no improvement
+    assert not holdout_decision(float("nan"), None, "val/zero_shot_acc", "max")[0]
