@@ -115,3 +115,12 @@ def test_redact_removes_credentials_everywhere_they_hide():
                               "steps": 3, "list": ["s3://bucket/x", "http://c:***@h"]}
     for safe in ("sqlite:///mlflow.db", "http://mlflow:5000", "s3://bucket/ds", "file:///tmp/x"):
         assert redact(safe) == safe
+
+
+def test_ranked_checkpoints_are_saved_where_a_validation_ran():
+    from sensorlm.training.config import load_train_config
+
+    with pytest.raises(ConfigError, match=r"checkpoint.every_steps \(30\) must be a multiple of eval_every \(20\)"):
+        load_train_config("sensorlm_tiny", ["eval_every=20", "checkpoint.every_steps=30"])
+    cfg = load_train_config("sensorlm_tiny", ["eval_every=20", "checkpoint.every_steps=30", "checkpoint.best_metric=null"])
+    assert cfg.checkpoint.best_metric is None

@@ -240,6 +240,14 @@ class TrainConfig:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
         if self.task == "sensorlm" and self.batch_size < 2:
             raise ConfigError("batch_size must be >= 2 for the contrastive SigLIP loss")
+        # A checkpoint carries the validation metrics of its own step or none; ranked by one, it
+        # must be saved where a validation ran (the last step always validates and checkpoints).
+        if self.checkpoint.best_metric and self.checkpoint.every_steps % self.eval_every:
+            raise ConfigError(
+                f"checkpoint.every_steps ({self.checkpoint.every_steps}) must be a multiple of eval_every "
+                f"({self.eval_every}) when checkpoints are ranked by checkpoint.best_metric "
+                f"({self.checkpoint.best_metric}); or set checkpoint.best_metric=null"
+            )
 
     @property
     def registered_name(self) -> str:

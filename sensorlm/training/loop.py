@@ -337,7 +337,9 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
                 logger.log(last_val, step)
 
         if step % cfg.checkpoint.every_steps == 0 or step == cfg.steps:
-            _save_and_report(engine, cfg, run, step, data_seed, last_val, final=step == cfg.steps)
+            validated = step % cfg.eval_every == 0 or step == cfg.steps
+            # the validation metrics of this step, never an earlier one's
+            _save_and_report(engine, cfg, run, step, data_seed, last_val if validated else {}, final=step == cfg.steps)
     _log_data_placement(logger, ctx, shards_read, device)
     skips.log_events(logger, device)
     logger.close()
