@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -151,6 +151,8 @@ class ProjectionTrainConfig:
         log_every / eval_every: steps between train-metric logs / validations (each validation
             is also a checkpoint and a report).
         keep_checkpoints / max_failures: Ray Train checkpoint retention and worker restarts.
+        val_rows: which validation pairs a run reads: ``all``, ``even`` (what sweep trials are
+            selected on) or ``odd`` (held out for the champion decision).
     """
 
     name: str | None = None
@@ -166,6 +168,7 @@ class ProjectionTrainConfig:
     scaling: ProjectionScaling = field(default_factory=ProjectionScaling)
     keep_checkpoints: int = 2
     max_failures: int = 1
+    val_rows: Literal["all", "even", "odd"] = "all"
     tracking: TrackingSection = field(default_factory=_projection_tracking)
 
     def __post_init__(self):
@@ -383,6 +386,12 @@ def load_registered_projection(model_uri: str, tracking_uri: str | None = None):
 
 
 @torch.no_grad()
+def validation_rows(array: np.ndarray, rows: str) -> np.ndarray:
+    """All, the even or the odd rows of a validation array, as a writable float32 copy."""
+    step = {"all": slice(None), "even": slice(0, None, 2), "odd": slice(1, None, 2)}[rows]
+    return np.array(array[step], np.float32)  # a copy: torch wants writable memory, a memory map is not
+
+
 def retrieval_metrics(model, a: torch.Tensor, b: torch.Tensor, chunk: int = 1024) -> dict[str, float]:
     """Symmetric InfoNCE over all pairs and top-1 retrieval both ways, in row chunks.
 
@@ -447,8 +456,7 @@ def projection_train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     arrays = {k: np.load(run["arrays"][k], mmap_mode="r", allow_pickle=False) for k in ARRAY_KEYS}
     # np.array copies: torch wants writable memory, and a memory map is read-only.
-    val_a = torch.as_tensor(np.array(arrays["val_a"], np.float32), device=device)
-    val_b = torch.as_tensor(np.array(arrays["val_b"], np.float32), device=device)
+    val_a, val_b = (torch.as_tensor(validation_rows(arrays[k], cfg.val_rows), device=device) for k in ("val_a", "val_b"))
     shard = np.arange(rank, arrays["train_a"].shape[0], world)  # disjoint pairs per rank
     rng = np.random.default_rng([cfg.seed, rank, data_seed])
     client = None
@@ -641,6 +649,7 @@ class ProjectionSweep(SweepTask):
         data = to_dict(self.base)
         data["name"] = None
         data["storage_path"] = str(sweep_dir / "train")
+        data["val_rows"] = "even"  # trials are selected on the even validation pairs; the odd ones decide the champion
         res = self.cfg.resources
         data["scaling"].update(num_workers=res.num_workers, cpus_per_worker=res.cpus_per_worker, use_gpu=res.use_gpu)
         data["tracking"].update(tracking_uri=tracking_uri, experiment=self.cfg.tracking.experiment, register=False,
@@ -658,7 +667,19 @@ class ProjectionSweep(SweepTask):
         return projection_trial
 
     def split_key(self) -> str:
-        return self._split or ""
+        return f"{self._split};rows=even" if self._split else ""
+
+    def holdout_key(self) -> str | None:
+        return f"{self._split};rows=odd" if self._split else None
+
+    def holdout_score(self, package) -> float | None:
+        """The sweep metric on the odd validation pairs, in this process."""
+        a, b = (torch.as_tensor(validation_rows(np.load(self.arrays[k], mmap_mode="r", allow_pickle=False), "odd"))
+                for k in ("val_a", "val_b"))
+        return retrieval_metrics(package.model.eval(), a, b).get(self.cfg.metric)
+
+    def load_version(self, model_uri: str, tracking_uri: str):
+        return load_registered_projection(model_uri, tracking_uri)
 
     def base_config(self) -> dict[str, Any]:
         return to_dict(self.base)

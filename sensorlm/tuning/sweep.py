@@ -159,6 +159,12 @@ class SweepTask(ABC):
         """The sweep metric of a loaded model package on the held-out data (see `holdout_key`)."""
         return None
 
+    def load_version(self, model_uri: str, tracking_uri: str) -> Any:
+        """A registered version's model package (``models:/NAME/VERSION``)."""
+        from sensorlm.evaluation.evaluate import resolve_model
+
+        return resolve_model(model_uri, tracking_uri).package
+
 
 # ----------------------------------------------------------------------------------------------
 # Ray
@@ -596,8 +602,6 @@ def best_registered_on_holdout(task: SweepTask, cfg: SweepConfig, client, tracki
     """(score, version) of the best registered version of the sweep's model on the held-out data.
     A version scored before carries the score in tags; any other is loaded from MLflow, scored
     and tagged now; one that cannot run on this data (another input shape, ...) is skipped."""
-    from sensorlm.evaluation.evaluate import resolve_model
-
     key, score_tag = task.holdout_key(), f"holdout.{cfg.metric}"
     best: tuple[float, str] | None = None
     for v in client.search_model_versions(f"name = '{cfg.registered_name}'"):
@@ -606,7 +610,7 @@ def best_registered_on_holdout(task: SweepTask, cfg: SweepConfig, client, tracki
             score = float(tags[score_tag])
         else:
             try:
-                score = task.holdout_score(resolve_model(f"models:/{cfg.registered_name}/{v.version}", tracking_uri).package)
+                score = task.holdout_score(task.load_version(f"models:/{cfg.registered_name}/{v.version}", tracking_uri))
             except (ValueError, FileNotFoundError, KeyError) as e:
                 _say(f"version {v.version} not compared on the held-out data: {' '.join(str(e).split())[:200]}")
                 continue

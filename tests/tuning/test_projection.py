@@ -215,6 +215,10 @@ def test_interrupted_projection_sweep_resumes_without_rerunning_finished_trials(
     assert second.promoted and second.model_version == "1"
     version = get_alias_version("projection_cl", "champion", client=client)
     assert str(version.version) == "1" and version.tags["sensorlm.val_split"].startswith("val_a_sha256=")
+    # selected on the even validation pairs, crowned on the odd ones
+    assert version.tags["sensorlm.val_split"].endswith(";rows=even")
+    assert version.tags["sensorlm.holdout_split"].endswith(";rows=odd")
+    assert float(version.tags["holdout.val/recall_at_1"]) >= 0
     package = load_registered_projection("models:/projection_cl@champion", cfg.tracking.tracking_uri)
     assert package.family == "projection_cl"
     assert package.config["min_logit_scale"] == second.best.params["min_logit_scale"]

@@ -311,8 +311,9 @@ class _Registry:
 
 
 class _HoldoutTask:
-    def __init__(self, scores):
+    def __init__(self, scores, load_version):
         self.scores = scores
+        self.load_version = load_version
 
     def holdout_key(self):
         return "ds=1;part=holdout"
@@ -321,12 +322,11 @@ class _HoldoutTask:
         return self.scores[package]
 
 
-def test_the_champion_must_beat_the_best_registered_version_on_held_out_data(monkeypatch):
+def test_the_champion_must_beat_the_best_registered_version_on_held_out_data():
     """Not only the alias holder: a version that scored better on the held-out data earlier sets
     the bar; versions never scored are scored and tagged now; one that cannot run is skipped."""
     from types import SimpleNamespace
 
-    import sensorlm.evaluation.evaluate as ev
     from sensorlm.tuning.sweep import best_registered_on_holdout, holdout_decision
 
     cfg = from_dict(SweepConfig, {"task": "sensorlm", "name": "s", "metric": "val/zero_shot_acc", "mode": "max",
@@ -338,14 +338,13 @@ def test_the_champion_must_beat_the_best_registered_version_on_held_out_data(mon
             raise ValueError("sensor input: expected shape (B, 144, 34), got (16, 120, 7)")
         return SimpleNamespace(package=uri)
 
-    monkeypatch.setattr(ev, "resolve_model", resolve)
     registry = _Registry([
         _Version("1", {"sensorlm.holdout_split": "ds=1;part=holdout", "holdout.val/zero_shot_acc": "0.5"}),  # holder
         _Version("2", {"sensorlm.holdout_split": "ds=0;part=holdout", "holdout.val/zero_shot_acc": "0.99"}),  # other data
         _Version("3"),  # registered by a plain training run: scored now
         _Version("4"),  # another input shape: skipped
     ])
-    task = _HoldoutTask({"models:/m/3": 0.64})
+    task = _HoldoutTask({"models:/m/3": 0.64}, lambda uri, tracking_uri: resolve(uri, tracking_uri).package)
     best = best_registered_on_holdout(task, cfg, registry, "sqlite:///x")
     assert best == (0.64, "3")
     assert registry.tagged == {("3", "sensorlm.holdout_split"): "ds=1;part=holdout",
