@@ -469,7 +469,9 @@ def _maybe_fail(cfg: TrainConfig, run: dict, step: int, rank: int) -> None:
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(f"worker {rank} killed at step {step}\n")
             print(f"[sensorlm] fault injection: worker {rank} dies at step {step}", flush=True)
-            time.sleep(2)  # let Ray's controller record the last checkpoint's report first
+            # let Ray's controller poll (every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, default 2 s) and
+            # record the last checkpoint's report first: a restart must resume from it
+            time.sleep(2.5 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")))
             os._exit(1)  # a hard death, as from an OOM kill, not a Python exception
 
 
