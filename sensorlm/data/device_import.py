@@ -212,7 +212,8 @@ def _read_table(path: Path):
         if suffix == ".parquet":
             return pd.read_parquet(path)
         if suffix in (".csv", ".txt", ".gz"):
-            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
+            # strings, so a bad cell can be named; pandas' NA tokens ("", "NaN", "NA", "null", ...) are missing
+            return pd.read_csv(path, dtype=str, skipinitialspace=True)
     except (ValueError, OSError) as exc:
         raise DeviceImportError(f"{path}: cannot read ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     raise DeviceImportError(f"{path}: unknown file type {suffix!r} (expected .csv or .parquet)")

@@ -87,6 +87,8 @@ def test_header_channels_and_day_labels(tmp_path):
                        "heart_rate[bpm]": 60 + rng.normal(size=len(times)),
                        "steps[count]": rng.poisson(3, size=len(times)),
                        "wrist_temp[degC]": 33 + rng.normal(size=len(times))})
+    df = df.astype({"heart_rate[bpm]": object})
+    df.loc[5, "heart_rate[bpm]"], df.loc[6, "heart_rate[bpm]"] = "NaN", "NA"  # missing, as exports write it
     df.to_csv(tmp_path / "one.csv", index=False)
     pd.DataFrame({"date": ["2024-01-01", "2024-01-02"], "label": ["rest_day", "long_run"]}).to_csv(
         tmp_path / "days.csv", index=False)
