@@ -19,6 +19,7 @@ number a caption states is also in the returned facts, so tests can recompute it
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -39,6 +40,27 @@ CHANNEL_KINDS: dict[str, str] = {
     "state": "mean",  # device state, wear flag
     "level": "mean",  # anything else measured as a level
 }
+def infer_kind(name: str, unit: str = "") -> str:
+    """A channel kind from a column's name and unit (``heart_rate[bpm]`` -> ``heart_rate``)."""
+    n, u = name.lower(), unit.lower()
+    rules = (
+        ("heart_rate", ("heart", "hr", "pulse"), ("bpm",)),
+        ("spo2", ("spo2", "oxygen", "sao2"), ()),
+        ("sleep", ("sleep",), ()),
+        ("count", ("step", "count"), ("count", "counts", "steps")),
+        ("accel", ("acc", "enmo", "movement", "motion"), ("g", "mg")),
+        ("temperature", ("temp",), ("degc", "°c", "c", "degf", "°f")),
+        ("light", ("light", "lux"), ("lux", "lx")),
+        ("respiration", ("resp", "breath"), ()),
+        ("state", ("state", "wear", "wrist"), ()),
+    )
+    tokens = set(re.split(r"[^a-z0-9]+", n))
+    for kind, words, units in rules:
+        if any(w in tokens or (len(w) > 3 and w in n) for w in words) or (u and u in units):
+            return kind
+    return "level"
+
+
 ACTIVITY_KINDS = ("count", "accel")  # the most/least active hours use the first of these
 TREND_KINDS = ("heart_rate", "count", "accel", "temperature", "spo2", "respiration", "light", "level")
 
@@ -284,15 +306,17 @@ def compute_facts(values, missing, channels: Sequence[ChannelInfo], *, step_min:
         )
     facts: dict[str, Any] = {"channels": {}, "gaps": [], "labels": [dict(a) for a in labels]}
     series = {}
+    shaped = 0  # trends and peaks only for the channels the middle level states
     for c, ch in enumerate(channels):
         x = channel_series(values, missing, c)
         series[ch.name] = x
         stats = _channel_stats(x, ch.kind)
         if stats is None:
             continue
-        if ch.kind in TREND_KINDS:
+        if ch.kind in TREND_KINDS and shaped < MAX_TREND_CHANNELS:
             stats["trend"] = _trend(x, step_min)
             stats["extrema"] = _peaks(x, stats["sd"])
+            shaped += stats["trend"] is not None
         facts["channels"][ch.name] = stats
     min_gap = max(1, int(np.ceil(MIN_GAP_MIN / step_min)))
     facts["gaps"] = [r for r in runs(missing) if r[1] - r[0] >= min_gap]
@@ -349,7 +373,7 @@ def _low(facts, channels, at) -> str:
 
 def _middle(facts, channels, at) -> str:
     parts = []
-    trended = [ch for ch in channels if facts["channels"].get(ch.name, {}).get("trend")][:MAX_TREND_CHANNELS]
+    trended = [ch for ch in channels if facts["channels"].get(ch.name, {}).get("trend")]
     for ch in trended:
         s = facts["channels"][ch.name]
         t = s["trend"]
@@ -421,6 +445,6 @@ def caption_window(values, missing, channels: Sequence[ChannelInfo], *, step_min
 
 __all__ = [
     "CAPTION_KEYS", "CHANNEL_KINDS", "DEFAULT_PROMPT_TEMPLATE", "LEVELS", "CaptionLevels", "ChannelInfo",
-    "caption_window", "compose", "compute_facts", "fmt", "label_phrase", "levels_from_paper",
+    "caption_window", "compose", "compute_facts", "fmt", "infer_kind", "label_phrase", "levels_from_paper",
     "manifest_prompts", "normalize_levels", "prompt_for", "zero_shot_prompts",
 ]

@@ -29,7 +29,14 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 
 from sensorlm.config import ConfigError, from_dict, load_yaml, to_dict
-from sensorlm.data.captioner import CHANNEL_KINDS, DEFAULT_PROMPT_TEMPLATE, ChannelInfo, caption_window, prompt_for
+from sensorlm.data.captioner import (
+    CHANNEL_KINDS,
+    DEFAULT_PROMPT_TEMPLATE,
+    ChannelInfo,
+    caption_window,
+    infer_kind,
+    prompt_for,
+)
 
 REPORT = "import_report.json"
 _HEADER = re.compile(r"^\s*(?P<name>[^\[\]]+?)\s*\[(?P<unit>[^\[\]]*)\]\s*$")
@@ -162,27 +169,6 @@ def load_import_spec(path: str | Path | None = None, **overrides: Any) -> Import
         if v is not None:
             data[k] = v
     return from_dict(ImportSpec, data, "")
-
-
-def infer_kind(name: str, unit: str = "") -> str:
-    """A channel kind from a column's name and unit (``heart_rate[bpm]`` -> ``heart_rate``)."""
-    n, u = name.lower(), unit.lower()
-    rules = (
-        ("heart_rate", ("heart", "hr", "pulse"), ("bpm",)),
-        ("spo2", ("spo2", "oxygen", "sao2"), ()),
-        ("sleep", ("sleep",), ()),
-        ("count", ("step", "count"), ("count", "counts", "steps")),
-        ("accel", ("acc", "enmo", "movement", "motion"), ("g", "mg")),
-        ("temperature", ("temp",), ("degc", "°c", "c", "degf", "°f")),
-        ("light", ("light", "lux"), ("lux", "lx")),
-        ("respiration", ("resp", "breath"), ()),
-        ("state", ("state", "wear", "wrist"), ()),
-    )
-    tokens = set(re.split(r"[^a-z0-9]+", n))
-    for kind, words, units in rules:
-        if any(w in tokens or (len(w) > 3 and w in n) for w in words) or (u and u in units):
-            return kind
-    return "level"
 
 
 def channels_from_header(columns: Sequence[str], skip: Sequence[str]) -> list[ChannelSpec]:
@@ -361,9 +347,11 @@ def read_labels(path: str | Path, spec: ImportSpec, subjects: Sequence[str]):
                          "label": labels.to_numpy()})
 
 
-def _window_labels(labels, subject: str, w_start, w_end) -> list[dict[str, Any]]:
+def _window_labels(labels, subject: str, w_start, w_end) -> tuple[list[dict[str, Any]], list[int]]:
+    """The label intervals overlapping a window, clipped to it (minutes since its start), and
+    their rows in `labels`."""
     if labels is None:
-        return []
+        return [], []
     sel = labels[(labels["subject"] == subject) & (labels["end"] > w_start) & (labels["start"] < w_end)]
     out = []
     for row in sel.itertuples(index=False):
@@ -371,7 +359,7 @@ def _window_labels(labels, subject: str, w_start, w_end) -> list[dict[str, Any]]
         e = min(row.end, w_end)
         out.append({"label": str(row.label), "start_min": (s - w_start).total_seconds() / 60.0,
                     "end_min": (e - w_start).total_seconds() / 60.0})
-    return out
+    return out, [int(i) for i in sel.index]
 
 
 def main_label(intervals: list[dict[str, Any]], window_minutes: float, min_fraction: float) -> str:
@@ -458,10 +446,8 @@ def build_rows(data, channels: list[ChannelSpec], spec: ImportSpec, labels, repo
                 continue
             values = win[[c.name for c in channels]].to_numpy(np.float64)
             missing = ~has
-            intervals = _window_labels(labels, subject, w_start, w_end)
-            if labels is not None:
-                sel = labels.index[(labels["subject"] == subject) & (labels["end"] > w_start) & (labels["start"] < w_end)]
-                used_labels.update(int(i) for i in sel)
+            intervals, rows_used = _window_labels(labels, subject, w_start, w_end)
+            used_labels.update(rows_used)
             label = main_label(intervals, spec.window_minutes, spec.main_label_min_fraction)
             start_minute = w_start.hour * 60 + w_start.minute + w_start.second / 60
             cap = caption_window(values, missing, info, step_min=spec.step_min, start_minute=start_minute,
@@ -589,4 +575,4 @@ def import_device_export(
 
 
 __all__ = ["ChannelSpec", "DeviceImportError", "ImportSpec", "SplitSpec", "channels_from_header",
-           "import_device_export", "infer_kind", "load_import_spec", "main_label", "read_labels"]
+           "import_device_export", "load_import_spec", "main_label", "read_labels"]

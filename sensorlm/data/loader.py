@@ -245,7 +245,7 @@ class _ShardSource(IterableDataset):
         self.seed, self.shuffle, self.resampled = seed, shuffle, resampled
         self.stats, self.strict = stats, strict
         self.epoch = 0
-        self.split_samples = False  # set by make_loader: `_RankStride` splits samples, not shards
+        self.split_samples = False  # set by make_loader: samples are split between ranks, not shards
 
     def _mark(self, url: str) -> dict[str, str]:
         if self.resampled and self.stats.shards_since_good > max(20, 3 * len(self.urls)):
@@ -300,19 +300,6 @@ class _ShardErrorHandler:
             self.stats.current_shard_bad = True
             self.stats.record("corrupt_shard", url, None, detail)
         return True
-
-
-class _RankStride:
-    """Keeps every world_size-th raw sample, offset by rank: with fewer shards than ranks, each rank
-    reads every shard in the same order and gets a disjoint share of the samples."""
-
-    def __init__(self, rank: int, world_size: int):
-        self.rank, self.world_size = rank, world_size
-
-    def __call__(self, src):
-        for i, sample in enumerate(src):
-            if i % self.world_size == self.rank:
-                yield sample
 
 
 class _RawSampleSeen:
@@ -812,7 +799,8 @@ def make_loader(
     pipeline = wds.DataPipeline(
         src,
         wds.tarfile_to_samples(handler=handler),
-        _RankStride(rank, world_size) if stride else None,
+        # every rank reads the same shards in the same order and keeps every world_size-th sample
+        wds.slice(rank, None, world_size) if stride else None,
         _RawSampleSeen(stats) if resampled else None,
         _SampleShuffle(shuffle_buffer, seed, rank, src) if shuffle and shuffle_buffer > 0 else None,
         _Decoder(manifest, stats, strict,

@@ -433,8 +433,7 @@ class ParquetSource:
 
     def _caption(self, sensor: np.ndarray, missing: np.ndarray, activities: list, label: str):
         """Captions computed from the row's data (for rows without one), at every level."""
-        from sensorlm.data.captioner import DEFAULT_PROMPT_TEMPLATE, ChannelInfo, caption_window
-        from sensorlm.data.device_import import infer_kind
+        from sensorlm.data.captioner import DEFAULT_PROMPT_TEMPLATE, ChannelInfo, caption_window, infer_kind
 
         extra = self.info.extra
         kinds = extra.get("channel_kinds") or {}

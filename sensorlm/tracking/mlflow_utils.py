@@ -390,3 +390,23 @@ def champion_metric(
     if version is None:
         return None
     return version_metric(version, metric)
+
+
+# A run the workers stop on purpose (a non-finite loss, an error that would recur) carries the
+# reason here: Ray's result keeps only checkpointed reports, so this is how the driver learns it.
+FAILURE_TAG = "sensorlm.failure"
+
+
+def run_failure(tracking_uri: str, run_id: str) -> str | None:
+    """Why the workers stopped the run, or None."""
+    return MlflowClient(tracking_uri).get_run(run_id).data.tags.get(FAILURE_TAG)
+
+
+def record_run_failure(tracking_uri: str, run_id: str, message: str) -> None:
+    MlflowClient(tracking_uri).set_tag(run_id, FAILURE_TAG, message)
+
+
+def clear_run_failure(tracking_uri: str, run_id: str) -> None:
+    """Forget a failure recorded by an earlier attempt of the run (it is being tried again)."""
+    if run_failure(tracking_uri, run_id) is not None:
+        MlflowClient(tracking_uri).delete_tag(run_id, FAILURE_TAG)

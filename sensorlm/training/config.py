@@ -75,6 +75,11 @@ class DataSection:
             raise ConfigError("data.caption_mix: the weights sum to 0")
         if self.prompt_template is not None and "{label}" not in self.prompt_template:
             raise ConfigError(f"data.prompt_template {self.prompt_template!r} has no {{label}} placeholder")
+
+    @property
+    def val_shards(self) -> str | None:
+        """The loader's shard part for `val_part`: None (all), ``even`` or ``odd``."""
+        return {"all": None, "selection": "even", "holdout": "odd"}[self.val_part]
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if self.shuffle_buffer < 0:

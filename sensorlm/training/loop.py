@@ -23,9 +23,7 @@ from sensorlm.training.distributed import barrier
 from sensorlm.training.rng import rng_state, set_rng_state
 
 CKPT_TAG = "ds"
-VAL_PARTS = {"all": None, "selection": "even", "holdout": "odd"}  # data.val_part -> the loader's shard part
 RNG_DIR = "rng"  # rank{r}.json: each rank's RNG states (JSON, not pickled)
-FAILURE_TAG = "sensorlm.failure"  # set on the MLflow run when the workers stop it; read by the driver
 
 
 def _device(use_gpu: bool) -> torch.device:
@@ -48,6 +46,7 @@ class _Logger:
         self.client = None
         self.monitor = None
         self.run_id = run_id
+        self.tracking_uri = tracking_uri
         self.skip_until = 0
         if run_id and tracking_uri:
             import mlflow
@@ -74,8 +73,8 @@ class _Logger:
         """Drop metrics of steps up to `step`: an exact resume replays them with the same values."""
         self.skip_until = step
 
-    def log(self, metrics: dict[str, float], step: int, force: bool = False) -> None:
-        if self.client is None or (step <= self.skip_until and not force):
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.client is None or step <= self.skip_until:
             return
         from mlflow.entities import Metric
 
@@ -127,7 +126,7 @@ def _loader(cfg: TrainConfig, run: dict, split: str, rank: int, world: int, seed
         manifest=run["manifest"],
         caption_mix=cfg.data.caption_mix if train else None,
         split_samples=not train,  # validation: equal shares per rank even from one or uneven shards
-        shard_part=None if train else VAL_PARTS[cfg.data.val_part],
+        shard_part=None if train else cfg.data.val_shards,
     )
 
 
@@ -141,9 +140,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point. `loop_config` = {"train": TrainConfig as dict, "run": driver facts}."""
     import ray.train
 
+    from sensorlm.tracking.mlflow_utils import record_run_failure, run_failure
+
     cfg = from_dict(TrainConfig, loop_config["train"])
     run = loop_config["run"]
-    earlier = _recorded_failure(run)
+    tracked = bool(run.get("mlflow_run_id") and run.get("tracking_uri"))
+    earlier = run_failure(run["tracking_uri"], run["mlflow_run_id"]) if tracked else None
     if earlier:  # an earlier attempt of this fit hit an error that would recur: do not train again
         ray.train.report({"step": 0, "fatal_error": earlier})
         return
@@ -152,7 +154,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     except RECURRING_ERRORS as exc:
         rank = ray.train.get_context().get_world_rank()
         message = f"{type(exc).__name__} on rank {rank}: {_one_line(exc)}"
-        _record_failure(run, message)
+        if tracked:
+            record_run_failure(run["tracking_uri"], run["mlflow_run_id"], message)
         print(f"[sensorlm] {message} (not retried: it would recur)", flush=True)
         raise
 
@@ -160,25 +163,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 def _one_line(exc: BaseException, limit: int = 600) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _mlflow_client(run: dict):
-    if not (run.get("mlflow_run_id") and run.get("tracking_uri")):
-        return None
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(run["tracking_uri"])
-
-
-def _recorded_failure(run: dict) -> str | None:
-    client = _mlflow_client(run)
-    return client.get_run(run["mlflow_run_id"]).data.tags.get(FAILURE_TAG) if client else None
-
-
-def _record_failure(run: dict, message: str) -> None:
-    client = _mlflow_client(run)
-    if client is not None:
-        client.set_tag(run["mlflow_run_id"], FAILURE_TAG, message)
 
 
 def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
@@ -252,9 +236,9 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
             next(train_iter)
     logger = _Logger(run.get("mlflow_run_id") if rank == 0 else None, run.get("tracking_uri"), cfg.tracking.system_metrics)
     if checkpoint:
+        logger.log({"train/resumed_from_step": float(step)}, step)  # a restart leaves a trace
         if cfg.data.resume == "exact":
             logger.skip_through(logger.last_logged_step())  # replayed steps log the same values again
-        logger.log({"train/resumed_from_step": float(step)}, step, force=True)  # a restart leaves a trace
 
     samples_per_step = cfg.batch_size * cfg.optim.grad_accum * world
     loss_sum = torch.zeros((), device=device)
@@ -286,8 +270,7 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
             engine.step()
             loss_sum += loss.detach()
             micro_steps += 1
-            first_bad_step = torch.where((first_bad_step == 0) & ~torch.isfinite(loss.detach()),
-                                         torch.full_like(first_bad_step, step + 1), first_bad_step)
+            first_bad_step = torch.where((first_bad_step == 0) & ~torch.isfinite(loss.detach()), step + 1, first_bad_step)
         step += 1
         window_steps += 1
         _maybe_fail(cfg, run, step, rank)
@@ -296,9 +279,9 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
             # The only host sync of the step, once per log interval.
             elapsed = time.perf_counter() - window_start
             grad_norm = float(engine.get_global_grad_norm() or 0.0)
-            failure = _non_finite_failure(first_bad_step, grad_norm, step, device)
+            failure, skipped = _window_status(first_bad_step, grad_norm, skips, step, device)
             if failure:
-                _stop_run(failure, step, rank, logger, skips, device)
+                _stop_run(failure, step, rank, logger, skips, skipped, device)
                 return
             metrics = {
                 "train/loss": loss_sum.item() / micro_steps if micro_steps else float("nan"),
@@ -307,7 +290,7 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
                 "train/samples_per_s": window_steps * samples_per_step / elapsed,
                 "train/data_wait_frac": data_time / elapsed,
                 **{f"train/{k}": float(v) for k, v in scalars.items()},
-                **skips.totals_all_ranks(device),
+                **skipped,
             }
             if skip_mode:
                 metrics["train/non_finite_steps_skipped"] = float(skipped_steps)
@@ -330,7 +313,9 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
             engine.train()
             bad = sorted(k for k, v in last_val.items() if not math.isfinite(v))
             if bad and (step == cfg.steps or not skip_mode):  # a non-finite final model is never registered
-                _stop_run(f"validation at step {step}: {', '.join(bad)} not finite", step, rank, logger, skips, device)
+                _, skipped = _window_status(first_bad_step, 0.0, skips, step, device)
+                _stop_run(f"validation at step {step}: {', '.join(bad)} not finite", step, rank, logger, skips, skipped,
+                          device)
                 return
             if rank == 0:
                 print("[sensorlm] validation " + " ".join(f"{k} {v:.4f}" for k, v in last_val.items()), flush=True)
@@ -363,18 +348,6 @@ class _SkipAccount:
             if len(self.events) < self.MAX_EVENTS:
                 self.events.append({**ev, "rank": self.rank})
 
-    def totals_all_ranks(self, device) -> dict[str, float]:
-        """Counts since the start summed over every rank (collective: every rank calls it)."""
-        from sensorlm.training.distributed import all_gather_json
-
-        total: dict[str, float] = {}
-        for counts in all_gather_json(self.counts, device):
-            for reason, n in counts.items():
-                total[reason] = total.get(reason, 0) + n
-        out = {f"data/skipped/{k}": float(v) for k, v in sorted(total.items())}
-        out["data/skipped_total"] = float(sum(total.values()))
-        return out
-
     def log_events(self, logger, device) -> None:
         """Every rank's first events as ``data/skipped_samples.json`` (collective)."""
         from sensorlm.training.distributed import all_gather_json
@@ -392,35 +365,45 @@ def _finite_everywhere(loss: torch.Tensor, device) -> bool:
     return all_reduce_sum(bad).item() == 0
 
 
-def _non_finite_failure(first_bad_step: torch.Tensor, grad_norm: float, step: int, device) -> str | None:
-    """The reason to stop (same on every rank), or None: the earliest non-finite loss over ranks,
-    or a non-finite gradient norm (collective)."""
+def _window_status(first_bad_step: torch.Tensor, grad_norm: float, skips: _SkipAccount, step: int,
+                   device) -> tuple[str | None, dict[str, float]]:
+    """One exchange between the ranks per log interval (collective): the reason to stop, the same
+    on every rank (the earliest non-finite loss, or a non-finite gradient norm), or None; and the
+    skipped-sample counts since the start summed over every rank, as metrics."""
     from sensorlm.training.distributed import all_gather_json
 
-    mine = {"loss_step": int(first_bad_step.item()), "grad": math.isfinite(grad_norm)}
+    mine = {"loss_step": int(first_bad_step.item()), "grad": math.isfinite(grad_norm), "skipped": skips.counts}
     everyone = all_gather_json(mine, device)
+    total: dict[str, float] = {}
+    for r in everyone:
+        for reason, n in r["skipped"].items():
+            total[reason] = total.get(reason, 0) + n
+    skipped = {f"data/skipped/{k}": float(v) for k, v in sorted(total.items())}
+    skipped["data/skipped_total"] = float(sum(total.values()))
     bad_steps = [r["loss_step"] for r in everyone if r["loss_step"]]
     if bad_steps:
-        return f"non-finite loss at step {min(bad_steps)}"
+        return f"non-finite loss at step {min(bad_steps)}", skipped
     if not all(r["grad"] for r in everyone):
-        return f"non-finite gradient norm at step {step}"
-    return None
+        return f"non-finite gradient norm at step {step}", skipped
+    return None, skipped
 
 
-def _stop_run(reason: str, step: int, rank: int, logger, skips: _SkipAccount, device) -> None:
+def _stop_run(reason: str, step: int, rank: int, logger, skips: _SkipAccount, skipped: dict[str, float],
+              device) -> None:
     """End this worker cleanly with a report the driver turns into a FAILED run: a failure that
     will recur is not handed to Ray's retries (every rank calls this: the skip accounting and
     Ray's report are collective)."""
     import ray.train
 
+    from sensorlm.tracking.mlflow_utils import record_run_failure
+
     message = f"{reason} (optim.on_non_finite=stop); the run stops and registers no model"
-    skipped = skips.totals_all_ranks(device)
     skips.log_events(logger, device)
     if rank == 0:
         print(f"[sensorlm] {message}", flush=True)
         logger.log(skipped, step)
         if logger.client is not None:
-            logger.client.set_tag(logger.run_id, FAILURE_TAG, message)  # the driver reads it
+            record_run_failure(logger.tracking_uri, logger.run_id, message)  # the driver reads it
     logger.close()
     ray.train.report({"step": step, "fatal_error": message})
 

@@ -127,9 +127,8 @@ def check_validation_split(cfg: TrainConfig, manifest: Mapping[str, Any], origin
     """Validation needs a 'val' split with a sample for every worker (an empty one would report a
     perfect loss of 0, which a best-checkpoint rule or a sweep would pick)."""
     from sensorlm.data.loader import select_shards
-    from sensorlm.training.loop import VAL_PARTS
 
-    part = VAL_PARTS[cfg.data.val_part]
+    part = cfg.data.val_shards
     shards = select_shards(manifest, "val", part) if "val" in (manifest.get("splits") or {}) else []
     n = sum(int(s.get("samples", 0)) for s in shards)
     workers = cfg.scaling.num_workers

@@ -17,7 +17,6 @@ from typing import Any
 from sensorlm.config import redact, to_dict
 from sensorlm.training.config import TrainConfig
 from sensorlm.training.deepspeed_config import build_deepspeed_config
-from sensorlm.training.loop import FAILURE_TAG
 from sensorlm.training.model_from_data import check_validation_split, fit_model_to_data
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -89,12 +88,10 @@ def open_mlflow_run(
     experiment_id = setup_experiment(cfg.tracking.experiment, uri)
     client = MlflowClient(uri)
     # Rerunning the same name resumes the Ray run; continue its MLflow run too.
-    existing = client.search_runs(
-        [experiment_id], filter_string=f"tags.`sensorlm.run_name` = '{run_name}'", max_results=1
-    )
+    existing = _run_named(client, experiment_id, run_name)
     manifest_path = None if isinstance(dataset, str) else Path(dataset) / "manifest.json"
     if existing:
-        run_id = existing[0].info.run_id
+        run_id = existing.info.run_id
         client.update_run(run_id, status="RUNNING")
         print(f"[sensorlm] continuing MLflow run {run_id}", flush=True)
         return uri, run_id
@@ -114,6 +111,12 @@ def open_mlflow_run(
     # start_run's context manager marked it FINISHED; the run is still going.
     client.update_run(run_id, status="RUNNING")
     return uri, run_id
+
+
+def _run_named(client, experiment_id: str, run_name: str):
+    """The MLflow run of a training run name (`name=`), or None."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`sensorlm.run_name` = '{run_name}'", max_results=1)
+    return runs[0] if runs else None
 
 
 def end_run(uri: str | None, run_id: str | None, status: str) -> None:
@@ -198,6 +201,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     """Run a whole training job described by `cfg` and return where its results are."""
     import ray
 
+    from sensorlm.tracking.mlflow_utils import clear_run_failure, run_failure
+
     run_name = cfg.name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     dataset = prepare_dataset(cfg)
     manifest = _read_manifest(dataset)
@@ -224,10 +229,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         # After ray.init, which installs its own SIGTERM handler (a bare sys.exit) over any other.
         signal.signal(signal.SIGTERM, on_sigterm)
         trainer = make_torch_trainer(cfg, run_info(cfg, dataset, manifest, run_name, run_id, uri), run_name)
-        clear_failure(uri, run_id)
+        clear_run_failure(uri, run_id)
         result = trainer.fit()
         metrics = dict(result.metrics or {})
-        failure = failure_of(uri, run_id)
+        failure = run_failure(uri, run_id)
         if failure:
             raise RunFailed(failure)
         package_dir = package_of(result)
@@ -254,23 +259,6 @@ def train(cfg: TrainConfig) -> TrainResult:
         signal.signal(signal.SIGTERM, previous_handler)
 
 
-def clear_failure(uri: str, run_id: str) -> None:
-    """Forget a failure recorded by an earlier attempt of this run (it is being retried now)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    if FAILURE_TAG in client.get_run(run_id).data.tags:
-        client.delete_tag(run_id, FAILURE_TAG)
-
-
-def failure_of(uri: str, run_id: str) -> str | None:
-    """Why the workers stopped the run (rank 0 tags the MLflow run: Ray's result only keeps
-    checkpointed reports), or None."""
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(uri).get_run(run_id).data.tags.get(FAILURE_TAG)
-
-
 def _tag(uri: str | None, run_id: str | None, tags: dict[str, str]) -> None:
     if uri and run_id:
         from mlflow.tracking import MlflowClient
@@ -292,13 +280,9 @@ def finished_run(cfg: TrainConfig, run_name: str) -> TrainResult | None:
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
-    if exp is None:
+    run = _run_named(client, exp.experiment_id, run_name) if exp is not None else None
+    if run is None or run.info.status != "FINISHED":
         return None
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`sensorlm.run_name` = '{run_name}'",
-                              max_results=1)
-    if not runs or runs[0].info.status != "FINISHED":
-        return None
-    run = runs[0]
     final = int(run.data.tags.get("sensorlm.final_step", "0") or 0)
     if final < cfg.steps:
         return None  # asked for more steps: continue from the last checkpoint

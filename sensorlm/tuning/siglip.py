@@ -62,7 +62,8 @@ def sensorlm_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from sensorlm.training.deepspeed_config import build_deepspeed_config
-    from sensorlm.training.trainer import RunFailed, end_run, failure_of, make_torch_trainer, open_mlflow_run, run_info
+    from sensorlm.tracking.mlflow_utils import run_failure
+    from sensorlm.training.trainer import RunFailed, end_run, make_torch_trainer, open_mlflow_run, run_info
 
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = apply_trial_params(from_dict(TrainConfig, setup["base"]), config)
@@ -79,7 +80,7 @@ def sensorlm_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     )
     try:
         trainer.fit()
-        failure = failure_of(uri, run_id)
+        failure = run_failure(uri, run_id)
         if failure:  # e.g. a non-finite loss: the trial is an error, never a champion
             raise RunFailed(failure)
     except BaseException:

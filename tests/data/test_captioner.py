@@ -12,6 +12,7 @@ from sensorlm.data.captioner import (
     clock,
     compose,
     fmt,
+    infer_kind,
     manifest_prompts,
     normalize_levels,
 )
@@ -134,3 +135,9 @@ def test_unknown_kind_and_bad_shape_named():
     values, missing, chans = _window()
     with pytest.raises(ValueError, match=r"values must be \(T, 4\)"):
         caption_window(values[:, :3], missing, chans)
+
+
+def test_infer_kind():
+    assert infer_kind("HR", "bpm") == "heart_rate" and infer_kind("step_count") == "count"
+    assert infer_kind("ENMO", "mg") == "accel" and infer_kind("ambient temp", "degC") == "temperature"
+    assert infer_kind("light", "lux") == "light" and infer_kind("battery") == "level"

@@ -12,7 +12,6 @@ from sensorlm.data.device_import import (
     DeviceImportError,
     ImportSpec,
     import_device_export,
-    infer_kind,
     load_import_spec,
 )
 from sensorlm.data.synthetic_device import write_device_export
@@ -99,12 +98,6 @@ def test_header_channels_and_day_labels(tmp_path):
     assert manifest["channel_kinds"] == {"heart_rate": "heart_rate", "steps": "count", "wrist_temp": "temperature"}
     assert sorted(manifest["activities"]) == ["long_run", "rest_day"]
     assert manifest["import"]["subjects"] == ["one"]  # no subject column: the file's name
-
-
-def test_infer_kind():
-    assert infer_kind("HR", "bpm") == "heart_rate" and infer_kind("step_count") == "count"
-    assert infer_kind("ENMO", "mg") == "accel" and infer_kind("ambient temp", "degC") == "temperature"
-    assert infer_kind("light", "lux") == "light" and infer_kind("battery") == "level"
 
 
 # ------------------------------------------------------------------------------------------- bad input

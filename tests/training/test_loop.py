@@ -13,6 +13,7 @@ def test_a_recurring_error_is_recorded_and_the_restarted_workers_do_not_train(tm
     from mlflow.tracking import MlflowClient
 
     from sensorlm.config import to_dict
+    from sensorlm.tracking.mlflow_utils import FAILURE_TAG
     from sensorlm.training import loop
     from sensorlm.training.config import TrainConfig
 
@@ -32,14 +33,14 @@ def test_a_recurring_error_is_recorded_and_the_restarted_workers_do_not_train(tm
     # first attempt: the error is recorded on the run (one line, naming the rank) and raised to Ray
     with pytest.raises(ValueError):
         loop.train_loop_per_worker(config)
-    message = client.get_run(run_id).data.tags[loop.FAILURE_TAG]
+    message = client.get_run(run_id).data.tags[FAILURE_TAG]
     assert message == "ValueError on rank 1: sensor input: expected shape (B, 144, 34), got (32, 120, 7) (details)"
     assert "not retried: it would recur" in capsys.readouterr().out
     # Ray restarts the worker group: the workers report the failure and end without training
     loop.train_loop_per_worker(config)
     assert len(attempts) == 1 and reports == [{"step": 0, "fatal_error": message}]
     # a worker death (no Python error) leaves nothing recorded: a restart trains again
-    client.delete_tag(run_id, loop.FAILURE_TAG)
+    client.delete_tag(run_id, FAILURE_TAG)
     monkeypatch.setattr(loop, "_train", lambda cfg, run: attempts.append(2))
     loop.train_loop_per_worker(config)
     assert attempts == [1, 2]
