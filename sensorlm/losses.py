@@ -1,4 +1,4 @@
-"""Contrastive losses: SigLIP (local and exact distributed) and CLIP's symmetric InfoNCE.
+"""Contrastive losses: SigLIP and CLIP's symmetric InfoNCE, local and exact distributed.
 
 Pure PyTorch. The losses are computed in float32 with autocast switched off: the sigmoid of
 ``t * <zs, zt> + b`` with t up to ~100 and b ~ -10 loses the positives' signal in bf16.
@@ -105,15 +105,40 @@ def siglip_loss_distributed(
     _check_pair(zs, zt, t_prime, bias)
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
         return siglip_loss(zs, zt, t_prime, bias, max_temperature)
+    zs_all, zt_all = _gather_rows(zs, group), _gather_rows(zt, group)
+    return siglip_loss(zs_all, zt_all, t_prime, bias, max_temperature)
+
+
+def _gather_rows(x: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
+    """Every rank's (B, D) rows stacked in rank order, differentiable: the backward sums the
+    gradients every rank sends to this rank's slice."""
     from torch.distributed.nn.functional import all_gather
 
     with warnings.catch_warnings():
         # torch 2.13 marks this autograd all_gather deprecated; it is the form whose backward
         # (gradients summed across ranks) tests/test_losses.py checks to be exact, so keep it.
         warnings.simplefilter("ignore", FutureWarning)
-        zs_all = torch.cat(all_gather(zs.contiguous(), group=group), dim=0)
-        zt_all = torch.cat(all_gather(zt.contiguous(), group=group), dim=0)
-    return siglip_loss(zs_all, zt_all, t_prime, bias, max_temperature)
+        return torch.cat(all_gather(x.contiguous(), group=group), dim=0)
+
+
+def clip_loss_distributed(
+    za: torch.Tensor, zb: torch.Tensor, logit_scale: torch.Tensor, group: dist.ProcessGroup | None = None
+) -> torch.Tensor:
+    """Exact symmetric InfoNCE over the global batch of all ranks (every rank's pairs are every
+    rank's negatives), for L2-normalised (B, D) embeddings and the scale s (shape (1,)).
+
+    The same exchange and gradient convention as `siglip_loss_distributed`: every rank returns the
+    single-process loss of the whole batch, and gradients averaged over ranks (DeepSpeed, DDP) are
+    the single-process gradients.
+    """
+    if za.ndim != 2 or za.shape != zb.shape or za.shape[0] == 0:
+        raise ValueError(f"embeddings: expected two non-empty (B, D) tensors of one shape, got {tuple(za.shape)} "
+                         f"and {tuple(zb.shape)}")
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
+        za, zb = _gather_rows(za, group), _gather_rows(zb, group)
+    with torch.autocast(device_type=za.device.type, enabled=False):
+        logits = logit_scale.float().reshape(()) * (za.float() @ zb.float().T)
+        return clip_loss(logits, logits.T)
 
 
 def clip_loss(logits_a_b: torch.Tensor, logits_b_a: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
-"""Sweep ProjectionCL's logit-scale bounds and learning rate on two paired embedding sets.
+"""Sweep ProjectionCL's logit scale, its bounds and the learning rate on paired embeddings.
 
 ``python tune/sweep_projection.py --config configs/sweeps/projection_tiny.yaml [key=value ...]``
 
-Embeddings from a trained SensorLM first (sensor vs caption embeddings of the same days):
+Pairs from a trained SensorLM first (sensor vs caption embeddings of the same days):
 ``python tune/sweep_projection.py export --model models:/sensorlm@champion --dataset DIR --out DIR``
 See docs/sweeps.md.
 """
@@ -14,20 +14,22 @@ from sensorlm.tuning.sweep import main
 
 
 def export(argv: list[str]) -> int:
-    from sensorlm.tuning.projection import export_sensorlm_embeddings
+    from sensorlm.data.embedding_pairs import export_sensorlm_pairs
+    from sensorlm.evaluation.evaluate import resolve_model
+    from sensorlm.tracking.mlflow_utils import resolve_tracking_uri
 
-    parser = argparse.ArgumentParser(prog="sweep_projection.py export", description="Export SensorLM embeddings.")
+    parser = argparse.ArgumentParser(prog="sweep_projection.py export",
+                                     description="Write a SensorLM's sensor and caption embeddings as a paired dataset.")
     parser.add_argument("--model", required=True, help="a model package directory or an MLflow model URI")
-    parser.add_argument("--dataset", required=True, help="dataset directory (shards + manifest + tokenizer)")
-    parser.add_argument("--out", required=True, help="output folder for {split}_sensor.npy / {split}_text.npy")
+    parser.add_argument("--dataset", required=True, help="wearable dataset directory (shards + manifest + tokenizer)")
+    parser.add_argument("--out", required=True, help="the new paired-embedding folder")
     parser.add_argument("--tracking-uri", default=None)
     args = parser.parse_args(argv)
-    paths = export_sensorlm_embeddings(args.model, args.dataset, args.out, tracking_uri=args.tracking_uri)
-    for key, path in paths.items():
-        print(f"{key}: {path}")
-    print("sweep them with: python tune/sweep_projection.py --config configs/sweeps/projection_sensorlm.yaml "
-          f"base.data.train_a={paths['train_sensor']} base.data.train_b={paths['train_text']} "
-          f"base.data.val_a={paths['val_sensor']} base.data.val_b={paths['val_text']}")
+    package = resolve_model(args.model, resolve_tracking_uri(args.tracking_uri)).package
+    out = export_sensorlm_pairs(package, args.dataset, args.out)
+    print(f"wrote {out}")
+    print(f"sweep it with: python tune/sweep_projection.py --config configs/sweeps/projection_sensorlm.yaml "
+          f"base.data.path={out}")
     return 0
 
 

@@ -42,6 +42,7 @@ import torch
 
 from sensorlm.config import redact
 from sensorlm.evaluation import plots as P
+from sensorlm.training.families import FAMILIES, get_family, resolve
 from sensorlm.tracking.package import (
     CONFIG_FILE,
     ModelPackage,
@@ -59,9 +60,6 @@ __all__ = [
     "resolve_model",
 ]
 
-# The dataset kind each family is evaluated on (ProjectionCL reads feature files instead).
-DATA_KIND = {"sensorlm": "wearable", "sst": "sst"}
-FAMILIES = ("sensorlm", "sst", "projection_cl")
 # Training-run metrics compared across runs by --compare: (key, higher is better).
 ABLATION_METRICS = {
     "sensorlm": (("val/zero_shot_acc", True), ("val/loss", False)),
@@ -425,21 +423,19 @@ def _resolve_data(data: str | Path | None, client, training_run_id: str | None) 
     raise ValueError("no dataset given (--data) and none recorded in the training run's params (data.path)")
 
 
-def _load_manifest(data: str) -> dict[str, Any]:
-    from sensorlm.data.loader import load_dataset_manifest
-
+def _load_manifest(data: str, family) -> dict[str, Any]:
     if _is_local(data):
         path = Path(data).expanduser()
         if not path.is_dir():
             raise FileNotFoundError(f"dataset {data}: directory does not exist")
         if not (path / "manifest.json").is_file():
             raise FileNotFoundError(f"dataset {data}: no manifest.json in {path} (is it a prepared dataset?)")
-    return load_dataset_manifest(data)
+    return family.read_manifest(data)
 
 
 def _check_compatible(package: ModelPackage, manifest: Mapping[str, Any], data: str, split: str) -> None:
     family, kind = package.family, manifest.get("kind")
-    want = DATA_KIND[family]
+    want = get_family(family).data_kind
     if kind != want:
         raise ValueError(
             f"model {package.preset!r} is a {family} model, which is evaluated on {want!r} data, "
@@ -447,8 +443,13 @@ def _check_compatible(package: ModelPackage, manifest: Mapping[str, Any], data: 
         )
     if split not in manifest["splits"]:
         raise ValueError(f"dataset {data}: no split {split!r} (has {sorted(manifest['splits'])})")
-    shapes = {k: tuple(v) for k, v in manifest["sample_shape"].items()}
     cfg = package.config
+    if "dims" in manifest:  # paired embeddings
+        if tuple(manifest["dims"]) != tuple(cfg["modality_dims"]):
+            raise ValueError(f"dataset {data}: embeddings are {manifest['dims']} wide, but model {package.preset!r} "
+                             f"takes {list(cfg['modality_dims'])}")
+        return
+    shapes = {k: tuple(v) for k, v in manifest["sample_shape"].items()}
     if family == "sensorlm":
         want_shape = (int(cfg["sensor"]["input_len"]), int(cfg["sensor"]["num_channels"]))
         have = shapes.get("sensor")
@@ -466,6 +467,8 @@ def _check_compatible(package: ModelPackage, manifest: Mapping[str, Any], data: 
 def _eval_manifest(package: ModelPackage, manifest: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     """The dataset manifest with the model's normalisation statistics: inputs must be scaled the
     way the model saw them in training, even if this dataset's own statistics differ."""
+    if "stats" not in manifest:  # nothing to normalise (paired embeddings)
+        return manifest
     if package.data_stats is None or "stats" not in package.data_stats:
         notes.append("model package has no data_stats.json: normalising with the dataset's own statistics")
         return manifest
@@ -524,7 +527,7 @@ def _embed_wearable(model, loader, device, max_samples: int | None, keep: int) -
     return out
 
 
-def _evaluate_sensorlm(package, data, split, manifest, opts, device, notes) -> tuple[dict, dict]:
+def evaluate_sensorlm(package, data, split, manifest, opts, device, notes) -> tuple[dict, dict]:
     from sensorlm.evaluation.metrics import bidirectional_retrieval, linear_probe_few_shot, zero_shot_classification
     from sensorlm.evaluation.rollout import attention_rollout
 
@@ -632,7 +635,7 @@ def _evaluate_sensorlm(package, data, split, manifest, opts, device, notes) -> t
 
 
 @torch.no_grad()
-def _evaluate_sst(package, data, split, manifest, opts, device, notes) -> tuple[dict, dict]:
+def evaluate_sst(package, data, split, manifest, opts, device, notes) -> tuple[dict, dict]:
     from sensorlm.evaluation.metrics import climatology_baseline, observed_mean_baseline, sst_skill
     from sensorlm.models.sst import month_of_year_from_last
 
@@ -713,13 +716,19 @@ def _load_features(path: str | Path | None, flag: str, width: int) -> np.ndarray
 
 
 @torch.no_grad()
-def _evaluate_projection_cl(package, opts, device, notes) -> tuple[dict, dict]:
+def evaluate_projection_cl(package, data, split, manifest, opts, device, notes) -> tuple[dict, dict]:
+    """Retrieval both ways on a paired-embedding dataset's split, or on two feature files."""
     from sensorlm.evaluation.metrics import bidirectional_retrieval
 
     model = package.model.to(device).eval()
     dim_a, dim_b = (int(d) for d in package.config["modality_dims"])
-    a = _load_features(opts["embeddings_a"], "--embeddings-a", dim_a)
-    b = _load_features(opts["embeddings_b"], "--embeddings-b", dim_b)
+    if data is not None:
+        entry = manifest["splits"][split]
+        a = _load_features(Path(data) / entry["a"], f"dataset {data} split {split} A", dim_a)
+        b = _load_features(Path(data) / entry["b"], f"dataset {data} split {split} B", dim_b)
+    else:
+        a = _load_features(opts["embeddings_a"], "--embeddings-a", dim_a)
+        b = _load_features(opts["embeddings_b"], "--embeddings-b", dim_b)
     if a.shape[0] != b.shape[0]:
         raise ValueError(
             f"--embeddings-a has {a.shape[0]} rows and --embeddings-b {b.shape[0]}: rows must be pairs (same N)"
@@ -901,9 +910,10 @@ def evaluate_model(
     resolved = resolve_model(model_uri, uri)
     package = resolved.package
     family = package.family
-    if family not in FAMILIES:
+    if family not in FAMILIES or not FAMILIES[family].evaluator:
         raise ValueError(f"model {model_uri!r} is a {family!r} model (preset {package.preset!r}); "
-                         f"evaluation supports {list(FAMILIES)}")
+                         f"evaluation supports {[f.name for f in FAMILIES.values() if f.evaluator]}")
+    evaluate = resolve(FAMILIES[family].evaluator)
     client = MlflowClient(uri)
     compared = resolve_compare_runs(compare, client) if compare else {}
 
@@ -922,17 +932,15 @@ def evaluate_model(
                 embeddings_a=embeddings_a, embeddings_b=embeddings_b)
 
     data_str = manifest = None
-    if family in DATA_KIND:
+    if embeddings_a is None and embeddings_b is None:
         data_str = _resolve_data(data, client, resolved.training_run_id)
-        manifest = _load_manifest(data_str)
+        manifest = _load_manifest(data_str, FAMILIES[family])
         _check_compatible(package, manifest, data_str, split)
         manifest = _eval_manifest(package, manifest, notes)
         _say(f"evaluating {model_uri} ({package.preset}) on {data_str} split {split!r}")
-        evaluate = _evaluate_sensorlm if family == "sensorlm" else _evaluate_sst
-        metrics, figures = evaluate(package, data_str, split, manifest, opts, device, notes)
     else:
         _say(f"evaluating {model_uri} ({package.preset}) on {embeddings_a} / {embeddings_b}")
-        metrics, figures = _evaluate_projection_cl(package, opts, device, notes)
+    metrics, figures = evaluate(package, data_str, split, manifest, opts, device, notes)
     metrics = {metric_key(k): float(v) for k, v in metrics.items()}
 
     # Curves read back from MLflow: this model's training run, and the runs to compare with it.
@@ -975,7 +983,7 @@ def evaluate_model(
             "sensorlm.model_uri": str(model_uri),
             "sensorlm.model_family": family,
             "sensorlm.model_preset": package.preset,
-            "sensorlm.eval_split": split if family in DATA_KIND else "features",
+            "sensorlm.eval_split": split if data_str is not None else "features",
         }
         if resolved.name:
             tags["sensorlm.model_name"] = resolved.name

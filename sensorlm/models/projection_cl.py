@@ -4,13 +4,14 @@ Only the projection heads are trained: features of modality A (e.g. a frozen ima
 1280-d output) and modality B (e.g. a frozen text encoder's 768-d output) are projected into a
 shared space, L2-normalised and compared by scaled cosine similarity
 
-    L_ij = clamp(s, s_min, s_max) * <f_i, g_j>,   s = exp(logit_scale),
+    L_ij = s * <f_i, g_j>,   s = exp(logit_scale),
 
 trained with the symmetric InfoNCE loss 0.5 * [CE(L, I) + CE(L^T, I)].
 
-The clamp is functional: it applies to the value used in the forward pass and is never written
-back to the parameter. While `s` lies outside the bounds the parameter gets a zero gradient from
-the loss (torch.clamp's gradient), so it stays where the optimiser left it.
+`s` is bounded to [min_logit_scale, max_logit_scale] by clamping the parameter itself after
+every optimizer step (`parameter_bounds`, enforced by the trainer), as open_clip does. The
+forward never clamps: a functional clamp would give the parameter a zero gradient once past the
+bound (measured: with max 3 it stopped at 4.67 and never trained again).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sensorlm.losses import clip_loss
+from sensorlm.models.bounds import log_bounds
 from sensorlm.models.registry import register_preset
 
 
@@ -177,24 +179,30 @@ class ProjectionCL(nn.Module):
         """Project modality-B features (..., modality_dims[1]) -> (..., embed_dim) (not normalised)."""
         return self._encode(self.proj_b, features, self.modality_dims[1], "modality B")
 
+    def parameter_bounds(self) -> dict[str, tuple[float | None, float | None]]:
+        """Bounds on raw parameters that the trainer enforces after every optimizer step."""
+        return log_bounds("logit_scale", self.min_logit_scale, self.max_logit_scale)
+
     def _scale(self) -> torch.Tensor:
-        # Functional clamp: the parameter itself is never edited; the gradient is zero while clamped.
-        return torch.clamp(self.logit_scale.exp(), min=self.min_logit_scale, max=self.max_logit_scale)
+        return self.logit_scale.exp()
 
     def current_logit_scale(self) -> float:
-        """The effective (clamped) logit scale as a Python float, for logging."""
+        """The logit scale s = exp(logit_scale) as a Python float, for logging."""
         with torch.no_grad():
             return float(self._scale().item())
 
     def forward(
-        self, features_a: torch.Tensor, features_b: torch.Tensor, *, return_loss: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, features_a: torch.Tensor, features_b: torch.Tensor, *, return_loss: bool = False,
+        return_embeddings: bool = False,
+    ):
         """Project both modalities, compute scaled cosine similarities, optionally the loss.
 
         Args:
             features_a: (B_a, modality_dims[0]) features of modality A.
             features_b: (B_b, modality_dims[1]) features of modality B.
             return_loss: also return the symmetric InfoNCE loss (needs B_a == B_b).
+            return_embeddings: return {"emb_a", "emb_b", "logit_scale"} (normalised embeddings and
+                s, shape (1,)) instead of logits, for a loss over several ranks' batches.
 
         Returns:
             (logits_a_b (B_a, B_b), logits_b_a (B_b, B_a)), plus the scalar loss if `return_loss`.
@@ -213,6 +221,8 @@ class ProjectionCL(nn.Module):
             )
         za = F.normalize(self.encode_a(features_a), dim=-1)
         zb = F.normalize(self.encode_b(features_b), dim=-1)
+        if return_embeddings:
+            return {"emb_a": za, "emb_b": zb, "logit_scale": self._scale()}
         logits_a_b = self._scale() * za @ zb.t()
         logits_b_a = logits_a_b.t()
         if not return_loss:

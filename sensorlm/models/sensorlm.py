@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sensorlm.config import ConfigError, from_dict
+from sensorlm.models.bounds import check_scale_bounds, log_bounds
 from sensorlm.models.registry import register_preset
 from sensorlm.models.sensor_encoder import SensorEncoder, SensorEncoderConfig
 from sensorlm.models.text_encoder import TextEncoder, TextEncoderConfig
@@ -49,6 +50,10 @@ class SensorLMConfig:
         t_prime_init: initial log-temperature (SigLIP: log 10).
         bias_init: initial logit bias (SigLIP: -10).
         learn_temperature: train t_prime (False freezes it at t_prime_init; bias still trains).
+        temperature_min / temperature_max: bounds on t = exp(t_prime) (None: unbounded). The
+            trainer clamps the parameter itself after every optimizer step (`parameter_bounds`),
+            as open_clip does, so it keeps its gradient at a bound; an init outside the bounds
+            comes back inside at the first step.
     """
 
     sensor: SensorEncoderConfig = field(default_factory=SensorEncoderConfig)
@@ -58,8 +63,11 @@ class SensorLMConfig:
     t_prime_init: float = math.log(10.0)
     bias_init: float = -10.0
     learn_temperature: bool = True
+    temperature_min: float | None = None
+    temperature_max: float | None = None
 
     def __post_init__(self) -> None:
+        check_scale_bounds(self.temperature_min, self.temperature_max, "temperature_min", "temperature_max")
         if self.sensor_tower not in ("vit", "hvt"):
             raise ConfigError(f"sensor_tower: {self.sensor_tower!r} is not one of ['vit', 'hvt']")
         for name in ("t_prime_init", "bias_init"):
@@ -113,6 +121,10 @@ class SensorLM(nn.Module):
     @property
     def embed_dim(self) -> int:
         return self.config.text.embed_dim
+
+    def parameter_bounds(self) -> dict[str, tuple[float | None, float | None]]:
+        """Bounds on raw parameters that the trainer enforces after every optimizer step."""
+        return log_bounds("t_prime", self.config.temperature_min, self.config.temperature_max)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Turn activation checkpointing on in the towers that support it."""

@@ -34,15 +34,6 @@ CONFIG_FILE = "model_config.json"
 TOKENIZER_FILE = "tokenizer.json"
 DATA_STATS_FILE = "data_stats.json"
 
-# Preset-name prefixes -> family; checked longest first so "sensorlm_hvt_tiny" is SensorLM.
-_FAMILY_PREFIXES = {
-    "sensorlm": "sensorlm",
-    "sst": "sst",
-    "hvt": "hvt",
-    "projection_cl": "projection_cl",
-}
-
-
 @dataclass
 class ModelPackage:
     """A loaded model package.
@@ -64,22 +55,20 @@ class ModelPackage:
     data_stats: dict[str, Any] | None
 
 
-def model_family(preset: str, config: Any = None) -> str:
-    """Family of a preset, from its name (``sensorlm_*`` -> "sensorlm", ``sst_*`` -> "sst").
-
-    Falls back to the config class name without a trailing "Config", lower-cased.
+def model_family(config: Any) -> str:
+    """The family of a model config: its record in `sensorlm.training.families`, else the config
+    class name without a trailing "Config", lower-cased (a bare tower such as HVT).
 
     Args:
-        preset: registry preset name.
-        config: the config instance (used only when the name has no known prefix).
+        config: a resolved model config instance.
     """
-    for prefix in sorted(_FAMILY_PREFIXES, key=len, reverse=True):
-        if preset == prefix or preset.startswith(prefix + "_"):
-            return _FAMILY_PREFIXES[prefix]
-    if config is not None and dataclasses.is_dataclass(config):
-        name = type(config).__name__
-        return (name[: -len("Config")] if name.endswith("Config") else name).lower()
-    raise ValueError(f"cannot tell the model family of preset {preset!r}; pass a known preset")
+    from sensorlm.training.families import family_of_config
+
+    family = family_of_config(config)
+    if family is not None:
+        return family.name
+    name = type(config).__name__
+    return (name[: -len("Config")] if name.endswith("Config") else name).lower()
 
 
 def _plain_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -200,7 +189,7 @@ def save_model_package(
     config_dict = to_dict(config) if dataclasses.is_dataclass(config) else dict(config)
     # Fail now, not at load time, if the preset cannot take this config.
     resolved = model_config(preset, **config_dict)
-    family = model_family(preset, resolved)
+    family = model_family(resolved)
     if data_stats is not None:
         _validate_data_stats(data_stats, family, to_dict(resolved))
     if tokenizer_path is not None:
@@ -250,7 +239,10 @@ def read_package_meta(package_dir: str | Path) -> dict[str, Any]:
     for key, kind in (("preset", str), ("config", dict)):
         if not isinstance(meta.get(key), kind):
             raise ValueError(f"{path}: key {key!r} must be a {kind.__name__}, got {meta.get(key)!r}")
-    meta.setdefault("family", model_family(meta["preset"]))
+    if "family" not in meta:
+        from sensorlm.models import model_config
+
+        meta["family"] = model_family(model_config(meta["preset"], **meta["config"]))
     return meta
 
 

@@ -23,6 +23,10 @@ SST family
      "month_of_year": optional (N, M) month of every slot, 0 = January}
                                          -> (N, H, W) float32 monthly map of the last month in
                                             degrees C (0 on land when "land" is given)
+ProjectionCL family
+    {"a": (N, dim_a)} and/or {"b": (N, dim_b)} features
+                                         -> (N, D) float32 L2-normalised embeddings in the shared
+                                            space ({"a_emb", "b_emb"} for both keys)
 
 Bad inputs raise ValueError naming the key and the expected shape. Through
 ``mlflow.pyfunc.load_model`` the signature is enforced first: a key the signature does not
@@ -42,23 +46,11 @@ import mlflow
 import numpy as np
 import torch
 
-from sensorlm.tracking.package import (
-    load_model_package,
-    read_package_meta,
-    sensor_normalisation,
-    sst_normalisation,
-)
+from sensorlm.tracking.package import load_model_package, read_package_meta
 
-SUPPORTED_FAMILIES = ("sensorlm", "sst")
 # sensorlm/tracking/pyfunc.py -> sensorlm/ (from this file: `sensorlm.__file__` is None when an
 # editable install resolves sensorlm as a namespace package).
 SENSORLM_SOURCE_DIR = Path(__file__).resolve().parents[1]
-SENSORLM_KEYS = ("text", "sensor")
-SST_KEYS = ("daily", "land", "padded_days", "month", "month_of_year")
-# Input examples are stored as JSON beside the model and run once when logging; bigger
-# examples (sst_base is 1.5M values per sample) are left out.
-MAX_EXAMPLE_VALUES = 200_000
-EXAMPLE_CAPTION = "A day with a 30 minute morning run and 7 hours of sleep."
 
 # The runtime needs of the pyfunc; sensorlm itself travels as code_paths (it is not on PyPI).
 RUNTIME_PACKAGES = ("mlflow", "torch", "numpy", "safetensors", "tokenizers", "pyyaml")
@@ -96,60 +88,15 @@ def _is_null(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], family: str) -> None:
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"model input: unknown key(s) {unknown} for a {family} model (accepted keys: {list(allowed)})"
-        )
-
-
-def _float_array(value: Any, name: str, ndim: int, meaning: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"input {name!r}: expected numbers {meaning}, could not convert: {e}") from None
-    if arr.ndim != ndim:
-        raise ValueError(f"input {name!r}: expected shape {meaning}, got {arr.shape}")
-    if np.isinf(arr).any():
-        raise ValueError(f"input {name!r}: {int(np.isinf(arr).sum())} infinite values (use NaN for missing)")
-    return arr
-
-
-def _texts(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if not isinstance(value, (list, tuple)):
-        raise ValueError(f"input 'text': expected a list of strings, got {type(value).__name__}")
-    for i, text in enumerate(value):
-        if not isinstance(text, str):
-            raise ValueError(f"input 'text'[{i}]: expected a string, got {type(text).__name__}")
-    return list(value)
-
-
-def _mask_array(value: Any, name: str, shape: tuple[int, ...], meaning: str) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.dtype == object or not (arr.dtype == bool or np.issubdtype(arr.dtype, np.number)):
-        raise ValueError(f"input {name!r}: expected 0/1 or bool values {meaning}, got dtype {arr.dtype}")
-    if tuple(arr.shape) != shape:
-        raise ValueError(f"input {name!r}: expected shape {shape} {meaning}, got {tuple(arr.shape)}")
-    if arr.dtype != bool:
-        if np.isnan(arr.astype(np.float64)).any() or not np.isin(arr, (0, 1)).all():
-            raise ValueError(f"input {name!r}: values must be 0/1 or bool {meaning}")
-    return arr.astype(bool)
-
-
 # ---------------------------------------------------------------------------------------------
 # The pyfunc
 
 
 class SensorLMPyfunc(mlflow.pyfunc.PythonModel):
-    """Serves a sensorlm model package (SensorLM embeddings or SST monthly maps).
+    """Serves a sensorlm model package of any family with a serving handler.
 
     The package directory comes from ``context.artifacts["package"]``; its model_config.json
-    names the family, which picks the input handling (see the module docstring).
+    names the family, whose record names the input handler (`sensorlm.tracking.serving`).
     """
 
     # Inputs are a dict of arrays, which MLflow's type-hint validation cannot describe; the
@@ -169,37 +116,12 @@ class SensorLMPyfunc(mlflow.pyfunc.PythonModel):
         Args:
             package_dir: directory written by `save_model_package`.
         """
-        meta = read_package_meta(package_dir)
-        if meta["family"] not in SUPPORTED_FAMILIES:
-            raise ValueError(
-                f"model package {package_dir}: family {meta['family']!r} (preset {meta['preset']!r}) has no "
-                f"pyfunc; supported: {list(SUPPORTED_FAMILIES)}"
-            )
+        serving = _serving(read_package_meta(package_dir), package_dir)
         package = load_model_package(package_dir)
-        if package.data_stats is None:
-            raise FileNotFoundError(
-                f"model package {package_dir}: missing data_stats.json (needed to normalise inputs)"
-            )
+        self.handler = serving(package, package_dir)
         self.package = package
         self.family = package.family
         self.model = package.model
-        cfg = package.config
-        if self.family == "sensorlm":
-            if package.tokenizer is None:
-                raise FileNotFoundError(f"model package {package_dir}: missing tokenizer.json (SensorLM text input)")
-            mean, std = sensor_normalisation(package.data_stats)
-            # The same float32 arithmetic as sensorlm.data.loader, so served inputs match training.
-            self.sensor_mean = np.asarray(mean, np.float32)
-            self.sensor_inv_std = (1.0 / np.asarray(std, np.float64)).astype(np.float32)
-            self.sample_shape = (int(cfg["sensor"]["input_len"]), int(cfg["sensor"]["num_channels"]))
-            self.context_len = int(cfg["text"]["context_len"])
-        else:
-            self.sst_mean, self.sst_std = sst_normalisation(package.data_stats)
-            self.sst_mean32 = np.float32(self.sst_mean)
-            self.sst_inv_std32 = np.float32(1.0 / self.sst_std)
-            self.months = int(cfg["months"])
-            self.days = self.months * int(cfg["days_per_month"])
-            self.grid = (int(cfg["height"]), int(cfg["width"]))
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None):
         """Embeddings (SensorLM) or monthly maps (SST); see the module docstring for the keys.
@@ -209,121 +131,30 @@ class SensorLMPyfunc(mlflow.pyfunc.PythonModel):
             model_input: a dict of named inputs, or the one-row DataFrame MLflow makes of it.
             params: unused.
         """
-        if not hasattr(self, "model"):
+        if not hasattr(self, "handler"):
             raise RuntimeError("SensorLMPyfunc.predict called before load_context")
         data = _input_mapping(model_input)
         with torch.inference_mode():
-            if self.family == "sensorlm":
-                return self._predict_sensorlm(data)
-            return self._predict_sst(data)
+            return self.handler.predict(data)
 
-    # SensorLM -----------------------------------------------------------------------------
+    def __getattr__(self, name: str):
+        # the family handler's helpers (embed_text, normalise_sensor, ...) on the pyfunc itself
+        if name != "handler" and "handler" in self.__dict__:
+            return getattr(self.__dict__["handler"], name)
+        raise AttributeError(name)
 
-    def _predict_sensorlm(self, data: dict[str, Any]) -> np.ndarray | dict[str, np.ndarray]:
-        _check_keys(data, SENSORLM_KEYS, "SensorLM")
-        if not data:
-            raise ValueError(f"model input: give at least one of {list(SENSORLM_KEYS)}")
-        out = {}
-        if "text" in data:
-            out["text_emb"] = self.embed_text(_texts(data["text"]))
-        if "sensor" in data:
-            out["sensor_emb"] = self.embed_sensor(data["sensor"])
-        return out if len(out) == 2 else next(iter(out.values()))
 
-    def embed_text(self, texts: list[str]) -> np.ndarray:
-        """(N, D) L2-normalised text embeddings of captions."""
-        if not texts:
-            return np.zeros((0, self.model.embed_dim), np.float32)
-        ids, mask = self.package.tokenizer.encode(texts, self.context_len)
-        emb = self.model.encode_text(torch.from_numpy(ids), torch.from_numpy(mask))
-        return emb.float().numpy()
+def _serving(meta: Mapping[str, Any], package_dir) -> type:
+    """The input handler of a package's family (its record in `sensorlm.training.families`)."""
+    from sensorlm.training.families import FAMILIES, resolve
 
-    def normalise_sensor(self, raw: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Raw (N, T, C) values with NaN = missing -> normalised values (0 where missing) and the
-        (N, T) missing-minute mask (True where every channel is NaN)."""
-        T, C = self.sample_shape
-        x = _float_array(raw, "sensor", 3, f"(N, T={T}, C={C}) in raw units, NaN = missing")
-        if tuple(x.shape[1:]) != (T, C):
-            raise ValueError(f"input 'sensor': expected shape (N, {T}, {C}), got {x.shape}")
-        nan = np.isnan(x)
-        missing = nan.all(axis=2)
-        x = np.where(nan, np.float32(0.0), (x - self.sensor_mean) * self.sensor_inv_std)
-        return x, missing
-
-    def embed_sensor(self, raw: Any) -> np.ndarray:
-        """(N, D) L2-normalised sensor embeddings of raw (N, T, C) sensor days."""
-        x, missing = self.normalise_sensor(raw)
-        if x.shape[0] == 0:
-            return np.zeros((0, self.model.embed_dim), np.float32)
-        emb = self.model.encode_sensor(torch.from_numpy(x), torch.from_numpy(missing))
-        return emb.float().numpy()
-
-    # SST ----------------------------------------------------------------------------------
-
-    def _predict_sst(self, data: dict[str, Any]) -> np.ndarray:
-        _check_keys(data, SST_KEYS, "SST")
-        if "daily" not in data:
-            raise ValueError(f"model input: SST needs key 'daily' (accepted keys: {list(SST_KEYS)})")
-        H, W = self.grid
-        daily = _float_array(data["daily"], "daily", 4, f"(N, M*D={self.days}, H={H}, W={W}) in degrees C")
-        if tuple(daily.shape[1:]) != (self.days, H, W):
-            raise ValueError(f"input 'daily': expected shape (N, {self.days}, {H}, {W}), got {daily.shape}")
-        N = daily.shape[0]
-        nan = np.isnan(daily)
-
-        land = None
-        if "land" in data:
-            raw_land = np.asarray(data["land"])
-            if raw_land.ndim == 2:
-                raw_land = np.broadcast_to(raw_land, (N, H, W))
-            land = _mask_array(raw_land, "land", (N, H, W), "(N, H, W) or (H, W), 1 = land")
-        if "padded_days" in data:
-            padded = _mask_array(data["padded_days"], "padded_days", (N, self.days), "(N, M*D), 1 = padded")
-        else:
-            padded = nan.all(axis=(2, 3))
-
-        if "month" in data and "month_of_year" in data:
-            raise ValueError("model input: give 'month' or 'month_of_year', not both")
-        month_of_year = None
-        if "month" in data:
-            month = np.asarray(data["month"])
-            if month.shape != (N,) or not np.issubdtype(month.dtype, np.integer):
-                raise ValueError(f"input 'month': expected (N={N},) integers 1..12, got {month.dtype} {month.shape}")
-            if N and (month.min() < 1 or month.max() > 12):
-                raise ValueError(f"input 'month': values must be 1..12, got range [{month.min()}, {month.max()}]")
-            offsets = np.arange(self.months - 1, -1, -1)
-            month_of_year = (month.astype(np.int64)[:, None] - 1 - offsets[None, :]) % 12
-        elif "month_of_year" in data:
-            month_of_year = np.asarray(data["month_of_year"])
-            if month_of_year.shape != (N, self.months) or not np.issubdtype(month_of_year.dtype, np.integer):
-                raise ValueError(
-                    f"input 'month_of_year': expected (N={N}, M={self.months}) integers 0..11, "
-                    f"got {month_of_year.dtype} {month_of_year.shape}"
-                )
-            if month_of_year.size and (month_of_year.min() < 0 or month_of_year.max() > 11):
-                raise ValueError(
-                    f"input 'month_of_year': values must be 0..11 (January = 0), got range "
-                    f"[{month_of_year.min()}, {month_of_year.max()}]"
-                )
-            month_of_year = month_of_year.astype(np.int64)
-
-        if N == 0:
-            return np.zeros((0, H, W), np.float32)
-        missing = nan | padded[:, :, None, None]
-        if land is not None:
-            missing = missing | land[:, None]
-        x = np.where(missing, np.float32(0.0), (daily - self.sst_mean32) * self.sst_inv_std32)
-        pred = self.model(
-            torch.from_numpy(x)[:, None],
-            torch.from_numpy(missing)[:, None],
-            torch.from_numpy(padded),
-            None if land is None else torch.from_numpy(np.ascontiguousarray(land)),
-            None if month_of_year is None else torch.from_numpy(month_of_year),
+    family = FAMILIES.get(meta["family"])
+    if family is None or not family.serving:
+        raise ValueError(
+            f"model package {package_dir}: family {meta['family']!r} (preset {meta['preset']!r}) has no "
+            f"pyfunc; supported: {[f.name for f in FAMILIES.values() if f.serving]}"
         )
-        maps = pred[:, 0].float().numpy() * self.sst_std + self.sst_mean
-        if land is not None:
-            maps = np.where(land, 0.0, maps)
-        return maps.astype(np.float32)
+    return resolve(family.serving)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,52 +178,11 @@ def pip_requirements() -> list[str]:
 
 
 def _signature_and_example(package_dir: Path, meta: Mapping[str, Any]) -> tuple[Any, Any]:
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import AnyType, Array, ColSpec, DataType, Schema
+    import json
 
-    def nested(depth: int, dtype: DataType) -> Array:
-        t: Any = dtype
-        for _ in range(depth):
-            t = Array(t)
-        return t
-
-    cfg = meta["config"]
-    stats = None
     stats_path = package_dir / "data_stats.json"
-    if stats_path.is_file():
-        import json
-
-        stats = json.loads(stats_path.read_text())
-    if meta["family"] == "sensorlm":
-        signature = ModelSignature(
-            inputs=Schema([
-                ColSpec(Array(DataType.string), "text", required=False),
-                ColSpec(nested(3, DataType.double), "sensor", required=False),
-            ])
-        )
-        T, C = int(cfg["sensor"]["input_len"]), int(cfg["sensor"]["num_channels"])
-        example: dict[str, Any] = {"text": [EXAMPLE_CAPTION]}
-        if T * C <= MAX_EXAMPLE_VALUES and stats is not None:
-            mean, _ = sensor_normalisation(stats)
-            # Plain lists: MLflow refuses examples that mix lists and numpy arrays.
-            example["sensor"] = np.broadcast_to(np.asarray(mean, np.float64), (1, T, C)).tolist()
-        return signature, example
-    days = int(cfg["months"]) * int(cfg["days_per_month"])
-    H, W = int(cfg["height"]), int(cfg["width"])
-    signature = ModelSignature(
-        inputs=Schema([
-            ColSpec(nested(4, DataType.double), "daily"),
-            ColSpec(AnyType(), "land", required=False),
-            ColSpec(AnyType(), "padded_days", required=False),
-            ColSpec(Array(DataType.long), "month", required=False),
-            ColSpec(nested(2, DataType.long), "month_of_year", required=False),
-        ])
-    )
-    if days * H * W > MAX_EXAMPLE_VALUES or stats is None:
-        return signature, None
-    mean, _ = sst_normalisation(stats)
-    example = {"daily": np.full((1, days, H, W), mean, np.float64).tolist(), "month": [7]}
-    return signature, example
+    stats = json.loads(stats_path.read_text()) if stats_path.is_file() else None
+    return _serving(meta, package_dir).signature_and_example(meta["config"], stats)
 
 
 def log_model_package(
@@ -428,11 +218,6 @@ def log_model_package(
     """
     package_dir = Path(package_dir).resolve()
     meta = read_package_meta(package_dir)
-    if meta["family"] not in SUPPORTED_FAMILIES:
-        raise ValueError(
-            f"model package {package_dir}: family {meta['family']!r} has no pyfunc "
-            f"(supported: {list(SUPPORTED_FAMILIES)})"
-        )
     auto_signature, auto_example = _signature_and_example(package_dir, meta)
     if isinstance(signature, str) and signature == "auto":
         signature = auto_signature

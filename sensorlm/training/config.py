@@ -73,6 +73,10 @@ class DataSection:
                 raise ConfigError(f"data.caption_mix.{key} must be a weight >= 0, got {weight!r}")
         if self.caption_mix and not sum(self.caption_mix.values()) > 0:
             raise ConfigError("data.caption_mix: the weights sum to 0")
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.shuffle_buffer < 0:
+            raise ConfigError(f"data.shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
         if self.prompt_template is not None and "{label}" not in self.prompt_template:
             raise ConfigError(f"data.prompt_template {self.prompt_template!r} has no {{label}} placeholder")
 
@@ -80,10 +84,6 @@ class DataSection:
     def val_shards(self) -> str | None:
         """The loader's shard part for `val_part`: None (all), ``even`` or ``odd``."""
         return {"all": None, "selection": "even", "holdout": "odd"}[self.val_part]
-        if self.num_workers < 0:
-            raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
-        if self.shuffle_buffer < 0:
-            raise ConfigError(f"data.shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
 
 
 @dataclass
@@ -136,6 +136,9 @@ class ScalingSection:
         activation_checkpointing: recompute transformer blocks in backward to save memory.
         compile: ``torch.compile`` the model through the DeepSpeed engine.
         threads_per_worker: torch intra-op threads per worker (CPU runs).
+        loss_exchange: how ranks share embeddings for the exact global contrastive loss:
+            ``gather`` (every rank builds the global N x N logits: memory grows with N^2) or
+            ``ring`` (chunks passed between neighbours: (local batch)^2 per rank at any scale).
     """
 
     num_workers: int = 2
@@ -147,6 +150,7 @@ class ScalingSection:
     activation_checkpointing: bool = False
     compile: bool = False
     threads_per_worker: int = 1
+    loss_exchange: Literal["gather", "ring"] = "gather"
 
     def __post_init__(self):
         if self.num_workers < 1:
@@ -210,7 +214,8 @@ class TrainConfig:
     """A whole training run.
 
     Args:
-        task: ``sensorlm`` (SigLIP dual encoder) or ``sst`` (monthly SST reconstruction).
+        task: the model family (`sensorlm.training.families`): ``sensorlm`` (SigLIP dual encoder),
+            ``sst`` (monthly SST reconstruction) or ``projection_cl`` (paired-embedding projector).
         name: run name; the Ray storage folder ``storage_path/name`` holds its checkpoints, and
             rerunning with the same name resumes from the latest one.
         steps: optimizer steps in total.
@@ -218,7 +223,7 @@ class TrainConfig:
         log_every / eval_every: steps between metric logs / validations.
     """
 
-    task: Literal["sensorlm", "sst"] = "sensorlm"
+    task: str = "sensorlm"
     name: str | None = None
     steps: int = 200
     batch_size: int = 32
@@ -243,8 +248,10 @@ class TrainConfig:
             raise ConfigError(f"log_every must be >= 1, got {self.log_every}")
         if self.eval_every < 1:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
-        if self.task == "sensorlm" and self.batch_size < 2:
-            raise ConfigError("batch_size must be >= 2 for the contrastive SigLIP loss")
+        from sensorlm.training.families import get_family
+
+        if get_family(self.task).contrastive and self.batch_size < 2:
+            raise ConfigError(f"batch_size must be >= 2 for the contrastive loss of task {self.task!r}")
         # A checkpoint carries the validation metrics of its own step or none; ranked by one, it
         # must be saved where a validation ran (the last step always validates and checkpoints).
         if self.checkpoint.best_metric and self.checkpoint.every_steps % self.eval_every:
@@ -262,12 +269,13 @@ class TrainConfig:
 def _validate_model(cfg: TrainConfig) -> None:
     """Resolve the model preset + overrides now, so a bad model field fails before Ray starts."""
     from sensorlm.models import get_preset, model_config
+    from sensorlm.training.families import get_family
 
     preset = get_preset(cfg.model.preset)
-    family = type(preset.config).__name__
-    want = {"sensorlm": "SensorLMConfig", "sst": "SSTConfig"}[cfg.task]
-    if family != want:
-        raise ConfigError(f"model.preset {cfg.model.preset!r} is a {family}, but task {cfg.task!r} needs a {want}")
+    want = get_family(cfg.task).config_type
+    if not isinstance(preset.config, want):
+        raise ConfigError(f"model.preset {cfg.model.preset!r} is a {type(preset.config).__name__}, but task "
+                          f"{cfg.task!r} needs a {want.__name__}")
     try:
         model_config(cfg.model.preset, **cfg.model.overrides)
     except ConfigError as e:

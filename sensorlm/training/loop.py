@@ -1,7 +1,7 @@
 """The per-worker training loop: Ray Train worker -> DeepSpeed engine -> task step.
 
-One code path for CPU (fp32, gloo) and GPU (bf16, NCCL). Everything that differs between
-SensorLM and SST lives in `tasks.py`.
+One code path for CPU (fp32, gloo) and GPU (bf16, NCCL) and for every model family: what
+differs between families (data, loss, validation) comes from their record in `families.py`.
 """
 
 from __future__ import annotations
@@ -90,44 +90,11 @@ class _Logger:
             self.monitor.finish()
 
 
-def _build_task(cfg: TrainConfig, run: dict[str, Any], device: torch.device, model_cfg):
-    from sensorlm.training.tasks import SensorLMTask, SSTTask
-
-    manifest = run["manifest"]
-    if cfg.task == "sensorlm":
-        from sensorlm.data.tokenizer import load_tokenizer
-
-        tokenizer = load_tokenizer(run["tokenizer_path"])
-        from sensorlm.data.captioner import manifest_prompts
-
-        prompts = manifest_prompts(manifest, cfg.data.prompt_template)
-        return SensorLMTask(manifest["activities"], prompts, tokenizer, model_cfg.text.context_len, device)
-    return SSTTask(manifest["stats"]["sst"]["std"], model_cfg.months, device)
-
-
 def _loader(cfg: TrainConfig, run: dict, split: str, rank: int, world: int, seed: int, text_len: int | None):
-    from sensorlm.data.loader import make_loader
+    from sensorlm.training.families import get_family
 
-    train = split == "train"
-    return make_loader(
-        run["dataset"],
-        split,
-        cfg.batch_size,
-        rank=rank,
-        world_size=world,
-        num_workers=cfg.data.num_workers,
-        seed=seed,
-        shuffle=train,
-        shuffle_buffer=cfg.data.shuffle_buffer if train else 0,
-        resampled=train,  # step-based training draws shards forever; validation reads each once
-        drop_last=train,  # the all-gathered SigLIP loss needs equal batches on every rank
-        text_len=text_len,
-        strict=cfg.data.strict,
-        manifest=run["manifest"],
-        caption_mix=cfg.data.caption_mix if train else None,
-        split_samples=not train,  # validation: equal shares per rank even from one or uneven shards
-        shard_part=None if train else cfg.data.val_shards,
-    )
+    part = None if split == "train" else cfg.data.val_shards
+    return get_family(cfg.task).loader(cfg, run["dataset"], run["manifest"], split, rank, world, seed, text_len, part)
 
 
 # Errors that come back on every attempt (bad config, data, shapes, strict data checks): the
@@ -170,8 +137,11 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
     import deepspeed
     import ray.train
 
+    from sensorlm.data.tokenizer import load_tokenizer
     from sensorlm.models import create_model, model_config
+    from sensorlm.training.bounds import clamp_bounded_parameters
     from sensorlm.training.checkpointing import install_safe_loading
+    from sensorlm.training.families import get_family
     from sensorlm.training.optim import build_optimizer, build_scheduler
 
     ctx = ray.train.get_context()
@@ -226,8 +196,11 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
         if rank == 0:
             print(f"[sensorlm] resumed from step {step} (checkpoint {checkpoint.path})", flush=True)
 
-    task = _build_task(cfg, run, device, mcfg)
-    text_len = mcfg.text.context_len if cfg.task == "sensorlm" else None
+    family = get_family(cfg.task)
+    tokenizer = load_tokenizer(run["tokenizer_path"]) if run.get("tokenizer_path") else None
+    task = family.task(cfg, run["manifest"], device, mcfg, tokenizer)
+    text_len = family.text_len(mcfg)
+    bounds = model.parameter_bounds() if hasattr(model, "parameter_bounds") else {}
     train_iter = iter(_loader(cfg, run, "train", rank, world, data_seed, text_len))
     if checkpoint and cfg.data.resume == "exact":
         # The loader has no state to restore: read and drop what the first `step` steps used, so
@@ -271,6 +244,8 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
             loss_sum += loss.detach()
             micro_steps += 1
             first_bad_step = torch.where((first_bad_step == 0) & ~torch.isfinite(loss.detach()), step + 1, first_bad_step)
+        if bounds:  # after the optimizer step: a bounded scale stays trainable at its bound
+            clamp_bounded_parameters(engine, bounds)
         step += 1
         window_steps += 1
         _maybe_fail(cfg, run, step, rank)
@@ -425,7 +400,7 @@ def _log_data_placement(logger: _Logger, ctx, shards_read: set[str], device: tor
         "train_shards": sorted(shards_read),
     }
     everyone = all_gather_json(mine, device)
-    if mine["rank"] == 0:
+    if mine["rank"] == 0 and any(r["train_shards"] for r in everyone):  # shard-less data (embedding pairs): nothing to say
         for r in everyone:
             print(
                 f"[sensorlm] rank {r['rank']} on node {r['node_rank']} ({r['node_id'][:12]}) read "

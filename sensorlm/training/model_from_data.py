@@ -138,3 +138,42 @@ def check_validation_split(cfg: TrainConfig, manifest: Mapping[str, Any], origin
             f"{origin}: {what} has {n} samples, fewer than the {workers} workers (each validates at "
             "least one); hold out more data, write smaller shards or use fewer workers"
         )
+
+
+def fit_projection_to_data(cfg: TrainConfig, manifest: Mapping[str, Any], origin: str = "manifest",
+                           log=print) -> TrainConfig:
+    """`cfg` with ProjectionCL's ``modality_dims`` taken from the paired embeddings' ``dims``.
+
+    Raises:
+        ConfigError when ``model.overrides.modality_dims`` names other widths than the data's.
+    """
+    from sensorlm.models import model_config
+
+    dims = tuple(int(d) for d in manifest["dims"])
+    overrides = to_dict(cfg.model.overrides)
+    named = overrides.get("modality_dims")
+    if named is not None and tuple(named) != dims:
+        raise ConfigError(f"model.overrides.modality_dims={list(named)} but the data's embeddings are {list(dims)} "
+                          f"wide ({origin}); drop the override or use matching data")
+    current = model_config(cfg.model.preset, **overrides)
+    if tuple(current.modality_dims) == dims:
+        return cfg
+    if log:
+        log(f"[sensorlm] model input follows the data: {cfg.model.preset} modality_dims {list(dims)} "
+            f"(preset: {list(current.modality_dims)})")
+    merged = {**overrides, "modality_dims": list(dims)}
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, overrides=merged))
+
+
+def check_pairs_split(cfg: TrainConfig, manifest: Mapping[str, Any], origin: str = "manifest") -> None:
+    """Paired embeddings: the validation part a run reads needs 2 pairs (recall ranks against the rest),
+    and every rank needs training pairs."""
+    from sensorlm.data.embedding_pairs import validation_rows
+
+    n_val = int(manifest["splits"]["val"]["num_samples"])
+    rows = validation_rows(n_val, cfg.data.val_shards).size
+    if rows < 2:
+        raise ConfigError(f"{origin}: the 'val' split has {rows} pair(s) in part {cfg.data.val_part!r}; need 2 or more")
+    n_train = int(manifest["splits"]["train"]["num_samples"])
+    if n_train < cfg.scaling.num_workers:
+        raise ConfigError(f"{origin}: {n_train} training pairs for {cfg.scaling.num_workers} workers")

@@ -1,6 +1,7 @@
-"""Per-task pieces of the one trainer: how a batch becomes a loss, and how to validate.
+"""Per-family tasks of the one trainer: how a batch becomes a loss, and how to validate.
 
-The training loop (`loop.py`) is shared; a task only knows its model's inputs and metrics.
+The training loop (`loop.py`) is shared; a task only knows its model's inputs and metrics, and
+`families.py` says which task each model family uses.
 Metric tensors stay on the device until the loop logs them, so no step forces a host sync.
 """
 
@@ -11,7 +12,7 @@ from typing import Iterable
 
 import torch
 
-from sensorlm.losses import siglip_loss, siglip_loss_distributed
+from sensorlm.losses import clip_loss_distributed, siglip_loss, siglip_loss_distributed
 from sensorlm.models.sst import month_of_year_from_last
 from sensorlm.training.distributed import all_reduce_sum
 
@@ -35,13 +36,21 @@ def input_dtype(engine) -> torch.dtype | None:
     return torch.bfloat16 if bf16 is not None and bf16() else None
 
 
+# How the ranks exchange embeddings for the exact global SigLIP loss (scaling.loss_exchange).
+SIGLIP_EXCHANGES = {"gather": siglip_loss_distributed}
+
+
 class SensorLMTask:
     """SigLIP training of the dual encoder; validation = loss + zero-shot accuracy over the dataset's
     labels (one prompt per label; unlabelled samples, label -1, count for the loss only)."""
 
     name = "sensorlm"
 
-    def __init__(self, activities: list[str], prompts: list[str], tokenizer, text_len: int, device: torch.device):
+    def __init__(self, activities: list[str], prompts: list[str], tokenizer, text_len: int, device: torch.device,
+                 exchange: str = "gather"):
+        if exchange not in SIGLIP_EXCHANGES:
+            raise ValueError(f"SigLIP exchange {exchange!r}: expected one of {sorted(SIGLIP_EXCHANGES)}")
+        self.siglip = SIGLIP_EXCHANGES[exchange]
         if len(prompts) != len(activities):
             raise ValueError(f"{len(prompts)} prompts for {len(activities)} labels")
         self.activities = list(activities)
@@ -55,8 +64,8 @@ class SensorLMTask:
         out = engine(b["sensor"], b["input_ids"], b["attention_mask"], b.get("missing"), validate=False)
         # The loss in fp32 whatever the engine's precision: in bf16 the logits' log-sigmoid went
         # non-finite within 5 steps of the tiny preset on CPU (found by the non-finite guard).
-        loss = siglip_loss_distributed(out["sensor_emb"].float(), out["text_emb"].float(), out["t_prime"].float(),
-                                       out["bias"].float())
+        loss = self.siglip(out["sensor_emb"].float(), out["text_emb"].float(), out["t_prime"].float(),
+                           out["bias"].float())
         return loss, {"temperature": out["t_prime"].detach().float().exp(), "bias": out["bias"].detach().float()}
 
     def prompts(self) -> list[str]:
@@ -149,3 +158,55 @@ class SSTTask:
             "val/rmse_ocean_c": rmse(s[3], s[5]),
             "val/clim_rmse_ocean_c": rmse(s[4], s[5]),
         }
+
+
+class ProjectionTask:
+    """ProjectionCL: symmetric InfoNCE with every rank's pairs as negatives; validation = loss and
+    recall@1 in both directions over the whole validation part (the same on every rank)."""
+
+    name = "projection_cl"
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def loss(self, engine, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        b = _to(batch, self.device, input_dtype(engine), ("a", "b"))
+        out = engine(b["a"], b["b"], return_embeddings=True)
+        loss = clip_loss_distributed(out["emb_a"].float(), out["emb_b"].float(), out["logit_scale"].float())
+        return loss, {"logit_scale": out["logit_scale"].detach().float().reshape(())}
+
+    @torch.no_grad()
+    def evaluate(self, engine, batches: Iterable[dict]) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for batch in batches:  # one batch: the whole validation part
+            b = _to(batch, self.device, input_dtype(engine), ("a", "b"))
+            out = engine(b["a"], b["b"], return_embeddings=True)
+            metrics = retrieval_metrics(out["emb_a"].float(), out["emb_b"].float(), out["logit_scale"].float())
+        return metrics or {"val/loss": float("nan")}
+
+
+def retrieval_metrics(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor, chunk: int = 1024) -> dict[str, float]:
+    """Symmetric InfoNCE over all N pairs at once and recall@1 both ways (A -> B: is the true partner
+    the nearest of all N B's), in row chunks so memory stays O(chunk * N).
+
+    Args:
+        za, zb: (N, D) L2-normalised embeddings, row i paired.
+        scale: the logit scale s.
+    """
+    n = za.shape[0]
+    s = scale.reshape(())
+    loss_sum = torch.zeros(2, device=za.device, dtype=torch.float64)
+    hits = torch.zeros(2, device=za.device, dtype=torch.float64)
+    for side, (q, k) in enumerate(((za, zb), (zb, za))):
+        for start in range(0, n, chunk):
+            logits = s * q[start : start + chunk] @ k.T
+            target = torch.arange(start, start + logits.shape[0], device=logits.device)
+            loss_sum[side] += torch.nn.functional.cross_entropy(logits, target, reduction="sum").double()
+            hits[side] += (logits.argmax(dim=1) == target).sum().double()
+    loss_sum, hits = loss_sum.tolist(), hits.tolist()
+    return {
+        "val/loss": 0.5 * (loss_sum[0] + loss_sum[1]) / n if n else float("nan"),
+        "val/recall_at_1": hits[0] / n if n else float("nan"),
+        "val/recall_at_1_b2a": hits[1] / n if n else float("nan"),
+        "val/logit_scale": float(s.item()),
+    }

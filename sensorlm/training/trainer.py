@@ -17,7 +17,7 @@ from typing import Any
 from sensorlm.config import redact, to_dict
 from sensorlm.training.config import TrainConfig
 from sensorlm.training.deepspeed_config import build_deepspeed_config
-from sensorlm.training.model_from_data import check_validation_split, fit_model_to_data
+from sensorlm.training.families import get_family
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,18 +57,30 @@ def prepare_dataset(cfg: TrainConfig) -> Path | str:
     if not (p / "manifest.json").is_file():
         if not cfg.data.synthetic:
             raise FileNotFoundError(f"data.path {p} has no manifest.json and data.synthetic is not set")
-        from sensorlm.data.prepare import prepare_synthetic
-
-        kind = "wearable" if cfg.task == "sensorlm" else "sst"
-        print(f"[sensorlm] generating the synthetic {kind} dataset (preset {cfg.data.synthetic}) in {p}", flush=True)
-        prepare_synthetic(kind, cfg.data.synthetic, p, seed=cfg.data.seed)
+        family = get_family(cfg.task)
+        print(f"[sensorlm] generating the synthetic {family.data_kind} dataset (preset {cfg.data.synthetic}) in {p}",
+              flush=True)
+        family.make_synthetic(cfg.data.synthetic, p, seed=cfg.data.seed)
     return p
 
 
-def _read_manifest(dataset) -> dict:
-    from sensorlm.data.shards import read_manifest
+def tokenizer_file(dataset, manifest: dict) -> Path | None:
+    """The caption tokenizer a local dataset ships (named by its manifest), or None."""
+    if isinstance(dataset, str) or not manifest.get("tokenizer"):
+        return None
+    path = Path(dataset) / manifest["tokenizer"]
+    return path if path.is_file() else None
 
-    return read_manifest(str(dataset))
+
+def data_decides_model(cfg: TrainConfig, dataset) -> tuple[TrainConfig, dict]:
+    """The dataset's checked manifest, and `cfg` with the model's input read from it (one line
+    naming the conflict when an override contradicts the data, or validation cannot run)."""
+    family = get_family(cfg.task)
+    manifest = family.read_manifest(dataset)
+    origin = f"{dataset}/manifest.json"
+    cfg = family.fit_to_data(cfg, manifest, origin)
+    family.check_split(cfg, manifest, origin)
+    return cfg, manifest
 
 
 def open_mlflow_run(
@@ -104,10 +116,9 @@ def open_mlflow_run(
         mlflow.log_dict(redact(to_dict(cfg)), "config/train_config.yaml")
         mlflow.log_dict(ds_config, "config/deepspeed_config.json")
         mlflow.log_dict(manifest, "data/manifest.json")
-        if cfg.task == "sensorlm" and manifest_path is not None:
-            tok = Path(dataset) / manifest.get("tokenizer", "tokenizer.json")
-            if tok.is_file():
-                mlflow.log_artifact(str(tok), "data")
+        tok = tokenizer_file(dataset, manifest)
+        if tok is not None:
+            mlflow.log_artifact(str(tok), "data")
     # start_run's context manager marked it FINISHED; the run is still going.
     client.update_run(run_id, status="RUNNING")
     return uri, run_id
@@ -145,13 +156,11 @@ def worker_env(cfg: TrainConfig) -> dict[str, str]:
 
 def run_info(cfg: TrainConfig, dataset, manifest: dict, run_name: str, mlflow_run_id: str | None, tracking_uri: str | None) -> dict:
     """Facts the driver resolved once and every worker needs (plain data, sent with the config)."""
-    local = not isinstance(dataset, str)
+    tok = tokenizer_file(dataset, manifest)
     return {
         "dataset": str(dataset),
         "manifest": manifest,
-        "tokenizer_path": str(Path(dataset) / manifest.get("tokenizer", "tokenizer.json"))
-        if cfg.task == "sensorlm" and local
-        else None,
+        "tokenizer_path": str(tok) if tok else None,
         "data_stats": _data_stats(manifest),
         "mlflow_run_id": mlflow_run_id,
         "tracking_uri": tracking_uri,
@@ -205,9 +214,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     run_name = cfg.name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     dataset = prepare_dataset(cfg)
-    manifest = _read_manifest(dataset)
-    cfg = fit_model_to_data(cfg, manifest, f"{dataset}/manifest.json")
-    check_validation_split(cfg, manifest, f"{dataset}/manifest.json")
+    cfg, manifest = data_decides_model(cfg, dataset)
     ds_config = build_deepspeed_config(cfg, cfg.scaling.num_workers)
 
     done = finished_run(cfg, run_name)

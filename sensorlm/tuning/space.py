@@ -5,14 +5,17 @@ is checked here, before Ray starts: an unknown key, a parameter the task cannot 
 non-positive scale, ``min_logit_scale`` above ``max_logit_scale`` or a searcher that cannot
 handle a parameter type is a one-line `ConfigError` naming the key.
 
-Search parameters by task (what each one sets in the trial's training config):
+Search parameters come from each model family's record (`sensorlm.training.families`): what
+values they take and which training-config field they set. For example:
 
-sensorlm (the SigLIP dual encoder, `sensorlm.training`)
+sensorlm
     temperature_init   > 0   model.overrides.t_prime_init = log(temperature_init)
+    temperature_min    > 0   model.overrides.temperature_min (bound on t = exp(t_prime))
+    temperature_max    > 0   model.overrides.temperature_max
     bias_init          any   model.overrides.bias_init
     learn_temperature  bool  model.overrides.learn_temperature
     lr                 > 0   optim.lr
-projection_cl (`sensorlm.tuning.projection`)
+projection_cl
     logit_scale_init   > 0   model.overrides.logit_scale_init
     min_logit_scale    > 0   model.overrides.min_logit_scale
     max_logit_scale    > 0   model.overrides.max_logit_scale
@@ -28,25 +31,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sensorlm.config import ConfigError, deep_update, from_dict, load_yaml, merge_overrides, to_dict
+from sensorlm.training.families import get_family
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
 PARAM_TYPES = ("grid", "choice", "uniform", "loguniform")
-# What a parameter's values must be: "positive" (a scale or a learning rate), "finite", "bool".
-TASK_PARAMS: dict[str, dict[str, str]] = {
-    "sensorlm": {"temperature_init": "positive", "bias_init": "finite", "learn_temperature": "bool", "lr": "positive"},
-    "projection_cl": {
-        "logit_scale_init": "positive",
-        "min_logit_scale": "positive",
-        "max_logit_scale": "positive",
-        "lr": "positive",
-    },
-}
-# Validation metrics each task reports at every evaluation, with the direction that is better.
-TASK_METRICS: dict[str, dict[str, str]] = {
-    "sensorlm": {"val/zero_shot_acc": "max", "val/loss": "min"},
-    "projection_cl": {"val/recall_at_1": "max", "val/recall_at_1_b2a": "max", "val/loss": "min"},
-}
-DEFAULT_METRIC = {"sensorlm": "val/zero_shot_acc", "projection_cl": "val/recall_at_1"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -156,7 +144,7 @@ class SweepTracking:
     Args:
         tracking_uri: None = $MLFLOW_TRACKING_URI or ./mlflow.db.
         experiment: MLflow experiment of the parent and child runs.
-        registered_model_name: None = the task's name (``sensorlm`` / ``projection_cl``).
+        registered_model_name: None = the task's name (``sensorlm``, ``projection_cl`` ...).
         register: register the best completed trial at the end.
         alias: the alias the winner takes when it beats the version holding it.
     """
@@ -173,11 +161,12 @@ class SweepConfig:
     """A whole sweep.
 
     Args:
-        task: ``sensorlm`` (SigLIP temperature / bias) or ``projection_cl`` (logit-scale bounds).
+        task: the model family to sweep (``sensorlm``: SigLIP temperature, its bounds and bias;
+            ``projection_cl``: logit scale and its bounds; see `sensorlm.training.families`).
         name: the sweep's name; its folder ``storage_path/name`` holds the Tune experiment, and
             running a sweep with the same name resumes it. None = ``<task>-<timestamp>``.
-        base_config: the training config every trial starts from (sensorlm: a name in
-            ``configs/`` or a YAML path; projection_cl: a YAML path or None for the defaults).
+        base_config: the training config every trial starts from: a name in ``configs/`` or a
+            YAML path (None: ``configs/<task>_tiny.yaml``).
         base_overrides: ``key=value`` overrides applied to the base config.
         searcher: ``grid`` (every combination of grid values), ``random`` or ``optuna`` (TPE).
         num_samples: trials to sample (random / optuna); repeats of the whole grid (grid).
@@ -189,7 +178,7 @@ class SweepConfig:
         params: parameter name -> `ParamSpec` (see the module docstring for the names).
     """
 
-    task: Literal["sensorlm", "projection_cl"] = "sensorlm"
+    task: str = "sensorlm"
     name: str | None = None
     base_config: str | None = None
     base_overrides: list[str] = field(default_factory=list)
@@ -212,16 +201,19 @@ class SweepConfig:
             raise ConfigError(f"num_samples must be >= 1, got {self.num_samples}")
         if self.max_concurrent_trials < 1:
             raise ConfigError(f"max_concurrent_trials must be >= 1, got {self.max_concurrent_trials}")
-        metrics = TASK_METRICS[self.task]
+        family = get_family(self.task)
         if self.metric is None:
-            self.metric = DEFAULT_METRIC[self.task]
-        if self.metric not in metrics:
-            raise ConfigError(f"metric {self.metric!r} is not reported by task {self.task} (one of {sorted(metrics)})")
+            self.metric = family.default_metric
+        if self.metric not in family.metrics:
+            raise ConfigError(f"metric {self.metric!r} is not reported by task {self.task} "
+                              f"(one of {sorted(family.metrics)})")
         if self.mode is None:
-            self.mode = metrics[self.metric]
+            self.mode = family.metrics[self.metric]
         self.params = _parse_params(self.params, self.task)
         _check_searcher(self.searcher, self.params)
-        _check_logit_scale_bounds(self.params)
+        if family.scale_bounds and all(name in self.params for name in family.scale_bounds):
+            low, high = family.scale_bounds
+            check_bound_candidates(self.params[low].candidates(), self.params[high].candidates(), low, high)
 
     @property
     def registered_name(self) -> str:
@@ -243,7 +235,7 @@ class SweepConfig:
 def _parse_params(raw: dict[str, Any], task: str) -> dict[str, ParamSpec]:
     if not isinstance(raw, dict) or not raw:
         raise ConfigError("params: give at least one parameter to search (e.g. params.lr: {type: loguniform, ...})")
-    known = TASK_PARAMS[task]
+    known = {name: p.kind for name, p in get_family(task).search.items()}
     out: dict[str, ParamSpec] = {}
     for name, spec in raw.items():
         if name not in known:
@@ -301,23 +293,19 @@ def _check_searcher(searcher: str, params: dict[str, ParamSpec]) -> None:
             raise ConfigError(f"params.{name}: searcher optuna cannot take type grid; use type choice")
 
 
-def _check_logit_scale_bounds(params: dict[str, ParamSpec]) -> None:
-    if "min_logit_scale" in params and "max_logit_scale" in params:
-        check_scale_bounds(params["min_logit_scale"].candidates(), params["max_logit_scale"].candidates())
-
-
-def check_scale_bounds(min_values: list[float], max_values: list[float], fixed: str = "") -> None:
-    """Reject a space in which some trial could get min_logit_scale > max_logit_scale.
+def check_bound_candidates(min_values: list[float], max_values: list[float], low: str, high: str, fixed: str = "") -> None:
+    """Reject a space in which some trial could get its scale's lower bound above its upper bound.
 
     Args:
-        min_values / max_values: the values (or bounds) each side can take.
-        fixed: text naming where a non-searched side's single value comes from, for the message.
+        min_values / max_values: the values (or sampling bounds) each side can take.
+        low / high: the two parameters' names, for the message.
+        fixed: text naming where a non-searched side's single value comes from.
     """
     lo_max, hi_min = min(max_values), max(min_values)
     if hi_min > lo_max:
         raise ConfigError(
-            f"params.min_logit_scale: values up to {hi_min} exceed max_logit_scale values as low as {lo_max}{fixed}; "
-            "every trial needs min_logit_scale <= max_logit_scale"
+            f"params.{low}: values up to {hi_min} exceed {high} values as low as {lo_max}{fixed}; "
+            f"every trial needs {low} <= {high}"
         )
 
 
@@ -338,8 +326,10 @@ def load_sweep_config(config: str, overrides: list[str] | None = None) -> SweepC
         raise ConfigError(f"sweep config {config!r} is neither a YAML file nor a known sweep ({', '.join(known)})")
     data = load_yaml(path)
     task = data.get("task", "sensorlm")
-    if task not in TASK_PARAMS:
-        raise ConfigError(f"{path}: task {task!r} is not one of {sorted(TASK_PARAMS)}")
+    try:
+        get_family(task)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     base_extra = []
     sweep_overrides = []
     for text in overrides or []:

@@ -10,7 +10,6 @@ Layout of a sweep folder ``<storage_path>/<name>/``::
     sweep.json     the sweep config, the MLflow parent run id, the registration outcome
     tune/          the Tune experiment (``Tuner.restore`` resumes it)
     train/         one Ray Train run per trial (``<name>-<trial_id>``): checkpoints, packages
-    data/          what the task prepared once for every trial (e.g. embedding arrays)
     results/       trials.csv and metric_vs_params.png (also logged to the parent run)
 
 MLflow: one parent run per sweep (sweep config as params, the results table and plot as
@@ -105,8 +104,7 @@ class SweepResult:
 
 
 class SweepTask(ABC):
-    """What a task plugs into the shared driver (see `sensorlm.tuning.siglip` and
-    `sensorlm.tuning.projection`).
+    """What the trainer plugs into the sweep driver (`sensorlm.tuning.trials.TrainSweep`).
 
     Subclasses set `task` and implement the abstract methods; `prepare` runs in the driver
     before any trial and must raise `ConfigError` for anything the search space and the base
@@ -249,34 +247,6 @@ def log_trial_params(tracking_uri: str, run_id: str, config: dict[str, Any]) -> 
 
     params = [Param(f"sweep.{k}", str(v)) for k, v in sorted(config.items())]
     MlflowClient(tracking_uri).log_batch(run_id, params=params, synchronous=True)
-
-
-def open_child_run(
-    tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str]
-) -> str:
-    """Create the MLflow run of a trial, or reopen it when a resumed trial starts again.
-
-    Args:
-        run_name: unique per sweep and trial (looked up through the ``sensorlm.run_name`` tag).
-        params: a nested config, logged flattened.
-        tags: run tags (with ``mlflow.parentRunId``).
-    """
-    from mlflow.tracking import MlflowClient
-
-    from sensorlm.tracking.mlflow_utils import log_config_params, setup_experiment
-
-    experiment_id = setup_experiment(experiment, tracking_uri)
-    client = MlflowClient(tracking_uri)
-    existing = client.search_runs(
-        [experiment_id], filter_string=f"tags.`sensorlm.run_name` = '{run_name}'", max_results=1
-    )
-    if existing:
-        run_id = existing[0].info.run_id
-        client.update_run(run_id, status="RUNNING")
-        return run_id
-    run = client.create_run(experiment_id, run_name=run_name, tags={**tags, "sensorlm.run_name": run_name})
-    log_config_params(params, run_id=run.info.run_id)
-    return run.info.run_id
 
 
 def _open_parent_run(cfg: SweepConfig, task: SweepTask, tracking_uri: str, name: str, sweep_dir: Path) -> str:
@@ -460,13 +430,9 @@ def plot_metric_vs_params(rows: list[TrialRow], cfg: SweepConfig, path: Path) ->
 
 
 def make_task(cfg: SweepConfig) -> SweepTask:
-    if cfg.task == "sensorlm":
-        from sensorlm.tuning.siglip import SensorLMSweep
+    from sensorlm.tuning.trials import TrainSweep
 
-        return SensorLMSweep(cfg)
-    from sensorlm.tuning.projection import ProjectionSweep
-
-    return ProjectionSweep(cfg)
+    return TrainSweep(cfg)
 
 
 def _trial_dirname(trial) -> str:

@@ -223,8 +223,8 @@ def test_tokenizer_larger_than_model_vocab(tmp_path, tokenizer_file):
 
 
 def test_model_family():
-    assert model_family("sensorlm_hvt_tiny") == "sensorlm"
-    assert model_family("sst_base") == "sst"
-    assert model_family("projection_cl_tiny") == "projection_cl"
-    with pytest.raises(ValueError, match="mystery"):
-        model_family("mystery")
+    from sensorlm.models import model_config
+
+    assert model_family(model_config("sensorlm_hvt_tiny")) == "sensorlm"
+    assert model_family(model_config("sst_base")) == "sst"
+    assert model_family(model_config("projection_cl_tiny")) == "projection_cl"

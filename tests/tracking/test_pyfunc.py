@@ -253,11 +253,32 @@ def test_bad_inputs_are_named(sensorlm_logged, sst_logged):
 
 
 def test_unsupported_family_and_missing_artifact(tmp_path):
-    package = save_model_package(create_model("projection_cl_tiny"), "projection_cl_tiny", {}, tmp_path / "pkg")
-    with pytest.raises(ValueError, match="projection_cl"):
+    package = save_model_package(create_model("hvt_tiny"), "hvt_tiny", {}, tmp_path / "pkg")
+    with pytest.raises(ValueError, match=r"family 'hvt' .* has no pyfunc; supported: \['sensorlm', 'sst', 'projection_cl'\]"):
         log_model_package(package)
     with pytest.raises(ValueError, match="'package'"):
         SensorLMPyfunc().load_context(mlflow.pyfunc.PythonModelContext(artifacts={}, model_config=None))
+
+
+def test_projection_cl_pyfunc_matches_module(tmp_path):
+    torch.manual_seed(2)
+    model = create_model("projection_cl_tiny").eval()
+    package = save_model_package(model, "projection_cl_tiny", {}, tmp_path / "pkg")
+    with mlflow.start_run():
+        info = log_model_package(package)
+    served = mlflow.pyfunc.load_model(info.model_uri)
+    a, b = np.random.default_rng(0).normal(size=(3, 64)), np.random.default_rng(1).normal(size=(2, 48))
+    out = served.predict({"a": a.tolist(), "b": b.tolist()})
+    with torch.no_grad():
+        want_a = torch.nn.functional.normalize(model.encode_a(torch.tensor(a, dtype=torch.float32)), dim=-1)
+    np.testing.assert_allclose(out["a_emb"], want_a.numpy(), rtol=1e-5, atol=1e-6)
+    assert out["b_emb"].shape == (2, 32)
+    probe = SensorLMPyfunc()
+    probe.load_package(package)
+    with pytest.raises(ValueError, match=r"input 'a': expected shape \(N, 64\), got \(3, 5\)"):
+        probe.predict(None, {"a": np.zeros((3, 5))})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['sensor'\] for a ProjectionCL model"):
+        probe.predict(None, {"sensor": np.zeros((3, 5))})
 
 
 def test_package_without_stats_fails_before_logging(tmp_path):

@@ -96,21 +96,29 @@ def test_min_logit_scale_above_max_is_refused_naming_the_keys():
     assert ok.expected_trials() == 4
 
 
+def test_temperature_bounds_are_searchable_and_refused_when_crossed():
+    ok = _cfg(temperature_min={"type": "grid", "values": [0.5, 2.0]}, temperature_max={"type": "grid", "values": [5.0]})
+    assert ok.expected_trials() == 2
+    with pytest.raises(ConfigError, match=r"params\.temperature_min: values up to 8\.0 exceed temperature_max values "
+                                          r"as low as 5\.0; every trial needs temperature_min <= temperature_max"):
+        _cfg(temperature_min={"type": "grid", "values": [0.5, 8.0]}, temperature_max={"type": "grid", "values": [5.0]})
+
+
 def test_min_logit_scale_above_the_base_configs_fixed_max_is_refused():
-    from sensorlm.tuning.projection import ProjectionSweep
+    from sensorlm.tuning.trials import TrainSweep
 
     cfg = SweepConfig(
         task="projection_cl", base_overrides=["model.overrides.max_logit_scale=10.0"],
         params={"min_logit_scale": {"type": "grid", "values": [2.0, 20.0]}},
     )
     with pytest.raises(ConfigError, match=r"params\.min_logit_scale.*fixed at 10\.0"):
-        ProjectionSweep(cfg)
+        TrainSweep(cfg)
     cfg = SweepConfig(
         task="projection_cl", base_overrides=["model.overrides.min_logit_scale=5.0"],
         params={"max_logit_scale": {"type": "grid", "values": [2.0, 20.0]}},
     )
     with pytest.raises(ConfigError, match=r"min_logit_scale is fixed at 5\.0"):
-        ProjectionSweep(cfg)
+        TrainSweep(cfg)
 
 
 @pytest.mark.parametrize(
@@ -203,14 +211,14 @@ def test_other_fields_are_checked():
 
 
 def test_asha_horizon_beyond_the_trials_steps_is_refused():
-    from sensorlm.tuning.siglip import SensorLMSweep
+    from sensorlm.tuning.trials import TrainSweep
 
     cfg = from_dict(SweepConfig, dict(
         task="sensorlm", base_overrides=["steps=10", "optim.warmup_steps=2"], asha={"grace_period": 2, "max_t": 20},
         params={"lr": {"type": "grid", "values": [1e-3]}},
     ))
     with pytest.raises(ConfigError, match=r"asha\.max_t \(20\) exceeds the trials' steps \(10\)"):
-        SensorLMSweep(cfg)
+        TrainSweep(cfg)
 
 
 def test_yaml_and_overrides(tmp_path):

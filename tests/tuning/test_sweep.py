@@ -1,4 +1,4 @@
-"""The sweep driver (sensorlm/tuning/sweep.py) and the SensorLM sweep (sensorlm/tuning/siglip.py).
+"""The sweep driver (sensorlm/tuning/sweep.py) and its trials (sensorlm/tuning/trials.py) on SensorLM.
 
 Fast tests cover the champion rule, the results table and plot, and resume refusals. The slow
 tests run real sweeps: Ray Tune over the trainer's TorchTrainer (2 workers x 0.5 CPU,
@@ -137,7 +137,10 @@ def _siglip_cfg(root, data_dir, name, bias_values):
         "resources": {"num_workers": 2, "cpus_per_worker": 0.5, "trial_cpus": 0.5},
         "tracking": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "sweeps",
                      "registered_model_name": "sensorlm_sweep"},
-        "params": {"bias_init": {"type": "grid", "values": bias_values}},
+        # SigLIP's temperature starts at 10, above the searched bound of 5: clamped back at step 1
+        "params": {"bias_init": {"type": "grid", "values": bias_values},
+                   "temperature_min": {"type": "grid", "values": [1.0]},
+                   "temperature_max": {"type": "grid", "values": [5.0]}},
     })
 
 
@@ -213,6 +216,10 @@ def test_mlflow_parent_and_child_runs_hold_params_curves_and_results(siglip_swee
         # stopped trial may have logged one more validation than ASHA saw before it was killed.
         assert steps == list(range(2, steps[-1] + 1, 2)) and row.step <= steps[-1] <= 8
         assert all(math.isfinite(m.value) for m in curve)
+        # the bounded temperature: logged every interval, inside [1, 5] from the first step on
+        assert child.data.params["model.overrides.temperature_max"] == "5.0"
+        temperature = [m.value for m in client.get_metric_history(child.info.run_id, "train/temperature")]
+        assert temperature and all(1.0 - 1e-4 <= t <= 5.0 + 1e-4 for t in temperature)
 
 
 @pytest.mark.slow
@@ -286,12 +293,12 @@ def test_entry_point_script_runs(tmp_path):
 
 
 def test_trials_ending_inside_warmup_are_refused():
-    from sensorlm.tuning.siglip import SensorLMSweep
+    from sensorlm.tuning.trials import TrainSweep
 
     cfg = from_dict(SweepConfig, {"task": "sensorlm", "name": "w", "base_config": "sensorlm_tiny",
                                   "base_overrides": ["steps=60"], "params": {"lr": {"type": "grid", "values": [1e-3]}}})
     with pytest.raises(ConfigError, match=r"optim.warmup_steps \(100\) is not below their steps \(60\)"):
-        SensorLMSweep(cfg)
+        TrainSweep(cfg)
 
 
 class _Version:

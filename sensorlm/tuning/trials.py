@@ -1,68 +1,62 @@
-"""SensorLM sweeps: the SigLIP loss's temperature and bias, and the learning rate.
+"""A sweep's trials: the training job itself, for any model family.
 
-A trial is the training job itself: the base training config (``configs/sensorlm_tiny.yaml``
-or any other) with the trial's values written into it, run by the trainer's own
-`make_torch_trainer` (Ray Train + DeepSpeed, the same worker loop) with a
+A trial is the base training config (``configs/<task>_tiny.yaml`` or any other) with the trial's
+values written in by the family's search parameters (`sensorlm.training.families`), run by the
+trainer's own `make_torch_trainer` (Ray Train + DeepSpeed, the one worker loop) with a
 ``TuneReportCallback``. The worker loop reports at every checkpoint; the sweep sets
 ``checkpoint.every_steps = eval_every`` so that every validation reaches Tune (and ASHA).
+
+Trials validate (and are selected) on one part of the validation split (``data.val_part =
+selection``); the other part (``holdout``) stays unseen until the champion is decided on it.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Callable
 
 from sensorlm.config import ConfigError, from_dict, to_dict
 from sensorlm.training.config import TrainConfig, load_train_config
-from sensorlm.tuning.space import SweepConfig
+from sensorlm.training.families import get_family
+from sensorlm.tuning.space import SweepConfig, check_bound_candidates
 from sensorlm.tuning.sweep import SweepTask, TrialRow, log_trial_params, trial_tags
 
 
 def apply_trial_params(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
-    """The trial's training config: `base` with the searched values written in.
+    """The trial's training config: `base` with the searched values written in (validated).
 
     Args:
         base: the sweep's base training config.
-        params: sampled values by search-parameter name (see `sensorlm.tuning.space`).
+        params: sampled values by search-parameter name (the family's `search`).
     """
     from sensorlm.models import model_config
 
+    family = get_family(base.task)
     data = to_dict(base)
-    overrides = data["model"]["overrides"]
     for name, value in params.items():
-        if name == "temperature_init":
-            if not value > 0:
-                raise ConfigError(f"temperature_init must be > 0, got {value!r}")
-            overrides["t_prime_init"] = math.log(float(value))  # the model learns log(temperature)
-        elif name == "bias_init":
-            overrides["bias_init"] = float(value)
-        elif name == "learn_temperature":
-            overrides["learn_temperature"] = bool(value)
-        elif name == "lr":
-            data["optim"]["lr"] = float(value)
-        else:
-            raise ConfigError(f"unknown sensorlm search parameter {name!r}")
+        if name not in family.search:
+            raise ConfigError(f"unknown {base.task} search parameter {name!r}")
+        family.search[name].apply(data, value)
     cfg = from_dict(TrainConfig, data)
     try:
         model_config(cfg.model.preset, **cfg.model.overrides)
-    except ConfigError as e:
+    except (ConfigError, ValueError) as e:
         raise ConfigError(f"model.overrides: {e}") from e
     return cfg
 
 
-def sensorlm_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
+def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """One Tune trial: open the child MLflow run and fit the training job's TorchTrainer.
 
     Args:
         config: the values Tune sampled for this trial.
-        setup: plain data from `SensorLMSweep.prepare` and the driver (parent run, names).
+        setup: plain data from `TrainSweep.prepare` and the driver (parent run, names).
     """
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from sensorlm.training.deepspeed_config import build_deepspeed_config
     from sensorlm.tracking.mlflow_utils import run_failure
+    from sensorlm.training.deepspeed_config import build_deepspeed_config
     from sensorlm.training.trainer import RunFailed, end_run, make_torch_trainer, open_mlflow_run, run_info
 
     trial_id = ray.tune.get_context().get_trial_id()
@@ -89,16 +83,16 @@ def sensorlm_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     end_run(uri, run_id, "FINISHED")
 
 
-class SensorLMSweep(SweepTask):
-    """The SensorLM task of the sweep driver."""
-
-    task = "sensorlm"
+class TrainSweep(SweepTask):
+    """The sweep driver's view of the trainer: any family, by its record."""
 
     def __init__(self, cfg: SweepConfig):
         super().__init__(cfg)
-        base = load_train_config(cfg.base_config or "sensorlm_tiny", cfg.base_overrides)
-        if base.task != "sensorlm":
-            raise ConfigError(f"base_config {cfg.base_config!r} trains task {base.task!r}; a sensorlm sweep needs task sensorlm")
+        self.task = cfg.task
+        self.family = get_family(cfg.task)
+        base = load_train_config(cfg.base_config or f"{cfg.task}_tiny", cfg.base_overrides)
+        if base.task != cfg.task:
+            raise ConfigError(f"base_config {cfg.base_config!r} trains task {base.task!r}; this sweep is over {cfg.task!r}")
         if base.optim.warmup_steps >= base.steps:
             raise ConfigError(
                 f"the trials' optim.warmup_steps ({base.optim.warmup_steps}) is not below their steps ({base.steps}): "
@@ -108,37 +102,53 @@ class SensorLMSweep(SweepTask):
             raise ConfigError(f"asha.max_t ({cfg.asha.max_t}) exceeds the trials' steps ({base.steps})")
         if cfg.asha.enabled and cfg.asha.grace_period > base.steps:
             raise ConfigError(f"asha.grace_period ({cfg.asha.grace_period}) exceeds the trials' steps ({base.steps})")
+        self._check_bounds(base)
         self.base = base
         self.manifest: dict[str, Any] | None = None
         self.manifest_sha256: str | None = None
 
+    def _check_bounds(self, base: TrainConfig) -> None:
+        """A scale bound the sweep does not search is the base config's: the pair must still fit
+        for every trial (checked here, before anything starts)."""
+        from sensorlm.models import model_config
+
+        if not self.family.scale_bounds or not any(p in self.cfg.params for p in self.family.scale_bounds):
+            return
+        low, high = self.family.scale_bounds
+        mcfg = model_config(base.model.preset, **base.model.overrides)
+        sides, fixed = [], ""
+        for name in (low, high):
+            if name in self.cfg.params:
+                sides.append(self.cfg.params[name].candidates())
+            else:
+                value = getattr(mcfg, name)
+                sides.append([value] if value is not None else [])
+                fixed = f" ({name} is fixed at {value} by the base config)"
+        if sides[0] and sides[1]:
+            check_bound_candidates(sides[0], sides[1], low, high, fixed)
+
     def prepare(self, sweep_dir: Path, tracking_uri: str) -> dict[str, Any]:
-        from sensorlm.data.shards import read_manifest
         from sensorlm.tracking.mlflow_utils import sha256_file
-        from sensorlm.training.model_from_data import check_validation_split, fit_model_to_data
-        from sensorlm.training.trainer import prepare_dataset
+        from sensorlm.training.trainer import data_decides_model, prepare_dataset
 
         dataset = prepare_dataset(self.base)
         if isinstance(dataset, str):
             raise ConfigError(f"data.path {dataset!r}: a sweep needs a local dataset directory (its manifest is hashed)")
-        self.manifest = read_manifest(str(dataset))
-        self.base = fit_model_to_data(self.base, self.manifest, f"{dataset}/manifest.json")
-        check_validation_split(self.base, self.manifest, f"{dataset}/manifest.json")
+        data = to_dict(self.base)
+        data["data"].update(path=str(dataset), synthetic=None, val_part="selection")
+        self.base, self.manifest = data_decides_model(from_dict(TrainConfig, data), dataset)
+        # the champion's score is computed in one process: one rank's worth of held-out data will do
+        holdout = from_dict(TrainConfig, {**to_dict(self.base), "data": {**to_dict(self.base.data), "val_part": "holdout"},
+                                          "scaling": {**to_dict(self.base.scaling), "num_workers": 1}})
+        try:
+            self.family.check_split(holdout, self.manifest, f"{dataset}/manifest.json")
+        except ConfigError as e:
+            raise ConfigError(f"{e} (a sweep selects on one part of the validation split and decides the champion "
+                              "on the other: hold out more data or write smaller shards)") from None
         self.manifest_sha256 = sha256_file(Path(dataset) / "manifest.json")
         data = to_dict(self.base)
         data["name"] = None
         data["storage_path"] = str(sweep_dir / "train")
-        # Trials validate (and are selected) on the even-numbered val shards; the odd-numbered
-        # ones stay unseen until the champion is decided on them.
-        data["data"].update(path=str(dataset), synthetic=None, val_part="selection")
-        from sensorlm.data.loader import select_shards
-
-        if not select_shards(self.manifest, "val", "odd"):
-            raise ConfigError(
-                f"data.path {dataset}: the 'val' split has {len(select_shards(self.manifest, 'val'))} shard(s); "
-                "a sweep needs 2 or more (selection on one part, the champion on the other): "
-                "write smaller shards (--max-count)"
-            )
         # Every validation is a report (the worker loop reports at checkpoints): ASHA sees them all.
         data["checkpoint"]["every_steps"] = self.base.eval_every
         res = self.cfg.resources
@@ -161,7 +171,7 @@ class SensorLMSweep(SweepTask):
         return self.base.steps
 
     def trainable(self) -> Callable[[dict, dict], None]:
-        return sensorlm_trial
+        return train_trial
 
     def split_key(self) -> str:
         b = self.base
@@ -176,19 +186,19 @@ class SensorLMSweep(SweepTask):
         return f"dataset_manifest_sha256={self.manifest_sha256};split=val;part=holdout;prompts={prompts}"
 
     def holdout_score(self, package) -> float | None:
-        """The sweep metric on the odd-numbered val shards, in this process (one rank, CPU)."""
+        """The sweep metric on the held-out part of the validation split, in this process (one
+        rank, CPU), through the family's own loader and task."""
         import torch
 
-        from sensorlm.data.captioner import manifest_prompts
-        from sensorlm.data.loader import make_loader
-        from sensorlm.training.tasks import SensorLMTask
+        from sensorlm.models import model_config
 
-        text_len = int(package.config["text"]["context_len"])
-        loader = make_loader(self.base.data.path, "val", self.base.batch_size, shuffle=False, num_workers=0,
-                             text_len=text_len, tokenizer=package.tokenizer, manifest=self.manifest, shard_part="odd")
-        task = SensorLMTask(self.manifest.get("activities") or [], manifest_prompts(self.manifest, self.base.data.prompt_template),
-                            package.tokenizer, text_len, torch.device("cpu"))
-        return task.evaluate(package.model.eval(), loader).get(self.cfg.metric)
+        cfg = self.base
+        mcfg = model_config(package.preset, **package.config)
+        device = torch.device("cpu")
+        task = self.family.task(cfg, self.manifest, device, mcfg, package.tokenizer)
+        batches = self.family.loader(cfg, cfg.data.path, self.manifest, "val", 0, 1, cfg.data.seed,
+                                     self.family.text_len(mcfg), "odd", tokenizer=package.tokenizer)
+        return task.evaluate(package.model.eval(), batches).get(self.cfg.metric)
 
     def base_config(self) -> dict[str, Any]:
         return to_dict(self.base)
