@@ -292,7 +292,17 @@ def test_projection_cl_local_package_on_feature_files(tmp_path):
     with pytest.raises(ValueError, match="obj.npy: not a plain .npy array"):
         evaluate_model(str(pkg), embeddings_a=tmp_path / "obj.npy", embeddings_b=tmp_path / "b.npy", log=False)
     with pytest.raises(ValueError, match="pass --embeddings-a"):
+        evaluate_model(str(pkg), embeddings_b=tmp_path / "b.npy", log=False)
+    with pytest.raises(ValueError, match=r"no dataset given \(--data\)"):
         evaluate_model(str(pkg), log=False)
+
+    # or on a paired-embedding dataset's split, like the one it trained on
+    from sensorlm.data.embedding_pairs import make_synthetic_pairs
+
+    make_synthetic_pairs("tiny", tmp_path / "pairs")
+    on_data = evaluate_model(str(pkg), data=tmp_path / "pairs", split="val", out_dir=tmp_path / "out2", log=False)
+    assert on_data.metrics["eval/num_samples"] == 256
+    assert 0.0 <= on_data.metrics["retrieval/a_to_b/recall_at_1"] <= 1.0
 
 
 # --------------------------------------------------------------------------------------------- CLI, HVT

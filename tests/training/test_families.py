@@ -1,0 +1,87 @@
+"""The family registry (sensorlm/training/families.py) and the ProjectionCL task."""
+
+import math
+
+import pytest
+import torch
+
+from sensorlm.config import ConfigError, to_dict
+from sensorlm.training.config import load_train_config
+from sensorlm.training.families import FAMILIES, family_of_config, get_family, resolve
+
+
+def test_every_family_names_what_each_layer_needs():
+    from sensorlm.models import get_preset
+
+    assert set(FAMILIES) == {"sensorlm", "sst", "projection_cl"}
+    for family in FAMILIES.values():
+        resolve(family.serving)  # the pyfunc's input handler
+        assert callable(resolve(family.evaluator))
+        assert family.default_metric in family.metrics and set(family.metrics.values()) <= {"min", "max"}
+        cfg = load_train_config(f"{family.name}_tiny")  # a shipped config per family
+        assert family_of_config(get_preset(cfg.model.preset).config) is family
+        if family.scale_bounds:
+            assert set(family.scale_bounds) <= set(family.search)
+
+
+def test_unknown_task_and_a_preset_of_another_family_are_named():
+    with pytest.raises(ConfigError, match=r"task 'clip' is not a model family \(known: sensorlm, sst, projection_cl\)"):
+        load_train_config("sensorlm_tiny", ["task=clip"])
+    with pytest.raises(ConfigError, match=r"model.preset 'sst_tiny' is a SSTConfig, but task 'projection_cl' needs a "
+                                          r"ProjectionCLConfig"):
+        load_train_config("projection_cl_tiny", ["model.preset=sst_tiny"])
+    with pytest.raises(ConfigError, match=r"batch_size must be >= 2 for the contrastive loss of task 'projection_cl'"):
+        load_train_config("projection_cl_tiny", ["batch_size=1"])
+    with pytest.raises(ConfigError, match=r"temperature_min \(5\.0\) is above temperature_max \(2\.0\)"):
+        load_train_config("sensorlm_tiny", ["model.overrides.temperature_min=5", "model.overrides.temperature_max=2"])
+
+
+def test_search_parameters_write_the_training_config():
+    from sensorlm.tuning.trials import apply_trial_params
+
+    cfg = apply_trial_params(load_train_config("sensorlm_tiny"),
+                             {"temperature_init": 20.0, "temperature_min": 1.0, "temperature_max": 30.0, "lr": 0.01})
+    assert cfg.model.overrides["t_prime_init"] == pytest.approx(math.log(20.0))
+    assert (cfg.model.overrides["temperature_min"], cfg.model.overrides["temperature_max"]) == (1.0, 30.0)
+    assert cfg.optim.lr == 0.01
+    with pytest.raises(ConfigError, match=r"unknown sensorlm search parameter 'max_logit_scale'"):
+        apply_trial_params(load_train_config("sensorlm_tiny"), {"max_logit_scale": 5.0})
+    with pytest.raises(ConfigError, match=r"model.overrides: ProjectionCLConfig: min_logit_scale must be in \(0, max_logit_scale=10.0\]"):
+        apply_trial_params(load_train_config("projection_cl_tiny"), {"min_logit_scale": 50.0, "max_logit_scale": 10.0})
+
+
+def test_projection_model_input_follows_the_data(tmp_path):
+    from sensorlm.data.embedding_pairs import make_synthetic_pairs, read_pairs_manifest
+    from sensorlm.training.trainer import data_decides_model
+
+    make_synthetic_pairs("tiny", tmp_path / "p")
+    cfg = load_train_config("projection_cl_tiny", ["model.overrides.modality_dims=[32, 16]"])
+    with pytest.raises(ConfigError, match=r"modality_dims=\[32, 16\] but the data's embeddings are \[64, 48\] wide"):
+        data_decides_model(cfg, tmp_path / "p")
+    cfg = load_train_config("projection_cl_tiny", ["model.preset=projection_cl"])  # 1280/768 preset
+    fitted, manifest = data_decides_model(cfg, tmp_path / "p")
+    assert fitted.model.overrides["modality_dims"] == [64, 48] and manifest == read_pairs_manifest(tmp_path / "p")
+    assert to_dict(fitted.model.overrides)["min_logit_scale"] == 1.0  # the config's own overrides stay
+
+
+def test_retrieval_metrics_match_the_model_loss_and_count_hits():
+    from sensorlm.models import create_model
+    from sensorlm.training.tasks import ProjectionTask, retrieval_metrics
+
+    torch.manual_seed(0)
+    model = create_model("projection_cl_tiny", modality_dims=[8, 8], embed_dim=8, logit_scale_init=3.0).eval()
+    with torch.no_grad():
+        model.proj_a[0].weight.copy_(torch.eye(8))
+        model.proj_b[0].weight.copy_(torch.eye(8))
+    a = torch.randn(10, 8)
+    b = a + 0.01 * torch.randn(10, 8)
+    out = model(a, b, return_embeddings=True)
+    metrics = retrieval_metrics(out["emb_a"], out["emb_b"], out["logit_scale"], chunk=3)  # 3 + 3 + 3 + 1 rows
+    with torch.no_grad():
+        _, _, loss = model(a, b, return_loss=True)
+    assert metrics["val/loss"] == pytest.approx(loss.item(), rel=1e-5)
+    assert metrics["val/recall_at_1"] == 1.0 and metrics["val/recall_at_1_b2a"] == 1.0
+    assert metrics["val/logit_scale"] == pytest.approx(3.0)
+    assert ProjectionTask(torch.device("cpu")).evaluate(model, [{"a": a, "b": b}]) == pytest.approx(metrics)
+    shuffled = ProjectionTask(torch.device("cpu")).evaluate(model, [{"a": a, "b": b[torch.roll(torch.arange(10), 1)]}])
+    assert shuffled["val/recall_at_1"] == 0.0 and shuffled["val/loss"] > metrics["val/loss"]
