@@ -64,6 +64,12 @@ def siglip_loss(
         return -F.logsigmoid(labels * logits).sum() / n
 
 
+# torch 2.13 renamed the tensor-in/tensor-out collectives (the old names warn); older torch,
+# e.g. the GPU images' 2.11, only has the old names.
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+
 def _world(group: dist.ProcessGroup | None) -> int:
     """World size of `group`, or 1 without an initialised process group."""
     if not (dist.is_available() and dist.is_initialized()):
@@ -74,8 +80,8 @@ def _world(group: dist.ProcessGroup | None) -> int:
 class _AllGatherRows(torch.autograd.Function):
     """All-gather along dim 0 whose backward SUMS every rank's gradient of this rank's rows.
 
-    The sum is what `torch.distributed.nn.functional.all_gather` did (deprecated since torch
-    2.13): reduce-scatter on NCCL/XCCL; on other backends (gloo has no reduce-scatter) an
+    The sum is what `torch.distributed.nn.functional.all_gather` did (deprecated in torch 2.13):
+    reduce-scatter on NCCL/XCCL; on other backends (gloo has no reduce-scatter) an
     all-reduce of the full gradient, then this rank's rows.
     """
 
@@ -84,7 +90,7 @@ class _AllGatherRows(torch.autograd.Function):
         ctx.group = group
         x = x.contiguous()
         out = x.new_empty((dist.get_world_size(group) * x.shape[0], *x.shape[1:]))
-        dist.all_gather_into_tensor(out, x, group=group)
+        _all_gather_single(out, x, group=group)
         return out
 
     @staticmethod
@@ -94,7 +100,7 @@ class _AllGatherRows(torch.autograd.Function):
         rows = grad.shape[0] // world
         if dist.get_backend(group) in ("nccl", "xccl"):
             out = grad.new_empty((rows, *grad.shape[1:]))
-            dist.reduce_scatter_tensor(out, grad.contiguous(), group=group)
+            _reduce_scatter_single(out, grad.contiguous(), group=group)
             return out, None
         total = grad.contiguous().clone()
         dist.all_reduce(total, group=group)
@@ -151,11 +157,10 @@ def _shift(tensor: torch.Tensor, to: int, source: int, group: dist.ProcessGroup 
 
     Returns the receive buffer and the requests to wait on before reading it (or reusing `tensor`).
     """
+    if group is not None:  # P2POp takes global ranks (its group_peer needs torch >= 2.6)
+        to, source = dist.get_global_rank(group, to), dist.get_global_rank(group, source)
     received = torch.empty_like(tensor)
-    ops = [
-        dist.P2POp(dist.isend, tensor, group=group, group_peer=to),
-        dist.P2POp(dist.irecv, received, group=group, group_peer=source),
-    ]
+    ops = [dist.P2POp(dist.isend, tensor, to, group=group), dist.P2POp(dist.irecv, received, source, group=group)]
     return received, dist.batch_isend_irecv(ops)
 
 
