@@ -187,6 +187,8 @@ class _SiglipRing(torch.autograd.Function):
     and with each block a gradient accumulator that every rank adds its share to; after W hops the
     accumulator of rank c's text is back home at rank c. Nothing larger than one (B x B) block (two
     in backward) and two text blocks is held, whatever W; the price is one matmul recomputed per block.
+    (open_clip's exchange, one autograd node per hop, keeps every block's logits for backward:
+    W * B^2 per rank.)
     """
 
     @staticmethod
@@ -243,8 +245,9 @@ class _SiglipRing(torch.autograd.Function):
             if step < world - 1:
                 _wait(requests)  # before the accumulator's hop: one message in flight per peer
                 block = incoming
-            acc, acc_requests = _shift(acc, left, right, group)
-            _wait(acc_requests)
+            received, requests = _shift(acc, left, right, group)
+            _wait(requests)
+            acc = received
         return grad_zs, acc, grad_t, grad_b, None
 
 
@@ -297,7 +300,9 @@ def siglip_loss_ring(
         local = _SiglipRing.apply(zs.float().contiguous(), zt.float().contiguous(), t, bias.float().reshape(()), group)
         total = local.detach().clone()
         dist.all_reduce(total, group=group)
-        return world * local + (total - world * local).detach()
+        # The value of `total` exactly (x - x.detach() is 0), the gradient of world * L_r.
+        scaled = world * local
+        return total + (scaled - scaled.detach())
 
 
 SIGLIP_EXCHANGES = {"gather": siglip_loss_gather, "ring": siglip_loss_ring}

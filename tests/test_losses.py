@@ -246,9 +246,30 @@ def _exchange_worker(rank: int, world: int, port: int, local_batch: int) -> None
         torch.testing.assert_close(ring, gather)
         ring.backward()
         assert t_prime.grad.item() == 0.0
+        if world == 4:
+            _subgroup_check(rank, local_batch)
     finally:
         dist.destroy_process_group()
     os._exit(0)  # see _distributed_worker
+
+
+def _subgroup_check(rank: int, local_batch: int) -> None:
+    """Both forms on the groups {0, 2} and {1, 3}: group ranks are not global ranks."""
+    groups = [dist.new_group([0, 2]), dist.new_group([1, 3])]  # every rank creates every group
+    members = [rank % 2, rank % 2 + 2]
+    zs_all = torch.cat([_unit(local_batch, 4, 40 + r) for r in members]).float()
+    zt_all = torch.cat([_unit(local_batch, 4, 50 + r) for r in members]).float()
+    t, b = torch.tensor([1.2]), torch.tensor([-1.0])
+    zs_ref = zs_all.clone().requires_grad_()
+    ref = siglip_loss(zs_ref, zt_all, t, b)
+    ref.backward()
+    rows = slice(members.index(rank) * local_batch, (members.index(rank) + 1) * local_batch)
+    for form in (siglip_loss_gather, siglip_loss_ring):
+        zs = zs_all[rows].clone().requires_grad_()
+        loss = form(zs, zt_all[rows], t, b, group=groups[rank % 2])
+        loss.backward()
+        torch.testing.assert_close(loss, ref, msg=lambda m, f=form: f"rank {rank} {f.__name__}: {m}")
+        torch.testing.assert_close(zs.grad / 2, zs_ref.grad[rows], msg=lambda m, f=form: f"{f.__name__}: {m}")
 
 
 @pytest.mark.parametrize("world, local_batch", [(2, 3), (4, 2)])
