@@ -122,7 +122,8 @@ def test_distributed_forms_bad_shapes(form):
 
 def test_unknown_exchange_is_one_line_error():
     with pytest.raises(ValueError, match=r"^exchange: expected one of \['gather', 'ring'\], got 'allgather'$"):
-        siglip_loss_distributed(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(1), torch.zeros(1), exchange="allgather")
+        z = torch.zeros(2, 3)
+        siglip_loss_distributed(z, z, torch.zeros(1), torch.zeros(1), exchange="allgather")
 
 
 def _free_port() -> int:
