@@ -1,4 +1,4 @@
-"""Contrastive losses: SigLIP (local and exact distributed) and CLIP's symmetric InfoNCE.
+"""Contrastive losses: SigLIP (local, and exact distributed by all-gather or ring) and CLIP's symmetric InfoNCE.
 
 Pure PyTorch. The losses are computed in float32 with autocast switched off: the sigmoid of
 ``t * <zs, zt> + b`` with t up to ~100 and b ~ -10 loses the positives' signal in bf16.
