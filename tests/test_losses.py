@@ -12,7 +12,14 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from sensorlm.losses import clip_loss, siglip_loss, siglip_loss_distributed
+from sensorlm.losses import (
+    SIGLIP_EXCHANGES,
+    clip_loss,
+    siglip_loss,
+    siglip_loss_distributed,
+    siglip_loss_gather,
+    siglip_loss_ring,
+)
 
 
 def _unit(rows: int, dim: int, seed: int) -> torch.Tensor:
@@ -99,6 +106,26 @@ def test_distributed_without_process_group_equals_local():
     torch.testing.assert_close(siglip_loss_distributed(zs, zt, t, b), siglip_loss(zs, zt, t, b))
 
 
+@pytest.mark.parametrize("exchange", sorted(SIGLIP_EXCHANGES))
+def test_every_exchange_without_process_group_equals_local(exchange):
+    zs, zt = _unit(5, 4, 12), _unit(5, 4, 13)
+    t, b = torch.tensor([0.7]), torch.tensor([-2.0])
+    loss = siglip_loss_distributed(zs, zt, t, b, exchange=exchange, max_temperature=1.5)
+    torch.testing.assert_close(loss, siglip_loss(zs, zt, t, b, max_temperature=1.5))
+
+
+@pytest.mark.parametrize("form", [siglip_loss_gather, siglip_loss_ring])
+def test_distributed_forms_bad_shapes(form):
+    with pytest.raises(ValueError, match=r"^embeddings: .* got sensor \(4, 3\) and text \(4, 2\)$"):
+        form(torch.zeros(4, 3), torch.zeros(4, 2), torch.zeros(1), torch.zeros(1))
+
+
+def test_unknown_exchange_is_one_line_error():
+    with pytest.raises(ValueError, match=r"^exchange: expected one of \['gather', 'ring'\], got 'allgather'$"):
+        z = torch.zeros(2, 3)
+        siglip_loss_distributed(z, z, torch.zeros(1), torch.zeros(1), exchange="allgather")
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -165,6 +192,90 @@ def _distributed_worker(rank: int, world: int, port: int, local_batch: int) -> N
 
 def test_distributed_two_gloo_ranks_match_single_process():
     mp.spawn(_distributed_worker, args=(2, _free_port(), 3), nprocs=2, join=True)
+
+
+def _exchange_worker(rank: int, world: int, port: int, local_batch: int) -> None:
+    """Ring against gather against one process, for the loss and every gradient."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        g = torch.Generator().manual_seed(11)
+        n = world * local_batch
+        xs, xt = torch.randn(n, 6, generator=g), torch.randn(n, 5, generator=g)
+        ref = _Towers()
+        zs_ref, zt_ref = ref(xs, xt)
+        zs_ref.retain_grad()
+        zt_ref.retain_grad()
+        ref_loss = siglip_loss(zs_ref, zt_ref, ref.t_prime, ref.bias)
+        ref_loss.backward()
+        ref_grads = {name: p.grad for name, p in ref.named_parameters()}
+
+        rows = slice(rank * local_batch, (rank + 1) * local_batch)
+        grads = {}
+        for exchange in ("gather", "ring"):
+            model = _Towers()
+            zs, zt = model(xs[rows], xt[rows])
+            zs.retain_grad()
+            zt.retain_grad()
+            loss = siglip_loss_distributed(zs, zt, model.t_prime, model.bias, exchange=exchange)
+            loss.backward()
+            assert loss.dtype == torch.float32
+            torch.testing.assert_close(loss, ref_loss, msg=lambda m, e=exchange: f"rank {rank} {e} loss: {m}")
+            grads[exchange] = {"zs": zs.grad, "zt": zt.grad, **{k: p.grad.clone() for k, p in model.named_parameters()}}
+            # Embeddings: world x the single-process gradient of this rank's rows, in both forms.
+            for key, full in (("zs", zs_ref.grad), ("zt", zt_ref.grad)):
+                torch.testing.assert_close(grads[exchange][key] / world, full[rows], msg=lambda m, k=key: f"{k}: {m}")
+            # Parameters, averaged over ranks as DDP / DeepSpeed do: the single-process gradient.
+            for name, p in model.named_parameters():
+                dist.all_reduce(p.grad)
+                p.grad /= world
+                torch.testing.assert_close(
+                    p.grad, ref_grads[name], msg=lambda m, name=name, e=exchange: f"rank {rank} {e} {name}: {m}"
+                )
+        # Per rank, ring == gather for everything but the scalars (W * dL_r/dt against dL/dt).
+        for key, value in grads["gather"].items():
+            if key not in ("t_prime", "bias"):
+                torch.testing.assert_close(grads["ring"][key], value, msg=lambda m, key=key: f"rank {rank} {key}: {m}")
+
+        # The clamp on the temperature and autocast behave as in the gather form.
+        zs, zt = _unit(local_batch, 4, 20 + rank).float(), _unit(local_batch, 4, 30 + rank).float()
+        t_prime = torch.nn.Parameter(torch.tensor([math.log(100.0)]))
+        bias = torch.tensor([-3.0])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ring = siglip_loss_ring(zs, zt, t_prime, bias, max_temperature=10.0)
+        gather = siglip_loss_gather(zs, zt, t_prime, bias, max_temperature=10.0)
+        assert ring.dtype == torch.float32
+        torch.testing.assert_close(ring, gather)
+        ring.backward()
+        assert t_prime.grad.item() == 0.0
+        if world == 4:
+            _subgroup_check(rank, local_batch)
+    finally:
+        dist.destroy_process_group()
+    os._exit(0)  # see _distributed_worker
+
+
+def _subgroup_check(rank: int, local_batch: int) -> None:
+    """Both forms on the groups {0, 2} and {1, 3}: group ranks are not global ranks."""
+    groups = [dist.new_group([0, 2]), dist.new_group([1, 3])]  # every rank creates every group
+    members = [rank % 2, rank % 2 + 2]
+    zs_all = torch.cat([_unit(local_batch, 4, 40 + r) for r in members]).float()
+    zt_all = torch.cat([_unit(local_batch, 4, 50 + r) for r in members]).float()
+    t, b = torch.tensor([1.2]), torch.tensor([-1.0])
+    zs_ref = zs_all.clone().requires_grad_()
+    ref = siglip_loss(zs_ref, zt_all, t, b)
+    ref.backward()
+    rows = slice(members.index(rank) * local_batch, (members.index(rank) + 1) * local_batch)
+    for form in (siglip_loss_gather, siglip_loss_ring):
+        zs = zs_all[rows].clone().requires_grad_()
+        loss = form(zs, zt_all[rows], t, b, group=groups[rank % 2])
+        loss.backward()
+        torch.testing.assert_close(loss, ref, msg=lambda m, f=form: f"rank {rank} {f.__name__}: {m}")
+        torch.testing.assert_close(zs.grad / 2, zs_ref.grad[rows], msg=lambda m, f=form: f"{f.__name__}: {m}")
+
+
+@pytest.mark.parametrize("world, local_batch", [(2, 3), (4, 2)])
+def test_ring_equals_gather_equals_single_process(world, local_batch):
+    mp.spawn(_exchange_worker, args=(world, _free_port(), local_batch), nprocs=world, join=True)
 
 
 def _clip_loop(a: np.ndarray, b: np.ndarray) -> float:

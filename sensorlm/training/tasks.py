@@ -12,7 +12,7 @@ from typing import Iterable
 
 import torch
 
-from sensorlm.losses import clip_loss_distributed, siglip_loss, siglip_loss_distributed
+from sensorlm.losses import SIGLIP_EXCHANGES, clip_loss_distributed, siglip_loss
 from sensorlm.models.sst import month_of_year_from_last
 from sensorlm.training.distributed import all_reduce_sum
 
@@ -34,10 +34,6 @@ def input_dtype(engine) -> torch.dtype | None:
     """bf16 for a DeepSpeed engine in bf16; None for fp32 engines and plain modules."""
     bf16 = getattr(engine, "bfloat16_enabled", None)
     return torch.bfloat16 if bf16 is not None and bf16() else None
-
-
-# How the ranks exchange embeddings for the exact global SigLIP loss (scaling.loss_exchange).
-SIGLIP_EXCHANGES = {"gather": siglip_loss_distributed}
 
 
 class SensorLMTask:
