@@ -743,82 +743,45 @@ def start_mlflow(
     return state
 
 
-def _api(state: ServerState, method: str, path: str, auth: tuple[str, str], body: dict | None = None,
-         query: dict | None = None) -> tuple[int, dict]:
-    """One MLflow REST call as `auth` (user, password); returns (status, JSON body or {})."""
-    url = f"{state.url}/api/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={**basic_auth_header(*auth), "Content-Type": "application/json"})
+def _bootstrap_module():
+    """infra/mlflow_auth/bootstrap.py (the admin bootstrap the Kubernetes Job runs too), by path."""
+    name = "sensorlm_mlflow_bootstrap"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, MLFLOW_AUTH_APP_DIR / "bootstrap.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
+def _bootstrapped(call, *args):
+    boot = _bootstrap_module()
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            code, text = resp.status, resp.read().decode()
-    except urllib.error.HTTPError as e:
-        code, text = e.code, e.read().decode(errors="replace")
-    try:
-        return code, json.loads(text) if text.strip() else {}
-    except ValueError:
-        return code, {"raw": text[:500]}
-
-
-def _ok(what: str, code: int, body: dict, also: tuple[int, ...] = ()) -> dict:
-    if code != 200 and code not in also:
-        raise ServerError(f"MLflow admin bootstrap: {what} failed (HTTP {code}): {str(body)[:300]}")
-    return body
-
-
-def _credentials_dir(state: ServerState) -> Path:
-    return Path(state.log).parent / "credentials"
+        return call(boot)(*args)
+    except boot.BootstrapError as e:
+        raise ServerError(str(e)) from None
 
 
 def ensure_user(state: ServerState, admin: tuple[str, str], username: str) -> Path:
     """Create MLflow user `username` with a random password kept in ``<state>/mlflow/credentials/<username>``
-    (0600), unless both exist already; returns the password file. Only the admin may create users.
+    (0600) unless both exist already; returns the password file. Only the admin may create users.
 
     Args:
         state: the recorded MLflow server (basic auth).
         admin: (user, password) of the admin.
         username: the user to create.
     """
-    path = _credentials_dir(state) / username
-    code, _ = _api(state, "GET", "2.0/mlflow/users/get", admin, query={"username": username})
-    if code == 200 and path.is_file():
+    folder = Path(state.log).parent / "credentials"
+    path = folder / username
+    if path.is_file():
+        # The file is the password the user was created with (a new auth database gets it again).
+        _bootstrapped(lambda b: b.ensure_user, state.url, admin, username, path.read_text().strip(), False)
         return path
     password = secrets.token_hex(16)
-    if code == 200:  # the user exists (an old auth database) but its password file is gone
-        _ok(f"new password for {username}", *_api(state, "PATCH", "2.0/mlflow/users/update-password", admin,
-                                                   {"username": username, "password": password}))
-    else:
-        _ok(f"create user {username}", *_api(state, "POST", "2.0/mlflow/users/create", admin,
-                                              {"username": username, "password": password}))
-    _credentials_dir(state).mkdir(mode=0o700, exist_ok=True)
+    _bootstrapped(lambda b: b.ensure_user, state.url, admin, username, password)
+    folder.mkdir(mode=0o700, exist_ok=True)
     _write_private(path, password)
     return path
-
-
-def ensure_experiment(state: ServerState, admin: tuple[str, str], name: str) -> str:
-    """The id of experiment `name`, created by the admin if it does not exist."""
-    code, body = _api(state, "GET", "2.0/mlflow/experiments/get-by-name", admin, query={"experiment_name": name})
-    if code == 200:
-        return body["experiment"]["experiment_id"]
-    return _ok(f"create experiment {name}", *_api(state, "POST", "2.0/mlflow/experiments/create", admin,
-                                                  {"name": name}))["experiment_id"]
-
-
-def ensure_registered_model(state: ServerState, admin: tuple[str, str], name: str) -> None:
-    """Create registered model `name` as the admin unless it exists (jobs may not create names)."""
-    code, body = _api(state, "POST", "2.0/mlflow/registered-models/create", admin, {"name": name})
-    if code != 200 and body.get("error_code") != "RESOURCE_ALREADY_EXISTS":
-        _ok(f"create registered model {name}", code, body)
-
-
-def grant(state: ServerState, admin: tuple[str, str], username: str, resource_type: str, resource_id: str,
-          permission: str) -> None:
-    """Give `username` `permission` (READ, EDIT, MANAGE, ...) on one experiment (by id) or registered model."""
-    _ok(f"grant {permission} on {resource_type} {resource_id} to {username}",
-        *_api(state, "POST", "3.0/mlflow/users/permissions/grant", admin,
-              {"username": username, "resource_type": resource_type, "resource_id": resource_id,
-               "permission": permission}))
 
 
 def add_job_user(state: ServerState, admin: tuple[str, str], username: str, experiments: tuple[str, ...],
@@ -834,19 +797,15 @@ def add_job_user(state: ServerState, admin: tuple[str, str], username: str, expe
         models: registered-model names, pre-created by the admin.
     """
     path = ensure_user(state, admin, username)
-    for name in experiments:
-        grant(state, admin, username, "experiment", ensure_experiment(state, admin, name), "EDIT")
-    for name in models:
-        ensure_registered_model(state, admin, name)
-        grant(state, admin, username, "registered_model", name, "EDIT")
+    _bootstrapped(lambda b: b.grant_job_user, state.url, admin, username, experiments, models)
     return path
 
 
 def bootstrap_identities(state: ServerState, admin: tuple[str, str], experiments: tuple[str, ...],
                          models: tuple[str, ...]) -> dict[str, str]:
-    """The admin bootstrap: experiments and registered models pre-created, the job user
-    (`add_job_user`) and the promoter (READ on the experiments, MANAGE on the models: it may move
-    aliases). Idempotent. Returns the details recorded in the state file (no secrets: paths).
+    """The admin bootstrap (infra/mlflow_auth/bootstrap.py): experiments and registered models
+    pre-created, the job user (`add_job_user`) and the promoter (READ on the experiments, MANAGE on
+    the models: it may move aliases). Idempotent. Returns what the state file records (paths, no secrets).
 
     Args:
         state: the recorded MLflow server (basic auth).
@@ -856,10 +815,7 @@ def bootstrap_identities(state: ServerState, admin: tuple[str, str], experiments
     """
     job = add_job_user(state, admin, JOB_USER, experiments, models)
     promoter = ensure_user(state, admin, PROMOTER_USER)
-    for name in experiments:
-        grant(state, admin, PROMOTER_USER, "experiment", ensure_experiment(state, admin, name), "READ")
-    for name in models:
-        grant(state, admin, PROMOTER_USER, "registered_model", name, "MANAGE")
+    _bootstrapped(lambda b: b.grant_promoter, state.url, admin, PROMOTER_USER, experiments, models)
     return {"job_user": JOB_USER, "job_password_file": str(job),
             "promoter_user": PROMOTER_USER, "promoter_password_file": str(promoter),
             "experiments": ",".join(experiments), "models": ",".join(models)}
