@@ -949,3 +949,97 @@ def test_dockerfile_code_is_root_owned_and_ops_are_built_in():
         assert users and users[-1] == "ray", f"stage {stage} must end as the unprivileged user"
     mlflow_stage = "\n".join(_run_stage_lines("mlflow"))
     assert "COPY infra/mlflow_auth" in mlflow_stage and "sensorlm-auth" in mlflow_stage
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray cluster launcher on AWS: IAM and the security group
+
+
+AWS_SETUP = INFRA / "cluster" / "aws-setup.sh"
+WORKER_POLICY = INFRA / "cluster" / "aws-iam-worker-policy.json"
+
+
+def _statements(path: Path) -> list[dict]:
+    policy = json.loads(path.read_text())
+    assert policy["Version"] == "2012-10-17"
+    for st in policy["Statement"]:
+        st["Action"] = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+        st["Resource"] = [st["Resource"]] if isinstance(st["Resource"], str) else st["Resource"]
+    return policy["Statement"]
+
+
+def test_launcher_names_least_privilege_profiles_for_every_node_type():
+    cfg = _launcher()
+    for name, node_type in cfg["available_node_types"].items():
+        profile = node_type["node_config"].get("IamInstanceProfile")
+        expected = "sensorlm-ray-head" if name == cfg["head_node_type"] else "sensorlm-ray-worker"
+        assert profile == {"Name": expected}, f"node type {name}: IamInstanceProfile should be {expected} (else Ray creates its own, with EC2 and S3 full access)"
+    group = cfg["provider"]["security_group"]
+    assert group == {"GroupName": "sensorlm-ray-launcher"}, "no extra IpPermissions: the group's rules come from aws-setup.sh"
+    assert "0.0.0.0/0" not in json.dumps(cfg), "no rule of the launcher opens anything to the world"
+
+
+@pytest.mark.parametrize("policy", [IAM_POLICY, WORKER_POLICY], ids=lambda p: p.name)
+def test_iam_policies_are_least_privilege(policy):
+    cfg = _launcher()
+    for st in _statements(policy):
+        assert st["Effect"] == "Allow" and st.get("Sid")
+        for action in st["Action"]:
+            service, _, verb = action.partition(":")
+            assert "*" not in verb and action != "*", f"{policy.name} {st['Sid']}: wildcard action {action}"
+        if "*" in st["Resource"]:
+            assert all(a.split(":")[1].startswith("Describe") for a in st["Action"]), f"{st['Sid']}: Resource * beyond Describe"
+        for action in st["Action"]:
+            if action.startswith("s3:"):
+                assert all(r in ("arn:aws:s3:::sensorlm-checkpoints", "arn:aws:s3:::sensorlm-checkpoints/*") for r in st["Resource"]), st
+            if action.startswith("iam:"):
+                assert action == "iam:PassRole" and st["Resource"] == ["arn:aws:iam::*:role/sensorlm-ray-worker"], st
+            if action in ("ec2:TerminateInstances", "ec2:StopInstances", "ec2:StartInstances"):
+                assert st["Condition"]["StringEquals"]["aws:ResourceTag/ray-cluster-name"] == cfg["cluster_name"], st
+            if action == "ec2:RunInstances" and "arn:aws:ec2:*:*:instance/*" in st["Resource"]:
+                assert st["Condition"]["StringEquals"]["aws:RequestTag/ray-cluster-name"] == cfg["cluster_name"], st
+    actions = {a for st in _statements(policy) for a in st["Action"]}
+    if policy == WORKER_POLICY:
+        assert {a.split(":")[0] for a in actions} == {"s3"}, "workers need the checkpoint bucket and nothing else"
+    else:
+        assert {"ec2:RunInstances", "ec2:TerminateInstances", "iam:PassRole"} <= actions
+
+
+def _fake_aws(tmp_path: Path) -> tuple[dict, Path]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "aws_calls.log"
+    (bin_dir / "aws").write_text(f'#!/usr/bin/env bash\necho "$@" >> "{log}"\necho sg-0fake\n')
+    (bin_dir / "aws").chmod(0o755)
+    import os
+
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "VPC_ID": "vpc-0fake"}
+    return env, log
+
+
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "10.0.0.0/8", "not-a-cidr"])
+def test_aws_setup_refuses_open_ssh(tmp_path, cidr):
+    import subprocess
+
+    env, log = _fake_aws(tmp_path)
+    done = subprocess.run(["bash", str(AWS_SETUP)], env={**env, "SSH_CIDR": cidr}, capture_output=True, text=True)
+    assert done.returncode != 0 and not log.exists(), "nothing may be created with an open SSH range"
+
+
+def test_aws_setup_admits_ssh_only_from_the_given_cidr(tmp_path):
+    import subprocess
+
+    env, log = _fake_aws(tmp_path)
+    done = subprocess.run(["bash", str(AWS_SETUP)], env={**env, "SSH_CIDR": "203.0.113.7/32"}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    calls = log.read_text().splitlines()
+    ingress = [c for c in calls if c.startswith("ec2 authorize-security-group-ingress")]
+    assert ingress[0].split() == ["ec2", "authorize-security-group-ingress", "--group-id", "sg-0fake", "--protocol", "tcp",
+                                  "--port", "22", "--cidr", "203.0.113.7/32"]
+    assert "UserIdGroupPairs=[{GroupId=sg-0fake}]" in ingress[1], "the other rule admits members of the group only"
+    assert len(ingress) == 2 and "0.0.0.0/0" not in log.read_text()
+    created = [c for c in calls if c.startswith("ec2 create-security-group")]
+    assert f"--group-name {_launcher()['provider']['security_group']['GroupName']}" in created[0]
+    policies = [c for c in calls if c.startswith("iam put-role-policy")]
+    assert any(f"file://{IAM_POLICY}" in c and "sensorlm-ray-head" in c for c in policies)
+    assert any(f"file://{WORKER_POLICY}" in c and "sensorlm-ray-worker" in c for c in policies)
