@@ -59,7 +59,7 @@ def loopback(walkthrough, tmp_path_factory):
 
 @pytest.fixture
 def mlflow_client(loopback, monkeypatch):
-    """An MlflowClient of the loopback server with the admin credentials the start block exported."""
+    """An MlflowClient of the loopback server with the credentials the start block exported (the job user)."""
     from mlflow import MlflowClient
 
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
