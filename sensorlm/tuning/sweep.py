@@ -17,7 +17,9 @@ MLflow: one parent run per sweep (sweep config as params, the results table and 
 artifacts, best metric), one child run per trial (``mlflow.parentRunId``; the trial's training
 config and swept values as params, its metric curves). At the end the best *completed* trial
 (ASHA-stopped trials have no final model) is registered; it takes the alias (``champion``) only
-if it beats the version holding it on the same metric and validation split.
+if it beats the version holding it on the same metric and validation split. Where the tracking
+server refuses the job's login the alias move (HTTP 403: only the promoter may), the version is
+nominated instead (`sensorlm.tracking.promote`) and the promotion command is logged.
 
 Running a sweep whose folder exists resumes it: finished trials are not run again.
 """
@@ -642,8 +644,8 @@ def _register_best(task: SweepTask, cfg: SweepConfig, best: TrialRow, tracking_u
     from mlflow.tracking import MlflowClient
 
     from sensorlm.tracking.mlflow_utils import get_alias_version, set_alias
-    from sensorlm.tracking.promote import is_permission_denied, mark_candidate, promotion_command
     from sensorlm.tracking.package import load_model_package
+    from sensorlm.tracking.promote import is_permission_denied, mark_candidate, promotion_command
 
     client = MlflowClient(tracking_uri)
     alias = cfg.tracking.alias
