@@ -23,9 +23,22 @@ between SIGTERM and SIGKILL, time for a training driver to mark its MLflow run K
 ``RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0`` (unless set), so ``stop`` does not sit out Ray's 30 s
 node drain.
 
-MLflow authentication (``--auth``) is MLflow's basic-auth app. The admin credentials come from
+MLflow authentication (``--auth``) is MLflow's basic-auth app with sensorlm's promotion rule
+(``infra/mlflow_auth``, app name ``sensorlm-auth``). The admin credentials come from
 ``SENSORLM_MLFLOW_ADMIN_USER`` / ``SENSORLM_MLFLOW_ADMIN_PASSWORD`` and reach the server as
 environment variables only; the auth config file written to the state directory holds no secret.
+The default permission is NO_PERMISSIONS. Once the server is up the admin bootstrap
+(`bootstrap_identities`) pre-creates the experiments and registered models (``--experiment``,
+``--model``; default ``sensorlm`` each) and two users with random passwords in
+``<state>/mlflow/credentials/<user>`` (0600):
+
+- ``sensorlm-job``: EDIT on those experiments and models: creates runs and model versions, can
+  neither delete versions nor move aliases. ``env mlflow`` and ``start ray --with-mlflow`` hand
+  jobs this login, never the admin's.
+- ``sensorlm-promoter``: READ on the experiments, MANAGE on the models: moves ``@champion``
+  (``python jobs/promote.py``; ``env mlflow --as promoter``).
+
+`add_job_user` creates further job users, each with its own experiments.
 
 Stopping signals the server's own process session, never ``ray stop``: ``ray stop`` kills every
 Ray process of the user on the machine, including other people's clusters.
@@ -67,6 +80,12 @@ ENV_STATE_DIR = "SENSORLM_SERVERS_DIR"
 ENV_ADMIN_USER = "SENSORLM_MLFLOW_ADMIN_USER"
 ENV_ADMIN_PASSWORD = "SENSORLM_MLFLOW_ADMIN_PASSWORD"
 ENV_BACKEND_STORE_URI = "SENSORLM_MLFLOW_BACKEND_STORE_URI"
+# MLflow's basic-auth app plus the rule that only MANAGE moves an alias (infra/mlflow_auth).
+MLFLOW_AUTH_APP = "sensorlm-auth"
+MLFLOW_AUTH_APP_DIR = REPO_ROOT / "infra" / "mlflow_auth"
+JOB_USER = "sensorlm-job"
+PROMOTER_USER = "sensorlm-promoter"
+ROLES = ("job", "promoter", "admin")
 # MLflow's own password rule for users of the basic-auth app (mlflow.utils.validation).
 MIN_MLFLOW_PASSWORD_LEN = 12
 # Ray puts unix sockets under <temp-dir>/session_<timestamp>_<pid>/sockets/; sun_path holds
@@ -374,7 +393,7 @@ def start_ray(
             given one is kept).
         auth: keep Ray token authentication on (``RAY_AUTH_MODE=token``, fresh token).
         with_mlflow: give the head the client variables of the MLflow server recorded in the
-            same state dir (``MLFLOW_TRACKING_URI``, and with auth the admin credentials). Job
+            same state dir (``MLFLOW_TRACKING_URI``, and with auth the job user's login). Job
             drivers and workers inherit the head's environment, so credentials never travel in
             a job's runtime env, which Ray logs and shows on the dashboard.
         timeout_s: how long to wait for the dashboard and the job agent.
@@ -387,8 +406,9 @@ def start_ray(
         mlflow_state = load_state(state_dir, "mlflow")
         if mlflow_state is None or _leader(mlflow_state) is None:
             raise ServerError(f"--with-mlflow: no MLflow server is running from state dir {state_dir}; start it first")
-        if mlflow_state.auth == "basic":
-            _admin_credentials()  # fail now, naming the variable, rather than in the first job
+        if mlflow_state.auth == "basic" and not Path(mlflow_state.details.get("job_password_file", "")).is_file():
+            raise ServerError(f"--with-mlflow: the MLflow job user's password file is missing from {state_dir}; "
+                              "restart the MLflow server with `start mlflow --auth`")
     if num_cpus < 1:
         raise ServerError(f"--num-cpus must be >= 1, got {num_cpus}")
     if object_store_mb < 80:
@@ -423,7 +443,7 @@ def start_ray(
     log = home / "ray_head.log"
     env = ray_head_env(token_path)
     if mlflow_state is not None:
-        env = resolved_client_env(mlflow_state, base=env)
+        env = resolved_client_env(mlflow_state, base=env, role="job")
     cmd = [
         _executable("ray"), "start", "--head",
         # --block keeps `ray start` as the parent of every head process: SIGTERM to it shuts the
@@ -557,7 +577,8 @@ def write_auth_config(path: Path, auth_db_uri: str) -> None:
     """
     cfg = configparser.ConfigParser()
     cfg["mlflow"] = {
-        "default_permission": "READ",
+        # Nothing for a user without a grant: jobs see only the experiments granted to them.
+        "default_permission": "NO_PERMISSIONS",
         "database_uri": auth_db_uri,
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
         # Without the cache every request pays a scrypt check (~0.17 s of server CPU on 2 cores):
@@ -602,6 +623,8 @@ def start_mlflow(
     auth: bool = False,
     workers: int = 1,
     timeout_s: float = 120.0,
+    experiments: tuple[str, ...] = ("sensorlm",),
+    models: tuple[str, ...] = ("sensorlm",),
 ) -> ServerState:
     """Start ``mlflow server`` on 127.0.0.1 with a database store and proxied artifacts.
 
@@ -612,10 +635,13 @@ def start_mlflow(
             ``sqlite:///<state>/mlflow/mlflow.db``); ``postgresql://user:pw@host/db`` for PostgreSQL.
         artifacts_destination: where the server stores artifacts (a directory or ``s3://...``;
             default ``<state>/mlflow/artifacts``); clients upload through the server.
-        auth: run MLflow's basic-auth app, admin credentials from ``SENSORLM_MLFLOW_ADMIN_USER`` /
-            ``SENSORLM_MLFLOW_ADMIN_PASSWORD``.
+        auth: run MLflow's basic-auth app (with sensorlm's promotion rule), admin credentials from
+            ``SENSORLM_MLFLOW_ADMIN_USER`` / ``SENSORLM_MLFLOW_ADMIN_PASSWORD``, then
+            `bootstrap_identities` (job user, promoter, pre-created experiments and models).
         workers: uvicorn worker processes (each costs a few hundred MB).
         timeout_s: how long to wait for ``GET /health``.
+        experiments: with auth, the experiments the admin pre-creates and grants.
+        models: with auth, the registered-model names the admin pre-creates and grants.
     """
     state_dir = Path(state_dir or default_state_dir()).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -675,7 +701,9 @@ def start_mlflow(
             # Signs the CSRF tokens of the auth app's forms; one value shared by all workers.
             MLFLOW_FLASK_SERVER_SECRET_KEY=os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or secrets.token_hex(32),
         )
-        cmd += ["--app-name", "basic-auth"]
+        # The app's module and entry point live in infra/mlflow_auth (a dist-info folder).
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MLFLOW_AUTH_APP_DIR), env.get("PYTHONPATH")]))
+        cmd += ["--app-name", MLFLOW_AUTH_APP]
         details.update(auth_config=str(ini), auth_db=str(home / "basic_auth.db"))
         headers = basic_auth_header(user, password)
 
@@ -707,10 +735,90 @@ def start_mlflow(
                     f"the user database {details['auth_db']}: use the password it was created with, change it "
                     "through MLflow's update-password API, or delete that file to start afresh."
                 )
+            state.details.update(bootstrap_identities(state, (user, password), experiments, models))
+            _save_state(state_dir, state)
     except BaseException:
         _stop_state(state_dir, state, grace_s=10.0)
         raise
     return state
+
+
+def _bootstrap_module():
+    """infra/mlflow_auth/bootstrap.py (the admin bootstrap the Kubernetes Job runs too), by path."""
+    name = "sensorlm_mlflow_bootstrap"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, MLFLOW_AUTH_APP_DIR / "bootstrap.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
+def _bootstrapped(call, *args):
+    boot = _bootstrap_module()
+    try:
+        return call(boot)(*args)
+    except boot.BootstrapError as e:
+        raise ServerError(str(e)) from None
+
+
+def ensure_user(state: ServerState, admin: tuple[str, str], username: str) -> Path:
+    """Create MLflow user `username` with a random password kept in ``<state>/mlflow/credentials/<username>``
+    (0600) unless both exist already; returns the password file. Only the admin may create users.
+
+    Args:
+        state: the recorded MLflow server (basic auth).
+        admin: (user, password) of the admin.
+        username: the user to create.
+    """
+    folder = Path(state.log).parent / "credentials"
+    path = folder / username
+    if path.is_file():
+        # The file is the password the user was created with (a new auth database gets it again).
+        _bootstrapped(lambda b: b.ensure_user, state.url, admin, username, path.read_text().strip(), False)
+        return path
+    password = secrets.token_hex(16)
+    _bootstrapped(lambda b: b.ensure_user, state.url, admin, username, password)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    _write_private(path, password)
+    return path
+
+
+def add_job_user(state: ServerState, admin: tuple[str, str], username: str, experiments: tuple[str, ...],
+                 models: tuple[str, ...] = ()) -> Path:
+    """A job user: EDIT on its `experiments` (runs, metrics, artifacts; no deleting) and on `models`
+    (new versions; no deleting versions, no aliases). Returns its password file.
+
+    Args:
+        state: the recorded MLflow server (basic auth).
+        admin: (user, password) of the admin.
+        username: the user (created if missing).
+        experiments: experiment names, pre-created by the admin; nobody else gets them.
+        models: registered-model names, pre-created by the admin.
+    """
+    path = ensure_user(state, admin, username)
+    _bootstrapped(lambda b: b.grant_job_user, state.url, admin, username, experiments, models)
+    return path
+
+
+def bootstrap_identities(state: ServerState, admin: tuple[str, str], experiments: tuple[str, ...],
+                         models: tuple[str, ...]) -> dict[str, str]:
+    """The admin bootstrap (infra/mlflow_auth/bootstrap.py): experiments and registered models
+    pre-created, the job user (`add_job_user`) and the promoter (READ on the experiments, MANAGE on
+    the models: it may move aliases). Idempotent. Returns what the state file records (paths, no secrets).
+
+    Args:
+        state: the recorded MLflow server (basic auth).
+        admin: (user, password) of the admin.
+        experiments: experiment names the job user logs to.
+        models: registered-model names the job user registers versions of.
+    """
+    job = add_job_user(state, admin, JOB_USER, experiments, models)
+    promoter = ensure_user(state, admin, PROMOTER_USER)
+    _bootstrapped(lambda b: b.grant_promoter, state.url, admin, PROMOTER_USER, experiments, models)
+    return {"job_user": JOB_USER, "job_password_file": str(job),
+            "promoter_user": PROMOTER_USER, "promoter_password_file": str(promoter),
+            "experiments": ",".join(experiments), "models": ",".join(models)}
 
 
 def mlflow_health(state: ServerState) -> dict[str, Any]:
@@ -748,17 +856,21 @@ def status(state_dir: Path | None = None, names: tuple[str, ...] = SERVERS) -> d
     return out
 
 
-def client_env(state: ServerState) -> dict[str, str | None]:
+def client_env(state: ServerState, role: str = "job") -> dict[str, str | None]:
     """Variables a client needs for this server; None means "unset it".
 
     Ray: ``RAY_API_SERVER_ADDRESS`` (the job server, for ``ray job ...``), ``RAY_ADDRESS`` (the GCS,
     for a driver's ``ray.init()``), and the auth pair ``RAY_AUTH_MODE`` / ``RAY_AUTH_TOKEN_PATH``.
-    MLflow: ``MLFLOW_TRACKING_URI``; with auth the credentials are references to the admin
-    variables (``$SENSORLM_MLFLOW_ADMIN_USER``), so no secret is ever printed.
+    MLflow: ``MLFLOW_TRACKING_URI``; with auth the login of `role`: ``job`` (the default) and
+    ``promoter`` read their password from their 0600 file (``$(cat FILE)``), ``admin`` refers to the
+    admin variables (``$SENSORLM_MLFLOW_ADMIN_USER``), so no secret is ever printed.
 
     Args:
         state: a recorded server.
+        role: ``job``, ``promoter`` or ``admin`` (MLflow with auth only).
     """
+    if role not in ROLES:
+        raise ServerError(f"--as {role}: one of {', '.join(ROLES)}")
     if state.name == "ray":
         env: dict[str, str | None] = {
             "RAY_API_SERVER_ADDRESS": state.url,
@@ -770,34 +882,46 @@ def client_env(state: ServerState) -> dict[str, str | None]:
         }
         return env
     env = {"MLFLOW_TRACKING_URI": state.url}
-    if state.auth == "basic":
+    if state.auth == "basic" and role == "admin":
         env["MLFLOW_TRACKING_USERNAME"] = f"${{{ENV_ADMIN_USER}}}"
         env["MLFLOW_TRACKING_PASSWORD"] = f"${{{ENV_ADMIN_PASSWORD}}}"
+    elif state.auth == "basic":
+        user, password_file = state.details.get(f"{role}_user"), state.details.get(f"{role}_password_file")
+        if not user or not password_file:
+            raise ServerError(f"the MLflow server in this state dir has no {role} user; restart it with `start mlflow --auth`")
+        env["MLFLOW_TRACKING_USERNAME"] = user
+        env["MLFLOW_TRACKING_PASSWORD"] = f"$(cat '{password_file}')"
     else:
         env["MLFLOW_TRACKING_USERNAME"] = None
         env["MLFLOW_TRACKING_PASSWORD"] = None
     return env
 
 
-def resolved_client_env(state: ServerState, base: dict[str, str] | None = None) -> dict[str, str]:
-    """`base` (default: this process's environment) with `client_env(state)` applied, references
-    to ``$SENSORLM_MLFLOW_ADMIN_*`` resolved; for starting client subprocesses from Python."""
+def _resolve(value: str) -> str:
+    if value.startswith("$(cat '") and value.endswith("')"):
+        return Path(value[len("$(cat '"):-2]).read_text().strip()
+    return os.path.expandvars(value) if value.startswith("$") else value
+
+
+def resolved_client_env(state: ServerState, base: dict[str, str] | None = None, role: str = "job") -> dict[str, str]:
+    """`base` (default: this process's environment) with `client_env(state, role)` applied, references
+    to ``$SENSORLM_MLFLOW_ADMIN_*`` and password files resolved; for starting client subprocesses."""
     env = dict(os.environ if base is None else base)
-    for key, value in client_env(state).items():
+    for key, value in client_env(state, role).items():
         if value is None:
             env.pop(key, None)
         else:
-            env[key] = os.path.expandvars(value) if value.startswith("$") else value
+            env[key] = _resolve(value)
     return env
 
 
 def shell_exports(env: dict[str, str | None]) -> str:
-    """``export``/``unset`` lines for `env`; ``${VAR}`` references are left for the shell."""
+    """``export``/``unset`` lines for `env`; ``${VAR}`` and ``$(cat FILE)`` are left for the shell."""
     lines = []
     for key, value in env.items():
         if value is None:
             lines.append(f"unset {key}")
-        elif value.startswith("${"):
+        elif value.startswith(("${", "$(")):
             lines.append(f'export {key}="{value}"')
         else:
             lines.append(f"export {key}='{value}'")
@@ -893,6 +1017,10 @@ def _parser() -> argparse.ArgumentParser:
         "--auth", action="store_true", help=f"basic auth; admin from ${ENV_ADMIN_USER} / ${ENV_ADMIN_PASSWORD}"
     )
     ml_p.add_argument("--workers", type=int, default=1)
+    ml_p.add_argument("--experiment", action="append", default=None,
+                      help="with --auth: an experiment the admin pre-creates for the job user (repeatable; default sensorlm)")
+    ml_p.add_argument("--model", action="append", default=None,
+                      help="with --auth: a registered-model name the admin pre-creates (repeatable; default sensorlm)")
     ml_p.add_argument("--timeout", type=float, default=120.0)
 
     for cmd, help_text in (
@@ -904,6 +1032,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("server", nargs="?", default="all", choices=(*SERVERS, "all"))
         if cmd == "env":
             p.add_argument("--json", action="store_true", help="print a JSON object instead")
+            p.add_argument("--as", dest="role", choices=ROLES, default="job",
+                           help="MLflow login to export (default job; promoter to move @champion)")
         if cmd == "stop":
             p.add_argument("--keep-temp", action="store_true", help="keep Ray's temp dir (its session logs)")
     return parser
@@ -926,7 +1056,8 @@ def main(argv: list[str] | None = None) -> int:
             st = start_mlflow(
                 state_dir, port=args.port, backend_store_uri=args.backend_store_uri,
                 artifacts_destination=args.artifacts_destination, auth=args.auth, workers=args.workers,
-                timeout_s=args.timeout,
+                timeout_s=args.timeout, experiments=tuple(args.experiment or ("sensorlm",)),
+                models=tuple(args.model or ("sensorlm",)),
             )
             print(f"mlflow server up: {st.url} (auth: {st.auth}, pid {st.pid}, log {st.log})")
             print('client side: eval "$(python infra/local/servers.py env mlflow)"')
@@ -942,7 +1073,7 @@ def main(argv: list[str] | None = None) -> int:
                     if args.server != "all":
                         raise ServerError(f"{name} is not running (state dir {state_dir})")
                     continue
-                merged.update(client_env(st))
+                merged.update(client_env(st, args.role))
             print(json.dumps(merged, indent=2) if args.json else shell_exports(merged))
         elif args.command == "stop":
             for rep in stop(state_dir, _names(args.server), keep_temp=args.keep_temp):

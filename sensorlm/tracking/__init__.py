@@ -22,6 +22,7 @@ _LAZY = {
     "get_alias_version": "sensorlm.tracking.mlflow_utils",
     "set_alias": "sensorlm.tracking.mlflow_utils",
     "champion_metric": "sensorlm.tracking.mlflow_utils",
+    "promote": "sensorlm.tracking.promote",
 }
 
 __all__ = ["ModelPackage", "load_model_package", "save_model_package", *_LAZY]

@@ -16,7 +16,9 @@ MLflow: one parent run per sweep (sweep config as params, the results table and 
 artifacts, best metric), one child run per trial (``mlflow.parentRunId``; the trial's training
 config and swept values as params, its metric curves). At the end the best *completed* trial
 (ASHA-stopped trials have no final model) is registered; it takes the alias (``champion``) only
-if it beats the version holding it on the same metric and validation split.
+if it beats the version holding it on the same metric and validation split. Where the tracking
+server refuses the job's login the alias move (HTTP 403: only the promoter may), the version is
+nominated instead (`sensorlm.tracking.promote`) and the promotion command is logged.
 
 Running a sweep whose folder exists resumes it: finished trials are not run again.
 """
@@ -602,11 +604,14 @@ def holdout_decision(new_score: float, best: tuple[float, str] | None, metric: s
                    f"(version {version}, {mode} is better)")
 
 
-def _register_best(task: SweepTask, cfg: SweepConfig, best: TrialRow, tracking_uri: str, name: str) -> tuple[str, str, bool, str]:
+def _register_best(task: SweepTask, cfg: SweepConfig, best: TrialRow, tracking_uri: str, name: str,
+                   parent_run_id: str | None = None) -> tuple[str, str, bool, str]:
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     from sensorlm.tracking.mlflow_utils import get_alias_version, set_alias
     from sensorlm.tracking.package import load_model_package
+    from sensorlm.tracking.promote import is_permission_denied, mark_candidate, promotion_command
 
     client = MlflowClient(tracking_uri)
     alias = cfg.tracking.alias
@@ -627,7 +632,20 @@ def _register_best(task: SweepTask, cfg: SweepConfig, best: TrialRow, tracking_u
     for key, value in tags.items():
         client.set_model_version_tag(cfg.registered_name, version, key, value)
     if promote:
-        set_alias(cfg.registered_name, alias, version, client=client)
+        try:
+            set_alias(cfg.registered_name, alias, version, client=client)
+        except MlflowException as e:
+            if not is_permission_denied(e):
+                raise
+            # A job's MLflow login may register but not move aliases: nominate the version and
+            # leave the move to the promoter (sensorlm.tracking.promote); the sweep still succeeds.
+            command = promotion_command(cfg.registered_name, version, alias)
+            mark_candidate(client, cfg.registered_name, version, alias, reason)
+            if parent_run_id:
+                client.set_tag(parent_run_id, "sensorlm.promotion_pending", command)
+            _say(f"{cfg.registered_name} version {version} registered as @{alias} CANDIDATE ({reason}); this MLflow "
+                 f"user may not move @{alias}: promote it with the promoter's credentials: {command}")
+            return model_uri, version, False, f"{reason}; awaiting promotion (@{alias} needs the promoter): {command}"
         _say(f"{cfg.registered_name} version {version} is now @{alias}: {reason}")
     else:
         _say(f"{cfg.registered_name} version {version} registered WITHOUT @{alias}: {reason}")
@@ -738,7 +756,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
         elif not cfg.tracking.register:
             result.decision = f"best trial {best.trial_id}; registration is off (tracking.register=false)"
         else:
-            model_uri, version, promoted, reason = _register_best(task, cfg, best, tracking_uri, name)
+            model_uri, version, promoted, reason = _register_best(task, cfg, best, tracking_uri, name, parent_run_id)
             result.model_uri, result.model_version, result.promoted, result.decision = model_uri, version, promoted, reason
         meta.update(finished=True, registration={"model_uri": result.model_uri, "version": result.model_version,
                                                  "promoted": result.promoted, "decision": result.decision})

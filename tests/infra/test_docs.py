@@ -66,7 +66,8 @@ def test_readme_cluster_section_shows_the_docs_commands(walkthrough):
     doc_lines = {line for code in _code_blocks() for line in _lines(code)}
     for line in _lines(cluster):
         assert line in doc_lines, f"README shows {line!r}, which docs/cluster.md does not"
-    for needed in ("docker push", "kubectl apply -f infra/k8s/namespace.yaml", "infra/k8s/raycluster.yaml", "ray job submit"):
+    for needed in ("docker push", "render.py", "kubectl apply -f build/k8s/namespace.yaml", "build/k8s/raycluster.yaml",
+                   "ray job submit", "jobs/promote.py"):
         assert needed in cluster
 
 
@@ -81,28 +82,75 @@ def test_paths_in_the_doc_exist():
 
 
 def test_secret_commands_create_every_secret_and_key_the_manifests_use():
-    created: dict[str, set[str]] = {}
+    created: dict[tuple[str, str], set[str]] = {}
     for words in _commands():
         if words[:1] == ["kubectl"] and "secret" in words and "generic" in words:
             name = words[words.index("generic") + 1]
-            keys = {w.split("=", 2)[1] for w in words if w.startswith("--from-literal=")}
-            created[name] = keys
+            namespace = words[words.index("-n") + 1]
+            keys = {w.split("=", 2)[1] for w in words if w.startswith(("--from-literal=", "--from-file="))}
+            created[(namespace, name)] = keys
     example = {
-        d["metadata"]["name"]: set(d["stringData"]) for d in yaml.safe_load_all((K8S / "secrets.example.yaml").read_text())
+        (d["metadata"]["namespace"], d["metadata"]["name"]): set(d["stringData"])
+        for d in yaml.safe_load_all((K8S / "secrets.example.yaml").read_text())
     }
-    assert created == example, "docs/cluster.md step 3 must create exactly the Secrets and keys of secrets.example.yaml"
+    assert created == example, "docs/cluster.md step 3 must create exactly the Secrets (and namespaces, keys) of secrets.example.yaml"
+
+
+def _doc_and_readme_commands():
+    readme = README.read_text()
+    blocks = _code_blocks() + re.findall(r"```bash\n(.*?)```", readme, re.S)
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                yield line
+
+
+SECRET_WORD = re.compile(r"(?i)password|secret|token|access-key|flask")
+
+
+def test_no_password_on_a_command_line():
+    """Secrets travel in files and environment variables, never in argv (ps, shell history)."""
+    for line in _doc_and_readme_commands():
+        for m in re.finditer(r"--from-literal=([\w-]+)=(\S+)", line):
+            key, value = m.groups()
+            assert not SECRET_WORD.search(key), f"{line!r}: secret key {key} as a literal; use --from-file"
+            assert "$" not in value, f"{line!r}: a computed value on the command line; use --from-file"
+        assert not re.search(r"curl\b.*\s-u\s", line), f"{line!r}: curl -u puts the password in argv"
+        assert not re.search(r"://[^/\s:@]+:[^@\s/]+@", line), f"{line!r}: a URL with a password"
+        assert "--password" not in line, f"{line!r}: a password flag"
+        # `export VAR="$(...)"` is a shell builtin: the value goes to the environment, not to an argv.
+        assert not re.search(r"\bpassword\b\S*\s*:\s*\$\(", line), f"{line!r}: a password built into an argument"
+
+
+def test_threat_model_names_every_credential_and_the_promotion_step():
+    text = DOC.read_text()
+    assert "\n## Who holds what\n" in text and "\n## Promotion: moving `@champion`\n" in text
+    section = text.split("\n## Who holds what\n", 1)[1].split("\n## 0. ", 1)[0]
+    for holder in ("admin", "promoter", "job user", "Ray token", "service account", "instance profile"):
+        assert holder in section, f"'Who holds what' does not say who holds the {holder}"
+    for secret in yaml.safe_load_all((K8S / "secrets.example.yaml").read_text()):
+        assert secret["metadata"]["name"] in section, f"'Who holds what' omits {secret['metadata']['name']}"
+    promotion = text.split("\n## Promotion: moving `@champion`\n", 1)[1].split("\n## ", 1)[0]
+    assert "python jobs/promote.py sensorlm" in promotion and "env mlflow --as promoter" in promotion
+    assert "sensorlm.champion_candidate" in promotion and "sensorlm.promotion_pending" in promotion
 
 
 def test_applied_manifests_exist_and_the_example_is_never_applied():
+    """Manifests are applied as infra/k8s/render.py writes them (build/k8s/, digests filled in)."""
     applied = []
     for words in _commands():
-        if "-f" in words and words[0] in ("kubectl", "sed"):
-            applied += [w for w in words if w.startswith("infra/")]
-    assert "infra/k8s/secrets.example.yaml" not in applied
+        if "-f" in words and words[0] == "kubectl":
+            applied += [w for w in words if w.startswith(("infra/", "build/"))]
+    assert not [p for p in applied if p.startswith("infra/k8s/")], "apply the rendered build/k8s/ files, never the templates"
+    assert "build/k8s/secrets.example.yaml" not in applied
     for p in applied:
-        assert (REPO_ROOT / p).is_file(), f"docs/cluster.md applies {p}, which does not exist"
-    for needed in ("namespace", "storage", "postgres", "mlflow", "raycluster", "rayjob"):
-        assert f"infra/k8s/{needed}.yaml" in applied, f"the walkthrough never applies infra/k8s/{needed}.yaml"
+        assert (K8S / Path(p).name).is_file(), f"docs/cluster.md applies {p}, whose template infra/k8s/{Path(p).name} does not exist"
+    for needed in ("namespace", "networkpolicy", "storage", "postgres", "mlflow", "raycluster", "rayjob"):
+        assert f"build/k8s/{needed}.yaml" in applied, f"the walkthrough never applies build/k8s/{needed}.yaml"
+    render_at = next(i for i, w in enumerate(_commands()) if w[:2] == ["python", "infra/k8s/render.py"])
+    first_apply = next(i for i, w in enumerate(_commands()) if w[:2] == ["kubectl", "apply"])
+    assert render_at < first_apply, "render.py runs before the first kubectl apply"
 
 
 def test_submitted_training_commands_are_valid():
@@ -127,8 +175,12 @@ def test_image_names_in_build_commands_match_the_manifests():
     for words in _commands():
         if words[:2] == ["docker", "build"]:
             tag = words[words.index("-t") + 1]
-            built.add(tag.split("/")[-1])
-    assert built == {"sensorlm:latest", "sensorlm-mlflow:latest"}
+            assert tag.endswith(":$TAG") and tag.startswith("$REGISTRY/"), f"{tag}: push under the registry, pin by digest"
+            built.add(tag.split("/")[-1].split(":")[0])
+    assert built == {"sensorlm", "sensorlm-mlflow"}
     text = "".join(p.read_text() for p in K8S.glob("*.yaml"))
     for image in built:
-        assert f"image: {image}" in text, f"no manifest uses {image}"
+        digest = image.upper().replace("-", "_") + "_DIGEST"
+        assert f"image: ${{REGISTRY}}/{image}@sha256:${{{digest}}}" in text, f"no manifest runs {image} by digest"
+        exported = [w for w in _commands() if w[:1] == ["export"] and w[1].startswith(f"{digest}=")]
+        assert exported, f"docs/cluster.md never sets {digest} for render.py"

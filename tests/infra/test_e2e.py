@@ -59,7 +59,7 @@ def loopback(walkthrough, tmp_path_factory):
 
 @pytest.fixture
 def mlflow_client(loopback, monkeypatch):
-    """An MlflowClient of the loopback server with the admin credentials the start block exported."""
+    """An MlflowClient of the loopback server with the credentials the start block exported (the job user)."""
     from mlflow import MlflowClient
 
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
@@ -91,7 +91,9 @@ def test_start_block_leaves_both_servers_healthy_with_auth(loopback, servers):
     ray_state, mlflow_state = servers.load_state(state_dir, "ray"), servers.load_state(state_dir, "mlflow")
     head_env = psutil.Process(ray_state.pid).environ()
     assert head_env["MLFLOW_TRACKING_URI"] == mlflow_state.url
-    assert head_env["MLFLOW_TRACKING_USERNAME"] == loopback.env["SENSORLM_MLFLOW_ADMIN_USER"]
+    # ... as the job user (register, no alias moves, no deletes), never the admin.
+    assert head_env["MLFLOW_TRACKING_USERNAME"] == mlflow_state.details["job_user"] == "sensorlm-job"
+    assert head_env["MLFLOW_TRACKING_PASSWORD"] != loopback.env["SENSORLM_MLFLOW_ADMIN_PASSWORD"]
     assert head_env["RAY_JOB_STOP_WAIT_TIME_S"] == "30"
     assert head_env["RAY_AUTH_MODE"] == "token" and head_env["RAY_AUTH_TOKEN_PATH"] == ray_state.details["token_path"]
     # MLflow runs without its job-execution workers (about 1.5 GB less).

@@ -1,6 +1,7 @@
 """infra/local/servers.py: bad inputs refused before anything starts, and (slow) a real MLflow server
-with a sqlite store and no auth on a free loopback port. The authenticated servers (MLflow basic
-auth, Ray token auth) are tested in tests/infra/test_e2e.py, on the servers of the docs' walkthrough."""
+with a sqlite store and no auth on a free loopback port, and one with sensorlm's identities (admin,
+job users, promoter; default NO_PERMISSIONS). The walkthrough's servers (MLflow basic auth, Ray
+token auth) are tested in tests/infra/test_e2e.py."""
 
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ def test_auth_config_holds_no_credentials_and_caches_password_checks(servers, tm
     for var in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
         monkeypatch.delenv(var, raising=False)
     cfg = read_auth_config()  # MLflow's own reader
-    assert cfg.default_permission == "READ" and cfg.auth_cache_ttl_seconds == 60
+    # A user sees only what it was granted (per-experiment, per-model grants of the bootstrap).
+    assert cfg.default_permission == "NO_PERMISSIONS" and cfg.auth_cache_ttl_seconds == 60
     assert cfg.admin_username is None and cfg.admin_password is None
 
 
@@ -158,19 +160,30 @@ def test_ray_head_env_is_explicit_about_auth(servers, tmp_path):
     assert off["RAY_AUTH_MODE"] == "disabled" and "RAY_AUTH_TOKEN_PATH" not in off
 
 
-def test_client_env_never_prints_secrets(servers, monkeypatch):
+def test_client_env_never_prints_secrets(servers, monkeypatch, tmp_path):
     monkeypatch.setenv("SENSORLM_MLFLOW_ADMIN_USER", ADMIN_USER)
     monkeypatch.setenv("SENSORLM_MLFLOW_ADMIN_PASSWORD", ADMIN_PASSWORD)
-    ml = servers.ServerState("mlflow", 1, 0.0, "http://127.0.0.1:5001", {"http": 5001}, "log", "basic")
+    job_password = "job-" + uuid.uuid4().hex
+    (tmp_path / "job").write_text(job_password)
+    ml = servers.ServerState("mlflow", 1, 0.0, "http://127.0.0.1:5001", {"http": 5001}, "log", "basic",
+                             {"job_user": "sensorlm-job", "job_password_file": str(tmp_path / "job")})
+    # Jobs get the job user's login by default, the password as a file read by the shell.
     exports = servers.shell_exports(servers.client_env(ml))
+    assert job_password not in exports and ADMIN_PASSWORD not in exports
+    assert "export MLFLOW_TRACKING_USERNAME='sensorlm-job'" in exports
+    assert f'export MLFLOW_TRACKING_PASSWORD="$(cat \'{tmp_path / "job"}\')"' in exports
+    assert servers.resolved_client_env(ml, base={}) == {
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5001",
+        "MLFLOW_TRACKING_USERNAME": "sensorlm-job",
+        "MLFLOW_TRACKING_PASSWORD": job_password,
+    }
+    # The admin login only when asked for, and still only as references.
+    exports = servers.shell_exports(servers.client_env(ml, "admin"))
     assert ADMIN_PASSWORD not in exports
     assert 'export MLFLOW_TRACKING_PASSWORD="${SENSORLM_MLFLOW_ADMIN_PASSWORD}"' in exports
-    resolved = servers.resolved_client_env(ml, base={})
-    assert resolved == {
-        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5001",
-        "MLFLOW_TRACKING_USERNAME": ADMIN_USER,
-        "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD,
-    }
+    assert servers.resolved_client_env(ml, base={}, role="admin")["MLFLOW_TRACKING_PASSWORD"] == ADMIN_PASSWORD
+    with pytest.raises(servers.ServerError, match="no promoter user"):
+        servers.client_env(ml, "promoter")
     ray = servers.ServerState(
         "ray", 1, 0.0, "http://127.0.0.1:8266", {}, "log", "token",
         {"token_path": "/s/ray/auth_token", "gcs_address": "192.0.2.1:6380"},
@@ -289,6 +302,122 @@ def test_mlflow_server_postgresql_store(servers, session_alive, postgres_url, tm
         metrics = conn.execute("SELECT key, value, step FROM metrics WHERE run_uuid = %s", (run.info.run_id,))
         assert metrics.fetchall() == [("loss", 0.25, 3)]
         assert conn.execute("SELECT name, version FROM model_versions").fetchall() == [("infra-pg-model", 1)]
+
+
+def _as(monkeypatch, user: str, password: str) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+
+
+def _refused(call) -> None:
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException) as err:
+        call()
+    assert err.value.error_code == "PERMISSION_DENIED", err.value.message  # HTTP 403
+
+
+@pytest.mark.slow
+def test_mlflow_identities_job_user_promoter_and_isolation(servers, tmp_path, monkeypatch, capsys):
+    """`start mlflow --auth`: default NO_PERMISSIONS, names pre-created by the admin, a job user that
+    registers but may neither delete versions nor move @champion, a promoter that may, a second job
+    user that cannot read the first's runs; and the sweep's honest answer to the refused alias."""
+    from types import SimpleNamespace
+
+    from mlflow import MlflowClient
+
+    from sensorlm.tracking import promote as promotion
+    from sensorlm.tuning import sweep
+
+    monkeypatch.setenv("SENSORLM_MLFLOW_ADMIN_USER", ADMIN_USER)
+    monkeypatch.setenv("SENSORLM_MLFLOW_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(var, raising=False)
+    st = servers.start_mlflow(tmp_path / "state", auth=True, experiments=("team-a",), models=("ident-model",))
+    try:
+        details = st.details
+        job = (details["job_user"], Path(details["job_password_file"]).read_text())
+        promoter = (details["promoter_user"], Path(details["promoter_password_file"]).read_text())
+        for f in ("job_password_file", "promoter_password_file"):
+            assert Path(details[f]).stat().st_mode & 0o777 == 0o600
+        state_text = (tmp_path / "state" / "mlflow.json").read_text()
+        assert job[1] not in state_text and promoter[1] not in state_text and ADMIN_PASSWORD not in state_text
+        ps_line = " ".join(psutil.Process(st.pid).cmdline())
+        assert "--app-name sensorlm-auth" in ps_line and ADMIN_PASSWORD not in ps_line
+        # `env mlflow` hands out the job user, never the admin; `--as promoter` the promoter.
+        cli = [sys.executable, str(Path(servers.__file__)), "env", "mlflow", "--state-dir", str(tmp_path / "state")]
+        out = subprocess.run(cli, capture_output=True, text=True)
+        assert out.returncode == 0 and f"MLFLOW_TRACKING_USERNAME='{job[0]}'" in out.stdout and job[1] not in out.stdout
+        out = subprocess.run([*cli, "--as", "promoter"], capture_output=True, text=True)
+        assert f"MLFLOW_TRACKING_USERNAME='{promoter[0]}'" in out.stdout and promoter[1] not in out.stdout
+
+        # The job user: runs, artifacts and versions in what it was granted.
+        _as(monkeypatch, *job)
+        client = MlflowClient(st.url)
+        exp = client.get_experiment_by_name("team-a").experiment_id
+        run = client.create_run(exp)
+        client.log_metric(run.info.run_id, "loss", 0.5)
+        (tmp_path / "model.txt").write_text("weights")
+        client.log_artifact(run.info.run_id, str(tmp_path / "model.txt"))
+        source = f"runs:/{run.info.run_id}/model.txt"
+        v1 = client.create_model_version("ident-model", source, run.info.run_id).version
+        v2 = client.create_model_version("ident-model", source, run.info.run_id).version
+        client.set_model_version_tag("ident-model", v1, "metric.loss", "0.5")  # tags: allowed
+        # ... but not the things only the promoter or admin may do.
+        _refused(lambda: client.set_registered_model_alias("ident-model", "champion", v1))
+        _refused(lambda: client.delete_model_version("ident-model", v1))
+        _refused(lambda: client.delete_run(run.info.run_id))
+        _refused(lambda: client.create_registered_model("squatted-name"))  # names come from the admin
+        with pytest.raises(promotion.PromotionRefused, match="promoter"):
+            promotion.promote("ident-model", v1, tracking_uri=st.url)
+
+        # The sweep with the job's login: no failure; the version is nominated, the parent run says so.
+        parent = client.create_run(exp).info.run_id
+        cfg = SimpleNamespace(registered_name="ident-model", tracking=SimpleNamespace(alias="champion"),
+                              metric="loss", mode="min")
+        task = SimpleNamespace(
+            holdout_key=lambda: None, split_key=lambda: "val-split-1",
+            register=lambda best, uri: (f"models:/ident-model/{v2}", v2),
+        )
+        best = SimpleNamespace(trial_id="t1", metrics={"loss": 0.25})
+        model_uri, version, promoted, decision = sweep._register_best(task, cfg, best, st.url, "sweep-x", parent)
+        assert (model_uri, version, promoted) == (f"models:/ident-model/{v2}", v2, False)
+        command = f"python jobs/promote.py ident-model {v2}"
+        assert "awaiting promotion" in decision and command in decision
+        printed = capsys.readouterr().out
+        assert f"promote it with the promoter's credentials: {command}" in printed
+        tags = client.get_model_version("ident-model", v2).tags
+        assert tags[promotion.CANDIDATE_TAG] == "champion" and "no current champion" in tags[promotion.CANDIDATE_REASON_TAG]
+        assert tags[sweep.SPLIT_TAG] == "val-split-1"
+        assert client.get_run(parent).data.tags["sensorlm.promotion_pending"] == command
+        assert "champion" not in client.get_registered_model("ident-model").aliases
+
+        # The promoter moves @champion (jobs/promote.py, the command the sweep printed), and again.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+        env.update(MLFLOW_TRACKING_URI=st.url, MLFLOW_TRACKING_USERNAME=promoter[0], MLFLOW_TRACKING_PASSWORD=promoter[1])
+        repo = Path(servers.__file__).parents[2]
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))  # this checkout's sensorlm
+        done = subprocess.run([sys.executable, *command.split()[1:]], cwd=repo, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"ident-model version {v2} is now @champion" in done.stdout
+        _as(monkeypatch, *promoter)
+        moved = promotion.promote("ident-model", v1, tracking_uri=st.url)
+        assert moved["previous"] == v2
+        assert MlflowClient(st.url).get_registered_model("ident-model").aliases["champion"] == v1
+
+        # A second job user, granted its own experiment only: the first's runs are not its to read.
+        admin = (ADMIN_USER, ADMIN_PASSWORD)
+        other = servers.add_job_user(st, admin, "team-b-job", ("team-b",))
+        _as(monkeypatch, "team-b-job", other.read_text())
+        client_b = MlflowClient(st.url)
+        _refused(lambda: client_b.get_run(run.info.run_id))
+        _refused(lambda: client_b.get_experiment(exp))
+        assert client_b.search_runs([exp]) == []
+        client_b.create_run(client_b.get_experiment_by_name("team-b").experiment_id)  # its own: fine
+        # Anonymous: nothing.
+        assert requests.get(f"{st.url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10).status_code == 401
+    finally:
+        servers.stop(tmp_path / "state", ("mlflow",))
 
 
 # MLflow with basic auth and the Ray head with token auth, job submission, logs and stop run in

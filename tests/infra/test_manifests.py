@@ -1,17 +1,25 @@
 """Static checks of everything under infra/: Kubernetes and KubeRay manifests, the Ray cluster
-launcher config and the Dockerfile.
+launcher config, its IAM policy and the Dockerfile.
 
-Every YAML document is checked against the fields its kind requires (for RayCluster / RayJob the
-`required` lists of KubeRay's ray.io/v1 CRDs), and every cross reference is followed: Secrets and
-keys, ConfigMaps, volumes, Services to pods, images to Dockerfile stages, entry points to files
-under jobs/ and configs/ (and the run config overrides through the real config loader).
+Every Kubernetes document, rendered as `infra/k8s/render.py` renders it, is validated against the
+Kubernetes 1.34 schemas (the `kubernetes-validate` package, strict: unknown fields fail); RayCluster
+and RayJob against a trimmed schema of KubeRay's ray.io/v1 CRDs (tests/fixtures), their pod
+templates as core/v1 PodTemplates. Least privilege is checked on the parsed documents: every pod's
+and container's securityContext, Pod Security labels, digests, and the NetworkPolicies by evaluating
+them (which pod may open which port on which pod or address). Every cross reference is followed:
+Secrets and keys (in the pod's namespace), ConfigMaps, volumes, Services to pods, images to
+Dockerfile stages, entry points to files under jobs/ and configs/.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
+import ipaddress
+import json
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +31,19 @@ K8S = INFRA / "k8s"
 DOCKERFILE = INFRA / "docker" / "Dockerfile"
 LAUNCHER = INFRA / "cluster" / "aws-gpu.yaml"
 SECRETS_EXAMPLE = K8S / "secrets.example.yaml"
-NAMESPACE = "sensorlm"
+IAM_POLICY = INFRA / "cluster" / "aws-iam-policy.json"
+KUBERAY_SCHEMA = REPO_ROOT / "tests" / "fixtures" / "kuberay_v1_trimmed.schema.json"
+RAY_NS, MLFLOW_NS = "sensorlm-ray", "sensorlm"
+NAMESPACES = {RAY_NS, MLFLOW_NS}
+K8S_VERSION = "1.34.0"  # the schemas kubernetes-validate checks against; also the PSA version label
+# What render.py is given in these tests (any well-formed values).
+RENDER_VALUES = {
+    "REGISTRY": "registry.example.com/sensorlm",
+    "SENSORLM_DIGEST": "1" * 64,
+    "SENSORLM_MLFLOW_DIGEST": "sha256:" + "2" * 64,
+    "POSTGRES_DIGEST": "3" * 64,
+    "KUBE_API_CIDR": "10.0.0.1/32",
+}
 
 ALL_YAML = sorted(p for p in INFRA.rglob("*") if p.suffix in (".yaml", ".yml"))
 K8S_YAML = sorted(p for p in ALL_YAML if K8S in p.parents)
@@ -35,6 +55,8 @@ KNOWN_KINDS = {
     ("v1", "PersistentVolumeClaim"),
     ("apps/v1", "Deployment"),
     ("apps/v1", "StatefulSet"),
+    ("batch/v1", "Job"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
     ("ray.io/v1", "RayCluster"),
     ("ray.io/v1", "RayJob"),
 }
@@ -52,8 +74,31 @@ def _docs(path: Path) -> list[dict]:
     return docs
 
 
+def _render_module():
+    name = "sensorlm_infra_render"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, K8S / "render.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name]
+
+
+_RENDERED: dict[Path, list[dict]] = {}
+
+
+def _rendered(path: Path) -> list[dict]:
+    """The documents of `path` as render.py writes them (placeholders filled); the example Secrets as is."""
+    if path not in _RENDERED:
+        text = path.read_text()
+        if path != SECRETS_EXAMPLE:
+            text = _render_module().render_text(text, RENDER_VALUES, path.name)
+        _RENDERED[path] = [d for d in yaml.safe_load_all(text) if d is not None]
+    return _RENDERED[path]
+
+
 def _all_k8s_docs() -> list[tuple[Path, dict]]:
-    return [(p, d) for p in K8S_YAML for d in _docs(p)]
+    return [(p, d) for p in K8S_YAML for d in _rendered(p)]
 
 
 def _by_kind(kind: str) -> list[tuple[Path, dict]]:
@@ -68,7 +113,7 @@ def _pod_specs(doc: dict) -> list[tuple[str, dict, dict]]:
     """(where, pod template metadata, pod spec) for every pod a workload or Ray resource describes."""
     kind, spec = doc["kind"], doc.get("spec", {})
     out = []
-    if kind in ("Deployment", "StatefulSet"):
+    if kind in ("Deployment", "StatefulSet", "Job"):
         tpl = spec["template"]
         out.append((f"{kind} {doc['metadata']['name']}", tpl.get("metadata", {}), tpl["spec"]))
     elif kind in ("RayCluster", "RayJob"):
@@ -90,11 +135,12 @@ def _containers(doc: dict):
             yield where, pod, c
 
 
-def _secret_keys() -> dict[str, set[str]]:
-    keys: dict[str, set[str]] = {}
+def _secret_keys() -> dict[tuple[str, str], set[str]]:
+    """(namespace, name) -> keys of every Secret in the example (a pod reads only its own namespace's)."""
+    keys: dict[tuple[str, str], set[str]] = {}
     for d in _docs(SECRETS_EXAMPLE):
         assert d["kind"] == "Secret", f"{_rel(SECRETS_EXAMPLE)}: holds a {d['kind']}; only Secrets belong there"
-        keys[d["metadata"]["name"]] = set(d.get("stringData", {})) | set(d.get("data", {}))
+        keys[(d["metadata"]["namespace"], d["metadata"]["name"])] = set(d.get("stringData", {})) | set(d.get("data", {}))
     return keys
 
 
@@ -164,19 +210,80 @@ def test_k8s_documents_have_identity_fields(path):
         assert (d.get("apiVersion"), d.get("kind")) in KNOWN_KINDS, f"{where}: unexpected apiVersion/kind"
         assert d["metadata"].get("name"), f"{where}: metadata.name is missing"
         if d["kind"] not in CLUSTER_SCOPED:
-            assert d["metadata"].get("namespace") == NAMESPACE, f"{where}: metadata.namespace must be {NAMESPACE}"
+            assert d["metadata"].get("namespace") in NAMESPACES, f"{where}: metadata.namespace must be one of {NAMESPACES}"
 
 
 def test_names_are_unique_per_kind():
     seen = {}
     for path, d in _all_k8s_docs():
-        key = (d["kind"], d["metadata"]["name"])
+        key = (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"])
         assert key not in seen, f"{key} is defined in {_rel(seen[key])} and {_rel(path)}"
         seen[key] = path
 
 
-def test_namespace_is_defined():
-    assert [d["metadata"]["name"] for _, d in _by_kind("Namespace")] == [NAMESPACE]
+def test_ray_runs_apart_from_mlflow_and_postgres():
+    where = {(d["kind"], d["metadata"]["name"]): d["metadata"].get("namespace") for _, d in _all_k8s_docs()}
+    assert where[("RayCluster", "sensorlm")] == where[("RayJob", "sensorlm-train-vitb")] == RAY_NS
+    assert where[("PersistentVolumeClaim", "sensorlm-shared")] == RAY_NS
+    for kind, name in (("Deployment", "mlflow"), ("StatefulSet", "postgres"), ("Service", "postgres"), ("Job", "mlflow-bootstrap")):
+        assert where[(kind, name)] == MLFLOW_NS, f"{kind} {name} belongs with MLflow, not with Ray"
+    # No Ray pod can read the admin's, the promoter's, PostgreSQL's or S3's Secrets: they are not in its namespace.
+    ray_secrets = {name for ns, name in _secret_keys() if ns == RAY_NS}
+    assert ray_secrets == {"sensorlm-ray-token", "sensorlm-mlflow-trainer"}
+
+
+def test_namespaces_enforce_pod_security_restricted():
+    namespaces = {d["metadata"]["name"]: d["metadata"].get("labels", {}) for _, d in _by_kind("Namespace")}
+    assert set(namespaces) == NAMESPACES
+    version = "v" + ".".join(K8S_VERSION.split(".")[:2])
+    for name, labels in namespaces.items():
+        for mode in ("enforce", "audit", "warn"):
+            assert labels.get(f"pod-security.kubernetes.io/{mode}") == "restricted", f"namespace {name}: {mode} != restricted"
+            assert labels.get(f"pod-security.kubernetes.io/{mode}-version") == version, f"namespace {name}: pin {mode}-version"
+
+
+# ---------------------------------------------------------------------------------------------
+# schemas: Kubernetes (kubernetes-validate) and KubeRay (a trimmed CRD schema)
+
+
+@pytest.mark.parametrize("path", K8S_YAML, ids=_rel)
+def test_documents_pass_the_kubernetes_schemas(path):
+    import jsonschema
+    import kubernetes_validate
+
+    kuberay = json.loads(KUBERAY_SCHEMA.read_text())
+    for d in _rendered(path):
+        where = f"{_rel(path)}: {d['kind']} {d['metadata']['name']}"
+        if d["apiVersion"] == "ray.io/v1":
+            errors = sorted(jsonschema.Draft7Validator(kuberay[d["kind"]]).iter_errors(d), key=lambda e: list(e.path))
+            assert not errors, f"{where}: " + "; ".join(f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors)
+            for part, meta, pod in _pod_specs(d):
+                template = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t", "namespace": RAY_NS},
+                            "template": {"metadata": meta, "spec": pod}}
+                try:
+                    kubernetes_validate.validate(template, K8S_VERSION, strict=True)
+                except kubernetes_validate.ValidationError as e:
+                    raise AssertionError(f"{where} {part}: {e.message} at {'.'.join(map(str, e.path))}") from None
+            continue
+        try:
+            kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            raise AssertionError(f"{where}: {e.message} at {'.'.join(map(str, e.path))}") from None
+
+
+def test_the_trimmed_kuberay_schema_catches_mistakes():
+    import jsonschema
+
+    kuberay = json.loads(KUBERAY_SCHEMA.read_text())
+    rc = copy.deepcopy(_raycluster())
+    jsonschema.validate(rc, kuberay["RayCluster"])
+    rc["spec"]["workerGroupSpecs"][0]["maxReplica"] = 8  # misspelt
+    with pytest.raises(jsonschema.ValidationError, match="maxReplica"):
+        jsonschema.validate(rc, kuberay["RayCluster"])
+    rc = copy.deepcopy(_raycluster())
+    rc["spec"]["authOptions"]["mode"] = "tokens"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(rc, kuberay["RayCluster"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,17 +309,18 @@ def test_every_secret_reference_is_in_the_example():
     known = _secret_keys()
     refs = 0
     for path, d in _all_k8s_docs():
+        ns = d["metadata"]["namespace"] if d["kind"] != "Namespace" else None
         for where, _, c in _containers(d):
             for env in c.get("env", []):
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
                     refs += 1
                     at = f"{_rel(path)} {where} env {env['name']}"
-                    assert ref["name"] in known, f"{at}: Secret {ref['name']} is not in secrets.example.yaml"
-                    assert ref["key"] in known[ref["name"]], f"{at}: Secret {ref['name']} has no key {ref['key']}"
+                    assert (ns, ref["name"]) in known, f"{at}: Secret {ref['name']} is not in secrets.example.yaml in namespace {ns}"
+                    assert ref["key"] in known[(ns, ref["name"])], f"{at}: Secret {ref['name']} has no key {ref['key']}"
             for src in c.get("envFrom", []):
                 if "secretRef" in src:
-                    assert src["secretRef"]["name"] in known
+                    assert (ns, src["secretRef"]["name"]) in known
     assert refs >= 8, "expected the Postgres, S3, MLflow and trainer credentials to come from Secrets"
 
 
@@ -325,7 +433,7 @@ def test_mlflow_server_uses_postgres_s3_auth_and_serves_artifacts():
     c = dep["spec"]["template"]["spec"]["containers"][0]
     args = " ".join(c.get("command", []) + c.get("args", []))
     assert "--serve-artifacts" in args
-    assert "--app-name=basic-auth" in args
+    assert "--app-name=sensorlm-auth" in args  # basic auth + only MANAGE moves an alias
     env = {e["name"]: e for e in c["env"]}
     assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith("postgresql")
     assert "$(POSTGRES_PASSWORD)" in env["MLFLOW_BACKEND_STORE_URI"]["value"]
@@ -344,6 +452,8 @@ def test_mlflow_server_uses_postgres_s3_auth_and_serves_artifacts():
 def test_postgres_password_comes_from_the_same_secret_as_mlflow():
     (_, sts), = _by_kind("StatefulSet")
     env = {e["name"]: e for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    # The Secret of the same name in the same namespace as MLflow's.
+    assert sts["metadata"]["namespace"] == MLFLOW_NS
     assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "sensorlm-postgres", "key": "password"}
     assert sts["spec"]["volumeClaimTemplates"], "PostgreSQL needs a persistent volume"
 
@@ -392,8 +502,9 @@ def test_raycluster_token_auth_uses_the_example_secret():
     auth = spec["authOptions"]
     assert auth["mode"] == "token"
     secrets = _secret_keys()
-    assert auth["secretName"] in secrets, f"authOptions.secretName {auth['secretName']} is not in secrets.example.yaml"
-    assert "auth_token" in secrets[auth["secretName"]], "KubeRay reads the token from the key auth_token"
+    key = (_raycluster()["metadata"]["namespace"], auth["secretName"])
+    assert key in secrets, f"authOptions.secretName {auth['secretName']} is not in secrets.example.yaml in {key[0]}"
+    assert "auth_token" in secrets[key], "KubeRay reads the token from the key auth_token"
 
 
 def test_raycluster_pods_mount_the_shared_volume_and_reach_mlflow():
@@ -406,7 +517,8 @@ def test_raycluster_pods_mount_the_shared_volume_and_reach_mlflow():
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert volumes[mounts["/mnt/shared"]]["persistentVolumeClaim"]["claimName"] == "sensorlm-shared"
         env = {e["name"]: e for e in c.get("env", [])}
-        assert env["MLFLOW_TRACKING_URI"]["value"].startswith("http://mlflow.")
+        # MLflow lives in the other namespace: its full Service name.
+        assert env["MLFLOW_TRACKING_URI"]["value"] == "http://mlflow.sensorlm.svc.cluster.local:5000"
         assert "secretKeyRef" in env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]
     (pvc,) = [d for _, d in _by_kind("PersistentVolumeClaim") if d["metadata"]["name"] == "sensorlm-shared"]
     assert "ReadWriteMany" in pvc["spec"]["accessModes"], "every Ray node writes checkpoints to it"
@@ -462,23 +574,53 @@ def test_rayjob_targets_the_raycluster_with_a_runtime_env():
 # images and the Dockerfile
 
 
-def test_every_image_is_built_here_or_pinned():
+# `image: [${REGISTRY}/]name[:tag]@sha256:${NAME_DIGEST}` in the templates: a digest, never a tag alone.
+IMAGE_TEMPLATE = re.compile(r"^(?:\$\{REGISTRY\}/)?(?P<name>[a-z0-9._-]+)(?::[\w.-]+)?@sha256:\$\{(?P<digest>[A-Z_]+_DIGEST)\}$")
+
+
+def test_every_image_is_pinned_by_a_digest_placeholder():
     stages = _dockerfile_stages()
     builds = _documented_builds()
     assert builds, "the Dockerfile header should show how each image is built"
     for image, target in builds.items():
         assert target in stages, f"{image} is built from target {target}, which the Dockerfile does not define"
     seen = set()
+    for path in K8S_YAML:
+        for d in _docs(path):  # the templates, before render.py
+            images = [(where, c["image"]) for where, _, c in _containers(d)]
+            images += [(f"{d['kind']} autoscaler", d["spec"]["autoscalerOptions"]["image"])
+                       for _ in [0] if d.get("kind") == "RayCluster" and "image" in d["spec"].get("autoscalerOptions", {})]
+            for where, image in images:
+                m = IMAGE_TEMPLATE.match(image)
+                assert m, f"{_rel(path)} {where}: image {image} is not pinned by a digest placeholder (name@sha256:${{X_DIGEST}})"
+                seen.add(m.group("name"))
+                if m.group("name") in builds:  # the project's images come from the project's registry
+                    assert image.startswith("${REGISTRY}/"), f"{_rel(path)} {where}: {image} should live in ${{REGISTRY}}"
+    assert {"sensorlm", "sensorlm-mlflow"} <= seen, "the Ray pods and the MLflow server should run the project's images"
+    # Rendered: every image is a concrete digest.
     for path, d in _all_k8s_docs():
         for where, _, c in _containers(d):
-            image = c["image"]
-            name, _, tag = image.partition(":")
-            seen.add(name)
-            if name in builds:
-                continue
-            # Third-party images: a pinned version, never a moving tag.
-            assert tag and tag != "latest" and re.search(r"\d", tag), f"{_rel(path)} {where}: image {image} is not pinned"
-    assert {"sensorlm", "sensorlm-mlflow"} <= seen, "the Ray pods and the MLflow server should run the project's images"
+            assert re.search(r"@sha256:[0-9a-f]{64}$", c["image"]), f"{_rel(path)} {where}: {c['image']}"
+
+
+def test_render_refuses_unfilled_or_malformed_placeholders(tmp_path):
+    render = _render_module()
+    written = render.render(tmp_path / "out", RENDER_VALUES)
+    assert {p.name for p in written} == {p.name for p in K8S_YAML} - {SECRETS_EXAMPLE.name}
+    for p in written:
+        assert not render.placeholders(p.read_text()), f"{p.name} still has placeholders"
+    for broken, message in (
+        ({"SENSORLM_DIGEST": ""}, r"unfilled placeholder.*SENSORLM_DIGEST"),
+        ({"SENSORLM_DIGEST": "latest"}, "not a sha256 digest"),
+        ({"POSTGRES_DIGEST": "abc123"}, "not a sha256 digest"),
+        ({"KUBE_API_CIDR": "169.254.169.254/32"}, "metadata"),
+        ({"KUBE_API_CIDR": "0.0.0.0/0"}, "metadata"),
+        ({"REGISTRY": "https://registry.example.com"}, "host"),
+    ):
+        with pytest.raises(render.RenderError, match=message):
+            render.render(tmp_path / "bad", {**RENDER_VALUES, **broken})
+    with pytest.raises(render.RenderError, match="unknown placeholder"):
+        render.render_text("image: x@sha256:${OTHER_THING}", {"OTHER_THING": "1"}, "t")
 
 
 def test_dockerfile_pins_match_the_project():
@@ -569,3 +711,335 @@ def test_cluster_launcher_matches_the_pinned_stack_and_enables_token_auth():
         assert "RAY_AUTH_MODE=token" in start, f"{key}: start Ray with token authentication"
     assert any(remote.endswith(".ray/auth_token") for remote in cfg["file_mounts"]), "nodes need the token file"
     assert "--dashboard-host=127.0.0.1" in " ".join(cfg["head_start_ray_commands"])
+
+
+# ---------------------------------------------------------------------------------------------
+# least privilege in the pods
+
+
+def _all_pods():
+    for path, d in _all_k8s_docs():
+        for where, meta, pod in _pod_specs(d):
+            yield path, d, where, meta, pod
+
+
+def test_every_pod_and_container_runs_restricted():
+    """Pod Security `restricted` and more: non-root, no escalation, no capabilities, RuntimeDefault
+    seccomp, read-only root filesystem (writes go to emptyDir scratch), on every container."""
+    pods = list(_all_pods())
+    assert len(pods) >= 6, [w for _, _, w, _, _ in pods]
+    for path, d, where, _, pod in pods:
+        at = f"{_rel(path)} {where}"
+        psc = pod.get("securityContext", {})
+        assert psc.get("runAsNonRoot") is True, f"{at}: pod securityContext.runAsNonRoot must be true"
+        assert psc.get("runAsUser", 1) != 0 and psc.get("runAsGroup", 1) != 0, f"{at}: runs as root"
+        assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{at}: seccompProfile RuntimeDefault"
+        assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC"), at
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for v in volumes.values():
+            assert "hostPath" not in v, f"{at}: hostPath volume {v['name']}"
+            if "emptyDir" in v:
+                assert v["emptyDir"].get("sizeLimit"), f"{at}: emptyDir {v['name']} needs a sizeLimit"
+        for c in pod.get("containers", []) + pod.get("initContainers", []):
+            csc = c.get("securityContext", {})
+            cat = f"{at} container {c['name']}"
+            assert csc.get("allowPrivilegeEscalation") is False, f"{cat}: allowPrivilegeEscalation must be false"
+            assert csc.get("capabilities", {}).get("drop") == ["ALL"], f"{cat}: capabilities.drop must be [ALL]"
+            assert not csc.get("capabilities", {}).get("add"), f"{cat}: adds capabilities"
+            assert csc.get("readOnlyRootFilesystem") is True, f"{cat}: readOnlyRootFilesystem must be true"
+            assert not csc.get("privileged"), f"{cat}: privileged"
+            assert csc.get("runAsUser", 1) != 0 and csc.get("runAsNonRoot", True) is True, f"{cat}: root"
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+            writable = {path for path, name in mounts.items() if "emptyDir" in volumes.get(name, {})}
+            if c["name"] != "bootstrap":  # a stdlib script that writes nothing
+                assert "/tmp" in writable, f"{cat}: /tmp must be a writable emptyDir (the root filesystem is read-only)"
+            if d["kind"] in ("RayCluster", "RayJob"):
+                assert {"/tmp", "/home/ray"} <= writable, f"{cat}: Ray's temp dir and caches need emptyDir scratch"
+
+
+def test_autoscaler_sidecar_is_restricted_too():
+    opts = _raycluster()["spec"]["autoscalerOptions"]
+    sc = opts["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"] and sc["readOnlyRootFilesystem"] is True
+    assert sc["seccompProfile"]["type"] == "RuntimeDefault"
+    assert {"ephemeral-storage"} <= set(opts["resources"]["requests"]) & set(opts["resources"]["limits"])
+    assert any(m["mountPath"] == "/tmp" for m in opts["volumeMounts"])
+
+
+def test_service_account_tokens_only_where_the_api_is_needed():
+    for path, d, where, _, pod in _all_pods():
+        if d["kind"] == "RayCluster" and where.endswith("head"):
+            # The in-tree autoscaler sidecar scales worker pods through the Kubernetes API.
+            assert d["spec"]["enableInTreeAutoscaling"] is True
+            assert pod.get("automountServiceAccountToken") is True
+        else:
+            assert pod.get("automountServiceAccountToken") is False, f"{_rel(path)} {where}: needs no API token"
+
+
+def test_every_container_bounds_its_ephemeral_storage():
+    for path, d, where, _, pod in _all_pods():
+        for c in pod.get("containers", []):
+            res = c.get("resources", {})
+            for part in ("requests", "limits"):
+                assert "ephemeral-storage" in res.get(part, {}), f"{_rel(path)} {where} {c['name']}: ephemeral-storage {part}"
+
+
+def test_no_compiled_op_cache_on_a_shared_volume():
+    for path, d, where, _, pod in _all_pods():
+        for c in pod.get("containers", []):
+            names = {e["name"] for e in c.get("env", [])}
+            assert "TORCH_EXTENSIONS_DIR" not in names, f"{_rel(path)} {where}: compiled ops come with the image"
+
+
+# ---------------------------------------------------------------------------------------------
+# NetworkPolicies, evaluated
+
+
+def _policies() -> list[dict]:
+    return [d for _, d in _by_kind("NetworkPolicy")]
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    assert set(selector) <= {"matchLabels"}, f"only matchLabels selectors are evaluated here: {selector}"
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def _peer_matches(peer: dict, policy_ns: str, target) -> bool:
+    """Does a from/to peer match `target`: ("pod", namespace, labels) or ("ip", address)?"""
+    if "ipBlock" in peer:
+        if target[0] != "ip":
+            return False  # pods are matched by selectors (ipBlock is for addresses outside the cluster)
+        ip = ipaddress.ip_address(target[1])
+        block = peer["ipBlock"]
+        return ip in ipaddress.ip_network(block["cidr"]) and not any(ip in ipaddress.ip_network(e) for e in block.get("except", []))
+    if target[0] != "pod":
+        return False
+    _, ns, labels = target
+    ns_ok = _selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": ns}) if "namespaceSelector" in peer else ns == policy_ns
+    return ns_ok and _selects(peer.get("podSelector", {}), labels)
+
+
+def _port_matches(ports: list[dict] | None, port: int, protocol: str) -> bool:
+    if not ports:
+        return True
+    return any(p.get("protocol", "TCP") == protocol and p.get("port") in (None, port) for p in ports)
+
+
+def _direction_allows(direction: str, pod_ns: str, pod_labels: dict, peer, port: int, protocol: str) -> bool:
+    """Kubernetes semantics: isolated for `direction` if any policy selects the pod for it; then
+    allowed iff some rule of some selecting policy matches peer and port."""
+    key, peers_key, kind = ("egress", "to", "Egress") if direction == "egress" else ("ingress", "from", "Ingress")
+    selecting = [p for p in _policies() if p["metadata"]["namespace"] == pod_ns
+                 and kind in p["spec"].get("policyTypes", ["Ingress"]) and _selects(p["spec"]["podSelector"], pod_labels)]
+    if not selecting:
+        return True
+    for policy in selecting:
+        for rule in policy["spec"].get(key, []):
+            peers = rule.get(peers_key)
+            if (not peers or any(_peer_matches(x, pod_ns, peer) for x in peers)) and _port_matches(rule.get("ports"), port, protocol):
+                return True
+    return False
+
+
+PODS = {
+    "ray-head": (RAY_NS, {"app.kubernetes.io/name": "ray", "ray.io/node-type": "head", "ray.io/cluster": "sensorlm"}),
+    "ray-worker": (RAY_NS, {"app.kubernetes.io/name": "ray", "ray.io/node-type": "worker", "ray.io/cluster": "sensorlm"}),
+    "submitter": (RAY_NS, {"app.kubernetes.io/name": "ray-submitter"}),
+    "mlflow": (MLFLOW_NS, {"app.kubernetes.io/name": "mlflow"}),
+    "postgres": (MLFLOW_NS, {"app.kubernetes.io/name": "postgres"}),
+    "bootstrap": (MLFLOW_NS, {"app.kubernetes.io/name": "mlflow-bootstrap"}),
+    "kube-dns": ("kube-system", {"k8s-app": "kube-dns"}),
+    "kuberay-operator": ("kuberay-system", {"app.kubernetes.io/name": "kuberay-operator"}),
+    "stranger": ("default", {"app": "anything"}),
+}
+
+
+def _allowed(src: str, dst: str, port: int, protocol: str = "TCP") -> bool:
+    """Is a connection from pod `src` to pod (or IP address) `dst` on `port` allowed?"""
+    src_ns, src_labels = PODS[src]
+    if dst in PODS:
+        dst_ns, dst_labels = PODS[dst]
+        egress = _direction_allows("egress", src_ns, src_labels, ("pod", dst_ns, dst_labels), port, protocol)
+        ingress = _direction_allows("ingress", dst_ns, dst_labels, ("pod", src_ns, src_labels), port, protocol)
+        return egress and ingress
+    return _direction_allows("egress", src_ns, src_labels, ("ip", dst), port, protocol)
+
+
+def test_pod_labels_used_by_the_policies_are_on_the_pods():
+    for where, _, labels in [(w, d, m.get("labels", {})) for _, d, w, m, _ in _all_pods()]:
+        name = labels.get("app.kubernetes.io/name")
+        assert name in {"ray", "ray-submitter", "mlflow", "postgres", "mlflow-bootstrap"}, f"{where}: label {name}"
+
+
+def test_both_namespaces_deny_by_default():
+    for ns in NAMESPACES:
+        deny = [p for p in _policies() if p["metadata"]["namespace"] == ns and p["spec"]["podSelector"] == {}
+                and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"} and not p["spec"].get("ingress")
+                and not p["spec"].get("egress")]
+        assert deny, f"namespace {ns} has no default-deny NetworkPolicy"
+
+
+@pytest.mark.parametrize("src, dst, port, allowed", [
+    # what the system needs
+    ("ray-worker", "ray-head", 6379, True),
+    ("ray-head", "ray-worker", 12345, True),
+    ("ray-worker", "ray-worker", 40000, True),
+    ("ray-worker", "mlflow", 5000, True),
+    ("ray-head", "mlflow", 5000, True),
+    ("mlflow", "postgres", 5432, True),
+    ("bootstrap", "mlflow", 5000, True),
+    ("submitter", "ray-head", 8265, True),
+    ("kuberay-operator", "ray-head", 8265, True),
+    ("ray-head", "10.0.0.1", 443, True),  # the autoscaler -> the API server (KUBE_API_CIDR)
+    ("mlflow", "52.218.0.10", 443, True),  # S3
+    # and nothing else
+    ("ray-worker", "postgres", 5432, False),
+    ("ray-worker", "mlflow", 5432, False),
+    ("ray-worker", "mlflow", 22, False),
+    ("mlflow", "ray-head", 8265, False),
+    ("postgres", "mlflow", 5000, False),
+    ("postgres", "52.218.0.10", 443, False),
+    ("stranger", "mlflow", 5000, False),
+    ("stranger", "ray-head", 8265, False),
+    ("stranger", "postgres", 5432, False),
+    ("submitter", "ray-worker", 6379, False),
+    ("submitter", "mlflow", 5000, False),
+    ("bootstrap", "postgres", 5432, False),
+    ("kuberay-operator", "ray-worker", 8265, False),
+    ("ray-worker", "10.0.0.1", 443, False),
+    ("ray-worker", "52.218.0.10", 443, False),  # no internet for jobs
+    ("mlflow", "10.1.2.3", 443, False),  # the S3 rule is for public addresses only
+])
+def test_network_paths(src, dst, port, allowed):
+    assert _allowed(src, dst, port) is allowed, f"{src} -> {dst}:{port} should be {'allowed' if allowed else 'refused'}"
+
+
+@pytest.mark.parametrize("src", ["ray-head", "ray-worker", "submitter", "mlflow", "postgres", "bootstrap"])
+def test_metadata_address_is_unreachable_and_dns_reachable(src):
+    for port in (80, 443, 53):
+        assert not _allowed(src, "169.254.169.254", port), f"{src} reaches the cloud metadata service on {port}"
+    assert _allowed(src, "kube-dns", 53, "UDP") and _allowed(src, "kube-dns", 53, "TCP")
+    # Every ipBlock that could hold the metadata address excepts it.
+    for p in _policies():
+        for rule in p["spec"].get("egress", []):
+            for peer in rule.get("to", []):
+                if "ipBlock" in peer:
+                    block = peer["ipBlock"]
+                    if ipaddress.ip_address("169.254.169.254") in ipaddress.ip_network(block["cidr"]):
+                        assert any(ipaddress.ip_address("169.254.169.254") in ipaddress.ip_network(e)
+                                   for e in block.get("except", [])), f"{p['metadata']['name']}: ipBlock without except"
+
+
+# ---------------------------------------------------------------------------------------------
+# the images' runtime user
+
+
+def test_dockerfile_code_is_root_owned_and_ops_are_built_in():
+    runtime = "\n".join(_run_stage_lines("runtime"))
+    assert "--chown" not in runtime and "chown ray" not in runtime, "/app must stay root-owned (read-only to the runtime user)"
+    assert re.search(r"^COPY \. /app$", runtime, re.M)
+    # DeepSpeed's ops compiled at build time into a root-owned directory, read-only at run time.
+    env = re.search(r"^ENV TORCH_EXTENSIONS_DIR=(\S+)$", runtime, re.M)
+    assert env and env.group(1).startswith("/opt/"), "TORCH_EXTENSIONS_DIR should be a root-owned dir in the image"
+    build = runtime.index("Builder().load()")
+    assert build < runtime.rindex("USER ray"), "the ops are built before the image drops to the runtime user"
+    for stage in ("runtime", "mlflow"):
+        users = [ln.split()[1] for ln in _run_stage_lines(stage) if ln.startswith("USER ")]
+        assert users and users[-1] == "ray", f"stage {stage} must end as the unprivileged user"
+    mlflow_stage = "\n".join(_run_stage_lines("mlflow"))
+    assert "COPY infra/mlflow_auth" in mlflow_stage and "sensorlm-auth" in mlflow_stage
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray cluster launcher on AWS: IAM and the security group
+
+
+AWS_SETUP = INFRA / "cluster" / "aws-setup.sh"
+WORKER_POLICY = INFRA / "cluster" / "aws-iam-worker-policy.json"
+
+
+def _statements(path: Path) -> list[dict]:
+    policy = json.loads(path.read_text())
+    assert policy["Version"] == "2012-10-17"
+    for st in policy["Statement"]:
+        st["Action"] = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+        st["Resource"] = [st["Resource"]] if isinstance(st["Resource"], str) else st["Resource"]
+    return policy["Statement"]
+
+
+def test_launcher_names_least_privilege_profiles_for_every_node_type():
+    cfg = _launcher()
+    for name, node_type in cfg["available_node_types"].items():
+        profile = node_type["node_config"].get("IamInstanceProfile")
+        expected = "sensorlm-ray-head" if name == cfg["head_node_type"] else "sensorlm-ray-worker"
+        assert profile == {"Name": expected}, f"node type {name}: IamInstanceProfile should be {expected} (else Ray creates its own, with EC2 and S3 full access)"
+    group = cfg["provider"]["security_group"]
+    assert group == {"GroupName": "sensorlm-ray-launcher"}, "no extra IpPermissions: the group's rules come from aws-setup.sh"
+    assert "0.0.0.0/0" not in json.dumps(cfg), "no rule of the launcher opens anything to the world"
+
+
+@pytest.mark.parametrize("policy", [IAM_POLICY, WORKER_POLICY], ids=lambda p: p.name)
+def test_iam_policies_are_least_privilege(policy):
+    cfg = _launcher()
+    for st in _statements(policy):
+        assert st["Effect"] == "Allow" and st.get("Sid")
+        for action in st["Action"]:
+            service, _, verb = action.partition(":")
+            assert "*" not in verb and action != "*", f"{policy.name} {st['Sid']}: wildcard action {action}"
+        if "*" in st["Resource"]:
+            assert all(a.split(":")[1].startswith("Describe") for a in st["Action"]), f"{st['Sid']}: Resource * beyond Describe"
+        for action in st["Action"]:
+            if action.startswith("s3:"):
+                assert all(r in ("arn:aws:s3:::sensorlm-checkpoints", "arn:aws:s3:::sensorlm-checkpoints/*") for r in st["Resource"]), st
+            if action.startswith("iam:"):
+                assert action == "iam:PassRole" and st["Resource"] == ["arn:aws:iam::*:role/sensorlm-ray-worker"], st
+            if action in ("ec2:TerminateInstances", "ec2:StopInstances", "ec2:StartInstances"):
+                assert st["Condition"]["StringEquals"]["aws:ResourceTag/ray-cluster-name"] == cfg["cluster_name"], st
+            if action == "ec2:RunInstances" and "arn:aws:ec2:*:*:instance/*" in st["Resource"]:
+                assert st["Condition"]["StringEquals"]["aws:RequestTag/ray-cluster-name"] == cfg["cluster_name"], st
+    actions = {a for st in _statements(policy) for a in st["Action"]}
+    if policy == WORKER_POLICY:
+        assert {a.split(":")[0] for a in actions} == {"s3"}, "workers need the checkpoint bucket and nothing else"
+    else:
+        assert {"ec2:RunInstances", "ec2:TerminateInstances", "iam:PassRole"} <= actions
+
+
+def _fake_aws(tmp_path: Path) -> tuple[dict, Path]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "aws_calls.log"
+    (bin_dir / "aws").write_text(f'#!/usr/bin/env bash\necho "$@" >> "{log}"\necho sg-0fake\n')
+    (bin_dir / "aws").chmod(0o755)
+    import os
+
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "VPC_ID": "vpc-0fake"}
+    return env, log
+
+
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "10.0.0.0/8", "not-a-cidr"])
+def test_aws_setup_refuses_open_ssh(tmp_path, cidr):
+    import subprocess
+
+    env, log = _fake_aws(tmp_path)
+    done = subprocess.run(["bash", str(AWS_SETUP)], env={**env, "SSH_CIDR": cidr}, capture_output=True, text=True)
+    assert done.returncode != 0 and not log.exists(), "nothing may be created with an open SSH range"
+
+
+def test_aws_setup_admits_ssh_only_from_the_given_cidr(tmp_path):
+    import subprocess
+
+    env, log = _fake_aws(tmp_path)
+    done = subprocess.run(["bash", str(AWS_SETUP)], env={**env, "SSH_CIDR": "203.0.113.7/32"}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    calls = log.read_text().splitlines()
+    ingress = [c for c in calls if c.startswith("ec2 authorize-security-group-ingress")]
+    assert ingress[0].split() == ["ec2", "authorize-security-group-ingress", "--group-id", "sg-0fake", "--protocol", "tcp",
+                                  "--port", "22", "--cidr", "203.0.113.7/32"]
+    assert "UserIdGroupPairs=[{GroupId=sg-0fake}]" in ingress[1], "the other rule admits members of the group only"
+    assert len(ingress) == 2 and "0.0.0.0/0" not in log.read_text()
+    created = [c for c in calls if c.startswith("ec2 create-security-group")]
+    assert f"--group-name {_launcher()['provider']['security_group']['GroupName']}" in created[0]
+    policies = [c for c in calls if c.startswith("iam put-role-policy")]
+    assert any(f"file://{IAM_POLICY}" in c and "sensorlm-ray-head" in c for c in policies)
+    assert any(f"file://{WORKER_POLICY}" in c and "sensorlm-ray-worker" in c for c in policies)
