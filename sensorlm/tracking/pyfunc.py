@@ -183,6 +183,7 @@ class SensorLMPyfunc(mlflow.pyfunc.PythonModel):
         self.package = package
         self.family = package.family
         self.model = package.model
+        self.device = torch.device("cpu")
         cfg = package.config
         if self.family == "sensorlm":
             if package.tokenizer is None:
@@ -200,6 +201,19 @@ class SensorLMPyfunc(mlflow.pyfunc.PythonModel):
             self.months = int(cfg["months"])
             self.days = self.months * int(cfg["days_per_month"])
             self.grid = (int(cfg["height"]), int(cfg["width"]))
+
+    def to(self, device: str | torch.device) -> "SensorLMPyfunc":
+        """Run the SensorLM model on `device` (batch embedding on a GPU); inputs move there and the
+        embeddings come back as CPU numpy arrays.
+
+        Args:
+            device: a torch device, e.g. "cpu" or "cuda".
+        """
+        if self.family != "sensorlm":
+            raise ValueError(f"SensorLMPyfunc.to: only SensorLM models move devices here, not {self.family!r}")
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None):
         """Embeddings (SensorLM) or monthly maps (SST); see the module docstring for the keys.
@@ -235,8 +249,8 @@ class SensorLMPyfunc(mlflow.pyfunc.PythonModel):
         if not texts:
             return np.zeros((0, self.model.embed_dim), np.float32)
         ids, mask = self.package.tokenizer.encode(texts, self.context_len)
-        emb = self.model.encode_text(torch.from_numpy(ids), torch.from_numpy(mask))
-        return emb.float().numpy()
+        emb = self.model.encode_text(torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device))
+        return emb.float().cpu().numpy()
 
     def normalise_sensor(self, raw: Any) -> tuple[np.ndarray, np.ndarray]:
         """Raw (N, T, C) values with NaN = missing -> normalised values (0 where missing) and the
@@ -255,8 +269,8 @@ class SensorLMPyfunc(mlflow.pyfunc.PythonModel):
         x, missing = self.normalise_sensor(raw)
         if x.shape[0] == 0:
             return np.zeros((0, self.model.embed_dim), np.float32)
-        emb = self.model.encode_sensor(torch.from_numpy(x), torch.from_numpy(missing))
-        return emb.float().numpy()
+        emb = self.model.encode_sensor(torch.from_numpy(x).to(self.device), torch.from_numpy(missing).to(self.device))
+        return emb.float().cpu().numpy()
 
     # SST ----------------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Batch inference with trained models (`sensorlm embed`)."""
