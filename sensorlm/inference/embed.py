@@ -142,11 +142,17 @@ def load_embedder(ref: ModelRef, device: str = "cpu"):
     else:
         import mlflow
 
-        if ref.tracking_uri:
+        previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+        if ref.tracking_uri:  # models:/ resolves through MLflow's global URIs; put them back after
             mlflow.set_tracking_uri(ref.tracking_uri)
             mlflow.set_registry_uri(ref.tracking_uri)
-        embedder = mlflow.pyfunc.load_model(ref.uri).unwrap_python_model()
-        if not isinstance(embedder, SensorLMPyfunc):
+        try:
+            embedder = mlflow.pyfunc.load_model(ref.uri).unwrap_python_model()
+        finally:
+            mlflow.set_tracking_uri(previous[0])
+            mlflow.set_registry_uri(previous[1])
+        # models-from-code runs pyfunc.py as its own module: the class is a copy, so check by its methods
+        if not all(hasattr(embedder, a) for a in ("embed_sensor", "embed_text", "to", "family")):
             raise EmbedError(f"model {ref.requested}: not a sensorlm pyfunc ({type(embedder).__name__})")
     if embedder.family != "sensorlm":
         raise EmbedError(
@@ -440,8 +446,11 @@ class _EmbedActor:
         return {f"{_META}{k}".encode(): str(v).encode() for k, v in meta.items()}
 
     def _embed(self, fn, items: list) -> np.ndarray:
+        import torch
+
         dim = self.embedder.model.embed_dim
-        parts = [fn(items[i:i + self.batch_size]) for i in range(0, len(items), self.batch_size)]
+        with torch.inference_mode():  # as pyfunc.predict does
+            parts = [fn(items[i:i + self.batch_size]) for i in range(0, len(items), self.batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
 
     def _unit_table(self, unit: dict[str, Any], bad: Callable[[str, str, str], None]):
@@ -676,7 +685,7 @@ def _run_units(pending, ref: ModelRef, out: str, report: EmbedReport, *, batch_s
     ds = ds.map_batches(
         _EmbedActor,
         batch_size=1,  # one input file per call: the unit of atomic output and of resume
-        concurrency=min(num_actors, len(pending)),
+        compute=ray.data.ActorPoolStrategy(size=min(num_actors, len(pending))),
         num_cpus=cpus_per_actor,
         num_gpus=gpus_per_actor or None,
         fn_constructor_kwargs={"ref": dataclasses.asdict(ref), "out": out, "batch_size": batch_size,
