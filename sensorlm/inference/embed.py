@@ -26,7 +26,7 @@ L2-normalised embedding); text files hold ``prompt`` and ``embedding``. The sche
 Bad data never stops a run: a sample that does not decode (wrong shape, NaN, missing member) is
 skipped; a shard or file that cannot be read is skipped whole and writes no output, so a rerun tries
 it again. Both are reported with reason, shard and key, in the returned `EmbedReport` and in
-``<out>/embed_report.json``. A bad run argument (missing model, missing dataset, a model whose input
+``<out>/_embed_report.json``. A bad run argument (missing model, missing dataset, a model whose input
 shape is not the data's) raises one line naming it before Ray starts.
 
 One run per output folder at a time; the output folder (local, shared, or any pyarrow filesystem
@@ -52,7 +52,7 @@ import numpy as np
 
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_-]+))/?$")
 PROMPTS_PER_FILE = 10_000
-REPORT_FILE = "embed_report.json"
+REPORT_FILE = "_embed_report.json"  # "_": pyarrow skips it when reading the folder
 IMPORT_DIR = "_import"
 MAX_REPORTED_BAD = 1000
 _META = "sensorlm."

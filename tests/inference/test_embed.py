@@ -218,3 +218,28 @@ def test_bad_arguments_are_one_line_errors(package, dataset, tmp_path, capsys):
     assert "samples are (T, C) = (144, 6)" in err and "expects (144, 34)" in err
     with pytest.raises(EmbedError, match="exactly one input"):
         embed(str(package), str(tmp_path / "o"), log=None)
+
+
+def test_device_export_is_imported_on_the_fly(tmp_path):
+    from sensorlm.data.device_import import import_device_export, load_import_spec
+    from sensorlm.data.synthetic_device import write_device_export
+
+    export = write_device_export(tmp_path / "raw", subjects=2, days=2, epoch_s=60, seed=0)
+    spec = load_import_spec(export["spec"], window_minutes=240)
+    probe = import_device_export([export["export"]], tmp_path / "probe", spec=spec, log=None)  # for the shape
+    t, c = probe["sample_shape"]["sensor"]
+    base = model_config("sensorlm_tiny")
+    cfg = model_config("sensorlm_tiny", sensor=dataclasses.replace(base.sensor, input_len=t, num_channels=c,
+                                                                   patch=(6, c)))
+    pkg = save_model_package(create_model("sensorlm_tiny", sensor=cfg.sensor), "sensorlm_tiny", cfg,
+                             tmp_path / "pkg", tokenizer_path=tmp_path / "probe" / "tokenizer.json",
+                             data_stats={"stats": probe["stats"]})
+    out = tmp_path / "emb"
+    report = embed(str(pkg), str(out), exports=[export["export"]], import_spec=spec, labels=export["labels"], log=None)
+    n = sum(e["num_samples"] for e in probe["splits"].values())
+    assert report.rows == n and (out / "_import" / "manifest.json").is_file()
+    table = pq.read_table(out)  # the folder: _import and _embed_report.json are skipped
+    assert table.num_rows == n and set(table.column("subject_id").to_pylist()) == set(probe["import"]["subjects"])
+    assert None not in table.column("day").to_pylist()
+    again = embed(str(pkg), str(out), exports=[export["export"]], import_spec=spec, labels=export["labels"], log=None)
+    assert again.written == [] and again.rows == 0  # the import and every file are reused
