@@ -68,7 +68,7 @@ def build(root: Path, preset: str, n: int, per_shard: int) -> tuple[Path, Path]:
     return data, package
 
 
-def bench_model(package: Path, preset: str, batch: int, device: str, rounds: int = 5) -> float:
+def bench_model(package: Path, preset: str, batch: int, device: str, rounds: int = 20) -> float:
     cfg = model_config(preset)
     pf = SensorLMPyfunc()
     pf.load_package(package)
@@ -87,6 +87,16 @@ def bench_model(package: Path, preset: str, batch: int, device: str, rounds: int
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
     return batch / float(np.median(times))
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> int:
@@ -122,10 +132,10 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    where = torch.cuda.get_device_name(0) if args.gpu else f"{platform.processor() or platform.machine()} CPU"
+    where = torch.cuda.get_device_name(0) if args.gpu else _cpu_name()
     print(f"# {where}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
           f"preset {args.preset}, {args.samples} samples in shards of {args.per_shard}, batch {args.batch_size}, "
-          f"{time.strftime('%Y-%m-%d')}")
+          f"load average {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}")
     unit = "GPU" if args.gpu else "CPU process (1 thread)"
     print(f"model alone, one {unit}: {model_rate:.0f} samples/s")
     print("| actors | samples/s per actor (busy) | samples/s (wall) | wall s |")
