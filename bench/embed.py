@@ -17,8 +17,6 @@ Prints Markdown rows for bench/RESULTS.md and the machine it ran on.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import platform
 import shutil

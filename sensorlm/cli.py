@@ -142,7 +142,7 @@ COMMANDS: dict[str, Command] = {
 # Subcommands that live in their own module (`add_arguments(parser)` / `run(args)` there).
 from sensorlm.inference import embed as _embed  # noqa: E402 (light: heavy imports happen in run)
 
-COMMANDS["embed"] = Command(_embed.add_arguments, _embed.run, "a SensorLM model over data or prompts -> Parquet embeddings")
+COMMANDS["embed"] = Command(_embed.add_arguments, _embed.run, "a SensorLM model over data or prompts -> embeddings")
 
 
 def build_parser(prog: str = "sensorlm") -> argparse.ArgumentParser:

@@ -36,7 +36,6 @@ URI such as ``s3://bucket/embeddings``) is the only state.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import os
