@@ -45,9 +45,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy, torch, ray, mlflow and pyarrow are imported where used: `sensorlm --help` imports this module.
 
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_-]+))/?$")
 PROMPTS_PER_FILE = 10_000
@@ -275,6 +278,8 @@ class _Sample:
 
 
 def _raw_sensor(sensor: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     raw = np.array(sensor, dtype=np.float32)
     raw[np.asarray(missing).astype(bool)] = np.nan  # the pyfunc's convention for a missing minute
     return raw
@@ -285,12 +290,14 @@ def _sample_fields(meta: dict[str, Any], split: str | None) -> dict[str, Any]:
     subject = meta.get("subject_id", meta.get("subject"))
     label = meta.get("primary_activity")
     return {"split": meta.get("split", split), "subject_id": None if subject is None else str(subject),
-            "day": int(day) if isinstance(day, (int, np.integer)) and not isinstance(day, bool) else None,
+            "day": int(day) if isinstance(day, int) and not isinstance(day, bool) else None,
             "label": str(label) if label not in (None, "") else None}
 
 
 def _decode_shard_sample(key: str, members: dict[str, bytes], shape: tuple[int, int], split: str,
                          bad: Callable[[str, str, str], None]) -> _Sample | None:
+    import numpy as np
+
     from sensorlm.data.loader import _load_npy
 
     for name in ("sensor.npy", "missing.npy", "json"):
@@ -392,6 +399,7 @@ def _output_fs(out: str):
 
 
 def _embedding_array(emb: np.ndarray):
+    import numpy as np
     import pyarrow as pa
 
     emb = np.ascontiguousarray(emb, dtype=np.float32)
@@ -445,6 +453,7 @@ class _EmbedActor:
         return {f"{_META}{k}".encode(): str(v).encode() for k, v in meta.items()}
 
     def _embed(self, fn, items: list) -> np.ndarray:
+        import numpy as np
         import torch
 
         dim = self.embedder.model.embed_dim
@@ -453,6 +462,7 @@ class _EmbedActor:
         return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
 
     def _unit_table(self, unit: dict[str, Any], bad: Callable[[str, str, str], None]):
+        import numpy as np
         import pyarrow as pa
 
         if unit["type"] == "text":
