@@ -646,10 +646,14 @@ def embed(
 
     filesystem, root = _output_fs(out)
     report = EmbedReport(ref.uri, ref.version, out)
+    from pyarrow import fs as pafs
+
+    # one listing of the folder, not a probe per file (object stores)
+    listing = filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    done = {info.base_name for info in listing if info.type == pafs.FileType.File}
     pending = []
     for u in units:
-        (report.existing.append(u["output"]) if _file_exists(filesystem, f"{root}/{u['output']}")
-         else pending.append(u))
+        (report.existing.append(u["output"]) if u["output"] in done else pending.append(u))
     log(f"model {ref.uri} (from {ref.requested}); {len(units)} files, {len(report.existing)} already done, "
         f"{len(pending)} to embed")
     if pending:
