@@ -6,6 +6,7 @@ Inputs, each cut into units of work, one output file per unit:
     Parquet days (files or directories of them)               one unit per file
     device exports (CSV/Parquet), imported on the fly         imported into <out>/_import, then as a dataset
     text prompts                                              one unit per `PROMPTS_PER_FILE` prompts
+                                                              (file name: index and hash of its prompts)
 
 The driver resolves and checks the model once (a registered ``models:/name/version`` or
 ``models:/name@alias`` is pinned to its version, so every actor loads the same weights even if the
@@ -29,6 +30,7 @@ it again. Both are reported with reason, shard and key, in the returned `EmbedRe
 ``<out>/_embed_report.json``. A bad run argument (missing model, missing dataset, a model whose input
 shape is not the data's) raises one line naming it before Ray starts.
 
+``<out>/_embed_model.json`` pins the folder to one model: resuming with another is refused.
 One run per output folder at a time; the output folder (local, shared, or any pyarrow filesystem
 URI such as ``s3://bucket/embeddings``) is the only state.
 """
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_-]+))/?$")
 PROMPTS_PER_FILE = 10_000
+MODEL_FILE = "_embed_model.json"  # the pinned model of the folder's embeddings
 REPORT_FILE = "_embed_report.json"  # "_": pyarrow skips it when reading the folder
 IMPORT_DIR = "_import"
 MAX_REPORTED_BAD = 1000
@@ -248,11 +251,19 @@ def text_units(prompts: Sequence[str], per_file: int = PROMPTS_PER_FILE) -> list
         prompts: the text prompts, in output order.
         per_file: prompts per output file.
     """
+    import hashlib
+
     prompts = [str(p) for p in prompts]
     if not prompts:
         raise EmbedError("text prompts: the list is empty")
-    return [{"type": "text", "prompts": prompts[i:i + per_file], "shard": f"text-{i // per_file:06d}",
-             "output": f"text-{i // per_file:06d}.parquet"} for i in range(0, len(prompts), per_file)]
+    units = []
+    for i in range(0, len(prompts), per_file):
+        chunk = prompts[i:i + per_file]
+        # the name carries the prompts' hash: other prompts in the same folder are a new file, not a stale one
+        digest = hashlib.sha256("\n".join(chunk).encode("utf-8")).hexdigest()[:10]
+        name = f"text-{i // per_file:06d}-{digest}"
+        units.append({"type": "text", "prompts": chunk, "shard": name, "output": f"{name}.parquet"})
+    return units
 
 
 # ---------------------------------------------------------------------------------------------
@@ -638,13 +649,19 @@ def embed(
         units, manifest = dataset_units(dataset, splits)
         _check_shape(ref, embedder, manifest["sample_shape"]["sensor"], f"dataset {dataset}")
     elif parquet:
-        units, shape = parquet_units(parquet)
-        _check_shape(ref, embedder, shape, f"parquet {parquet[0]}")
+        units, _ = parquet_units(parquet)
+        for u in units:  # a file of another shape is skipped and reported; all of them: a bad argument
+            if "shape" in u and tuple(u["shape"]) != tuple(embedder.sample_shape):
+                u["unreadable"] = (f"wrong_shape: samples are (T, C) = {tuple(u['shape'])}, model expects "
+                                   f"{tuple(embedder.sample_shape)}")
+        if all("unreadable" in u for u in units):
+            raise EmbedError(f"parquet {parquet[0]}: no readable file of the model's shape ({units[0]['unreadable']})")
     else:
         units = text_units(texts, prompts_per_file)
     del embedder
 
     filesystem, root = _output_fs(out)
+    _claim_folder(filesystem, root, ref, out)
     report = EmbedReport(ref.uri, ref.version, out)
     from pyarrow import fs as pafs
 
@@ -667,6 +684,24 @@ def embed(
         f.write(pa.py_buffer(json.dumps(report_json, indent=1).encode()))
     log(report.summary())
     return report
+
+
+def _claim_folder(filesystem, root: str, ref: ModelRef, out: str) -> None:
+    """Record the pinned model in ``<out>/_embed_model.json``, or refuse a folder that holds another
+    model's embeddings (resuming it would mix two models' files)."""
+    import pyarrow as pa
+
+    path = f"{root}/{MODEL_FILE}"
+    if _file_exists(filesystem, path):
+        with filesystem.open_input_stream(path) as f:
+            previous = json.loads(f.read().decode("utf-8"))
+        if previous.get("model_uri") != ref.uri:
+            raise EmbedError(f"output {out}: holds embeddings of {previous.get('model_uri')}, but this run's model is "
+                             f"{ref.uri} (from {ref.requested}): use another output folder")
+        return
+    with filesystem.open_output_stream(path) as f:
+        f.write(pa.py_buffer(json.dumps({"model_uri": ref.uri, "model_version": ref.version,
+                                         "model_requested": ref.requested}).encode("utf-8")))
 
 
 def _import_exports(exports, out: str, spec, labels, log) -> str:

@@ -173,7 +173,7 @@ def test_corrupt_shard_and_bad_sample_are_skipped_and_reported(package, dataset,
 def test_text_prompts_and_parquet_days(package, tmp_path, capsys):
     out = tmp_path / "text"
     report = embed(str(package), str(out), texts=PROMPTS, prompts_per_file=2, log=None)
-    assert report.written == ["text-000000.parquet", "text-000001.parquet"]
+    assert [n[:12] for n in report.written] == ["text-000000-", "text-000001-"]
     table = _read(out)
     assert table.column("prompt").to_pylist() == PROMPTS
     pyfunc = SensorLMPyfunc()
@@ -181,7 +181,7 @@ def test_text_prompts_and_parquet_days(package, tmp_path, capsys):
     expected = pyfunc.predict(None, {"text": PROMPTS})
     np.testing.assert_allclose(np.stack(table.column("embedding").to_numpy(zero_copy_only=False)), expected,
                                atol=1e-5)
-    assert pq.read_schema(out / "text-000000.parquet").metadata[b"sensorlm.embedding"] == b"text"
+    assert pq.read_schema(out / report.written[0]).metadata[b"sensorlm.embedding"] == b"text"
 
     # Parquet days through the CLI: subject and day come along
     info = _fx.wearable_info()
@@ -216,6 +216,10 @@ def test_bad_arguments_are_one_line_errors(package, dataset, tmp_path, capsys):
                               data_stats={"stats": {"sensor": {"mean": [0.0] * 34, "std": [1.0] * 34}}})
     err = error(str(wide), "--dataset", str(dataset))
     assert "samples are (T, C) = (144, 6)" in err and "expects (144, 34)" in err
+    # a folder of one model's embeddings is not resumed with another model
+    assert main(["embed", str(package), "--text", "a walk", "--out", str(tmp_path / "t"), "--quiet"]) == 0
+    with pytest.raises(EmbedError, match="holds embeddings of .* use another output folder"):
+        embed(str(wide), str(tmp_path / "t"), texts=["a walk"], log=None)
     with pytest.raises(EmbedError, match="exactly one input"):
         embed(str(package), str(tmp_path / "o"), log=None)
 
