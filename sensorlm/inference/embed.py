@@ -811,7 +811,8 @@ def run(args) -> int:
     if args.quiet:
         print(f"[embed] {report.summary()}", flush=True)
     for b in report.bad[:10]:
-        print(f"[embed] skipped {b['reason']}: {b['shard']} {b['key']} {b['detail']}".rstrip(), flush=True)
+        where = " ".join(x for x in (b["shard"], b["key"], b["detail"]) if x)
+        print(f"[embed] skipped {b['reason']}: {where}", flush=True)
     # Unreadable inputs are reported and skipped (exit 0); an unexpected error in a file is a failure.
     return 1 if any(b["reason"] == "error" for b in report.bad) else 0
 

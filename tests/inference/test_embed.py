@@ -191,9 +191,13 @@ def test_text_prompts_and_parquet_days(package, tmp_path, capsys):
              "caption": s.text, "primary_activity": s.meta["primary_activity"]}
             for i, s in enumerate(_fx.wearable_samples(5))]
     write_rows(rows, tmp_path / "days" / "days.parquet", schema)
+    wide = schema_for("wearable", seq_len=info.seq_len, channels=info.channels + [("extra", "u")], activities=_fx.ACTS)
+    write_rows([dict(rows[0], sensor=np.zeros(info.seq_len * (_fx.C + 1), np.float32))],
+               tmp_path / "days" / "wide.parquet", wide)  # another shape: skipped, reported
     assert main(["embed", str(package), "--parquet", str(tmp_path / "days"), "--out", str(tmp_path / "pq"),
                  "--batch-size", "2", "--quiet"]) == 0
-    assert "5 rows in 1 files" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "5 rows in 1 files" in printed and "skipped unreadable_file: wide.parquet wrong_shape" in printed
     days = pq.read_table(tmp_path / "pq" / "days.parquet")
     assert days.column("subject_id").to_pylist() == ["u0", "u1", "u0", "u1", "u0"]
     assert days.column("day").to_pylist() == [0, 1, 2, 3, 4]
