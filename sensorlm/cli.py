@@ -139,6 +139,11 @@ COMMANDS: dict[str, Command] = {
     "import": Command(add_import_args, run_import, "device exports (CSV/Parquet) + labels -> captioned dataset"),
 }
 
+# Subcommands that live in their own module (`add_arguments(parser)` / `run(args)` there).
+from sensorlm.inference import embed as _embed  # noqa: E402 (light: heavy imports happen in run)
+
+COMMANDS["embed"] = Command(_embed.add_arguments, _embed.run, "a SensorLM model over data or prompts -> embeddings")
+
 
 def build_parser(prog: str = "sensorlm") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="sensorlm: sensor foundation models")

@@ -123,6 +123,18 @@ class SensorLMPyfunc(mlflow.pyfunc.PythonModel):
         self.family = package.family
         self.model = package.model
 
+    def to(self, device: str | torch.device) -> "SensorLMPyfunc":
+        """Run the SensorLM model on `device` (batch embedding on a GPU); inputs move there and the
+        embeddings come back as CPU numpy arrays.
+
+        Args:
+            device: a torch device, e.g. "cpu" or "cuda".
+        """
+        if not hasattr(self.handler, "to"):
+            raise ValueError(f"SensorLMPyfunc.to: only SensorLM models move devices here, not {self.family!r}")
+        self.handler.to(device)
+        return self
+
     def predict(self, context, model_input, params: dict[str, Any] | None = None):
         """Embeddings (SensorLM) or monthly maps (SST); see the module docstring for the keys.
 

@@ -96,6 +96,13 @@ class SensorLMServing:
         self.sensor_inv_std = (1.0 / np.asarray(std, np.float64)).astype(np.float32)
         self.sample_shape = (int(cfg["sensor"]["input_len"]), int(cfg["sensor"]["num_channels"]))
         self.context_len = int(cfg["text"]["context_len"])
+        self.device = torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> "SensorLMServing":
+        """Embed on `device` (a GPU for batch embedding); results come back as CPU numpy arrays."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
 
     def predict(self, data: dict[str, Any]) -> np.ndarray | dict[str, np.ndarray]:
         _check_keys(data, self.KEYS, "SensorLM")
@@ -113,8 +120,8 @@ class SensorLMServing:
         if not texts:
             return np.zeros((0, self.model.embed_dim), np.float32)
         ids, mask = self.package.tokenizer.encode(texts, self.context_len)
-        emb = self.model.encode_text(torch.from_numpy(ids), torch.from_numpy(mask))
-        return emb.float().numpy()
+        emb = self.model.encode_text(torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device))
+        return emb.float().cpu().numpy()
 
     def normalise_sensor(self, raw: Any) -> tuple[np.ndarray, np.ndarray]:
         """Raw (N, T, C) values with NaN = missing -> normalised values (0 where missing) and the
@@ -133,8 +140,8 @@ class SensorLMServing:
         x, missing = self.normalise_sensor(raw)
         if x.shape[0] == 0:
             return np.zeros((0, self.model.embed_dim), np.float32)
-        emb = self.model.encode_sensor(torch.from_numpy(x), torch.from_numpy(missing))
-        return emb.float().numpy()
+        emb = self.model.encode_sensor(torch.from_numpy(x).to(self.device), torch.from_numpy(missing).to(self.device))
+        return emb.float().cpu().numpy()
 
 
     @staticmethod

@@ -1,0 +1,267 @@
+"""Inputs of `sensorlm embed`, cut into units of work (one output file each), and read on the actors.
+
+A unit is a JSON-able dict: ``type`` ("shard", "parquet" or "text"), ``input`` (URL or path),
+``shard`` (the name reports use), ``output`` (the output file name) and what reading it needs.
+Reading yields `Sample`s in raw units (NaN = missing minute, the pyfunc's convention); a bad sample
+is passed to the ``bad(reason, key, detail)`` callback and skipped, a unit that cannot be read
+raises `BadInput`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+from sensorlm.inference import EmbedError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+PROMPTS_PER_FILE = 10_000
+
+
+# ---------------------------------------------------------------------------------------------
+# units of work
+
+
+def _output_name(stem: str, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", stem) or "part"
+    name, i = f"{base}.parquet", 1
+    while name in taken:
+        name, i = f"{base}-{i}.parquet", i + 1
+    taken.add(name)
+    return name
+
+
+def dataset_units(source: str, splits: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One unit per shard of a prepared wearable dataset, and its manifest.
+
+    Args:
+        source: dataset directory or URL (see `sensorlm.data.loader.DatasetLocation`).
+        splits: splits to embed (default: all).
+    """
+    from sensorlm.data.loader import DatasetLocation, load_dataset_manifest
+
+    try:
+        manifest = load_dataset_manifest(source)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"dataset {source}: no manifest.json (is it a prepared dataset?)") from None
+    if manifest["kind"] != "wearable":
+        raise EmbedError(f"dataset {source}: kind {manifest['kind']!r}; embed reads wearable (SensorLM) datasets")
+    unknown = sorted(set(splits or ()) - set(manifest["splits"]))
+    if unknown:
+        raise EmbedError(f"dataset {source}: no split(s) {unknown} (has {sorted(manifest['splits'])})")
+    loc = DatasetLocation(source)
+    units, taken = [], set()
+    for split in splits or sorted(manifest["splits"]):
+        for shard in manifest["splits"][split]["shards"]:
+            units.append({"type": "shard", "input": loc.url(shard["name"]), "shard": shard["name"], "split": split,
+                          "shape": manifest["sample_shape"]["sensor"],
+                          "output": _output_name(Path(shard["name"]).stem, taken)})
+    return units, manifest
+
+
+def parquet_units(paths: Sequence[str]) -> tuple[list[dict[str, Any]], tuple[int, int]]:
+    """One unit per Parquet file (directories expand to their ``*.parquet``), and the sample shape.
+
+    Args:
+        paths: wearable Parquet files (sensorlm.data.schema) or directories of them.
+    """
+    import pyarrow.parquet as pq
+
+    from sensorlm.data.schema import validate_schema
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(p.glob("*.parquet"))
+            if not found:
+                raise FileNotFoundError(f"parquet directory {p}: no *.parquet files")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"parquet input {p}: no such file or directory")
+    shapes, units, taken = {}, [], set()
+    for f in files:
+        try:
+            info = validate_schema(pq.read_schema(f), "wearable", str(f))
+            shapes[str(f)] = (info.seq_len, len(info.channels))
+        except Exception as exc:  # a file that cannot be read is a bad input, skipped at run time
+            shapes[str(f)] = None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            units.append({"type": "parquet", "input": str(f), "shard": f.name, "output": _output_name(f.stem, taken),
+                          "unreadable": first})
+            continue
+        units.append({"type": "parquet", "input": str(f), "shard": f.name, "output": _output_name(f.stem, taken),
+                      "shape": list(shapes[str(f)])})
+    return units, next((s for s in shapes.values() if s), None)
+
+
+def text_units(prompts: Sequence[str], per_file: int = PROMPTS_PER_FILE) -> list[dict[str, Any]]:
+    """Prompts in files of `per_file` (a rerun with the same prompts resumes file by file).
+
+    Args:
+        prompts: the text prompts, in output order.
+        per_file: prompts per output file.
+    """
+    import hashlib
+
+    prompts = [str(p) for p in prompts]
+    if not prompts:
+        raise EmbedError("text prompts: the list is empty")
+    units = []
+    for i in range(0, len(prompts), per_file):
+        chunk = prompts[i:i + per_file]
+        # the name carries the prompts' hash: other prompts in the same folder are a new file, not a stale one
+        digest = hashlib.sha256("\n".join(chunk).encode("utf-8")).hexdigest()[:10]
+        name = f"text-{i // per_file:06d}-{digest}"
+        units.append({"type": "text", "prompts": chunk, "shard": name, "output": f"{name}.parquet"})
+    return units
+
+
+# ---------------------------------------------------------------------------------------------
+# reading one unit (on the actor)
+
+
+class BadInput(Exception):
+    """A whole unit cannot be read (skipped, reported, no output written)."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass
+class Sample:
+    """One sample to embed, with what the output records about it."""
+
+    key: str
+    split: str | None
+    subject_id: str | None
+    day: int | None
+    label: str | None
+    raw: np.ndarray  # (T, C) float32 in raw units, NaN = missing minute
+
+
+def _raw_sensor(sensor: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    raw = np.array(sensor, dtype=np.float32)
+    raw[np.asarray(missing).astype(bool)] = np.nan  # the pyfunc's convention for a missing minute
+    return raw
+
+
+def _sample_fields(meta: dict[str, Any], split: str | None) -> dict[str, Any]:
+    day = meta.get("day")
+    subject = meta.get("subject_id", meta.get("subject"))
+    label = meta.get("primary_activity")
+    return {"split": meta.get("split", split), "subject_id": None if subject is None else str(subject),
+            "day": int(day) if isinstance(day, int) and not isinstance(day, bool) else None,
+            "label": str(label) if label not in (None, "") else None}
+
+
+def _decode_shard_sample(key: str, members: dict[str, bytes], shape: tuple[int, int], split: str,
+                         bad: Callable[[str, str, str], None]) -> Sample | None:
+    import numpy as np
+
+    from sensorlm.data.loader import _load_npy
+
+    for name in ("sensor.npy", "missing.npy", "json"):
+        if name not in members:
+            bad("missing_member", key, f"no {name} member")
+            return None
+    try:
+        sensor, missing = _load_npy(members["sensor.npy"]), _load_npy(members["missing.npy"])
+        meta = json.loads(members["json"].decode("utf-8"))
+    except Exception as exc:
+        bad("decode_error", key, f"{type(exc).__name__}: {exc}")
+        return None
+    if sensor.shape != shape or missing.shape != shape[:1]:
+        bad("wrong_shape", key, f"sensor {sensor.shape} / missing {missing.shape}, expected {shape} / {shape[:1]}")
+        return None
+    if sensor.dtype.kind != "f" or not np.isfinite(sensor).all():
+        bad("non_finite" if sensor.dtype.kind == "f" else "wrong_dtype", key, f"sensor dtype {sensor.dtype}, "
+            f"{int((~np.isfinite(sensor)).sum()) if sensor.dtype.kind == 'f' else 0} NaN/inf values")
+        return None
+    if not isinstance(meta, dict):
+        bad("bad_json", key, "json is not an object")
+        return None
+    return Sample(key=key, raw=_raw_sensor(sensor, missing), **_sample_fields(meta, split))
+
+
+def _open_stream(url: str):
+    if "://" not in url and not url.startswith("pipe:"):
+        return open(url, "rb")
+    from sensorlm.data.loader import wds_gopen
+
+    return wds_gopen.gopen(url, "rb")
+
+
+def _shard_samples(unit: dict[str, Any], bad: Callable[[str, str, str], None]) -> Iterator[Sample]:
+    """Samples of a webdataset shard; members are grouped by key as webdataset does (name up to the
+    first dot). The whole shard is read before anything is yielded, so a truncated shard is
+    skipped whole rather than embedded in part."""
+    shape = tuple(unit["shape"])
+    samples: list[Sample] = []
+    try:
+        with _open_stream(unit["input"]) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+            key, members = None, {}
+            for info in tar:
+                if not info.isfile():
+                    continue
+                base = info.name.rsplit("/", 1)[-1]
+                k, _, ext = base.partition(".")
+                if k != key and key is not None:
+                    s = _decode_shard_sample(key, members, shape, unit["split"], bad)
+                    if s is not None:
+                        samples.append(s)
+                    members = {}
+                key = k
+                members[ext] = tar.extractfile(info).read()
+            if key is not None:
+                s = _decode_shard_sample(key, members, shape, unit["split"], bad)
+                if s is not None:
+                    samples.append(s)
+    except FileNotFoundError:
+        raise BadInput("missing_shard", f"{unit['input']}: not found") from None
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        raise BadInput("unreadable_shard", f"{unit['input']}: {type(exc).__name__}: {exc}") from None
+    yield from samples
+
+
+def _parquet_samples(unit: dict[str, Any], bad: Callable[[str, str, str], None]) -> Iterator[Sample]:
+    from sensorlm.data.schema import ParquetSource
+
+    if "unreadable" in unit:
+        raise BadInput("unreadable_file", unit["unreadable"])
+    samples = []
+    try:
+        # ParquetSource validates every row; it stops at the first bad one, so the file is skipped whole
+        for s in ParquetSource(unit["input"], "wearable"):
+            samples.append(Sample(key=s.key, raw=_raw_sensor(s.arrays["sensor"], s.arrays["missing"]),
+                                   **_sample_fields(s.meta, s.split)))
+    except FileNotFoundError:
+        raise BadInput("missing_file", f"{unit['input']}: not found") from None
+    except Exception as exc:
+        raise BadInput("unreadable_file", f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}") from None
+    yield from samples
+
+
+def read_samples(unit: dict[str, Any], bad: Callable[[str, str, str], None]) -> list[Sample]:
+    """The valid samples of a shard or Parquet unit.
+
+    Args:
+        unit: from `dataset_units` or `parquet_units`.
+        bad: called as ``bad(reason, key, detail)`` for every skipped sample.
+
+    Raises:
+        BadInput: the unit cannot be read at all.
+    """
+    reader = _shard_samples if unit["type"] == "shard" else _parquet_samples
+    return list(reader(unit, bad))
+
