@@ -8,7 +8,9 @@ modules inside ``run`` so that ``sensorlm --help`` stays fast).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from typing import Callable, NamedTuple, Sequence
 
 
@@ -134,15 +136,53 @@ def run_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lazy(module: str, add: str, run: str, *bound) -> Command:
+    """A subcommand whose module is imported only when used (``sensorlm --help`` stays fast)."""
+    import importlib
+
+    def add_arguments(p: argparse.ArgumentParser) -> None:
+        getattr(importlib.import_module(module), add)(p, *bound)
+
+    def run_command(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(module), run)(args)
+
+    return add_arguments, run_command
+
+
+def add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a SensorLM: models:/NAME/VERSION, models:/NAME@ALIAS or a package directory")
+    p.add_argument("--dataset", required=True, help="wearable dataset directory (shards + manifest + tokenizer)")
+    p.add_argument("--out", required=True, help="the new paired-embedding folder (what ProjectionCL trains on)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from sensorlm.data.embedding_pairs import export_sensorlm_pairs
+    from sensorlm.evaluation.evaluate import resolve_model
+    from sensorlm.tracking.mlflow_utils import resolve_tracking_uri
+
+    package = resolve_model(args.model, resolve_tracking_uri(args.tracking_uri)).package
+    out = export_sensorlm_pairs(package, args.dataset, args.out)
+    print(f"[export] wrote {out}; train ProjectionCL on it: sensorlm train --config projection_cl_tiny "
+          f"data.path={out} data.synthetic=null", flush=True)
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
+    "train": Command(*_lazy("sensorlm.training.cli", "add_train_args", "run_train"),
+                     "train a model (any family) on Ray Train + DeepSpeed; MLflow run and registered model"),
+    "sweep": Command(*_lazy("sensorlm.tuning.sweep", "add_sweep_args", "run_sweep_command"),
+                     "Ray Tune over the trainer: nested MLflow runs, champion on held-out data"),
+    "evaluate": Command(*_lazy("sensorlm.evaluation.evaluate", "add_evaluate_args", "run_evaluate"),
+                        "evaluate a registered model (models:/NAME/VERSION or @ALIAS): metrics and plots"),
     "prepare-data": Command(add_prepare_data_args, run_prepare_data, "Parquet (or generated data) -> shards"),
     "import": Command(add_import_args, run_import, "device exports (CSV/Parquet) + labels -> captioned dataset"),
+    "export": Command(add_export_args, run_export, "a SensorLM's sensor/caption embeddings -> paired dataset"),
+    "embed": Command(*_lazy("sensorlm.inference.embed", "add_arguments", "run"),
+                     "a registered model over data or prompts -> Parquet embeddings (Ray Data)"),
+    "promote": Command(*_lazy("sensorlm.tracking.promote", "add_promote_args", "run_promote"),
+                       "move an alias (@champion) to a version, with the promoter's login"),
 }
-
-# Subcommands that live in their own module (`add_arguments(parser)` / `run(args)` there).
-from sensorlm.inference import embed as _embed  # noqa: E402 (light: heavy imports happen in run)
-
-COMMANDS["embed"] = Command(_embed.add_arguments, _embed.run, "a SensorLM model over data or prompts -> embeddings")
 
 
 def build_parser(prog: str = "sensorlm") -> argparse.ArgumentParser:
@@ -155,19 +195,39 @@ def build_parser(prog: str = "sensorlm") -> argparse.ArgumentParser:
     return parser
 
 
+def run_guarded(run: Callable[[], int], prog: str) -> int:
+    """Run a command; a failure the user can fix (bad config or data, a missing file or model, an
+    unreachable tracking server) is one line on stderr and exit code 2, never a traceback."""
+    from sensorlm.config import ConfigError
+
+    try:
+        return int(run() or 0)
+    except ConfigError as exc:
+        print(f"{prog}: config error: {exc}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
+        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
+    except Exception as exc:  # MLflow's: a missing registered model or alias, a refused request
+        if type(exc).__name__ != "MlflowException":
+            raise
+        print(f"{prog}: error: {_one_line(getattr(exc, 'message', exc))}", file=sys.stderr)
+    return 2
+
+
+def _one_line(exc) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 800 else text[:797] + "..."
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "sensorlm") -> int:
-    """Run a subcommand; bad input (a ValueError or a missing file) exits with status 2 and a message.
+    """Run a subcommand (see `COMMANDS`).
 
     Args:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
         prog: program name shown in usage messages.
     """
+    os.environ.setdefault("SENSORLM_T0", str(time.time()))  # start-up time is measured from here
     args = build_parser(prog).parse_args(argv)
-    try:
-        return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_guarded(lambda: args._run(args), f"{prog} {args.command}")
 
 
 if __name__ == "__main__":

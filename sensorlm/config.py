@@ -24,6 +24,14 @@ class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the key path."""
 
 
+def did_you_mean(key: str, valid) -> str:
+    """``; did you mean 'lr'?`` for the closest valid key, or "" when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(key), [str(k) for k in valid], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
@@ -112,7 +120,8 @@ def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
     if unknown:
         where = f"{path}." if path else ""
         raise ConfigError(
-            f"unknown config key {where}{unknown[0]!s} (valid keys: {', '.join(sorted(fields))})"
+            f"unknown config key {where}{unknown[0]!s}{did_you_mean(str(unknown[0]), fields)} "
+            f"(valid keys: {', '.join(sorted(fields))})"
         )
     kwargs = {k: _coerce(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
     try:
@@ -193,11 +202,11 @@ def merge_overrides(
             nxt = node.get(k)
             if not isinstance(nxt, dict):
                 if k not in node:
-                    raise ConfigError(f"unknown config key {here}")
+                    raise ConfigError(f"unknown config key {here}{did_you_mean(k, node)}")
                 raise ConfigError(f"{here} is not a section; cannot set {'.'.join(keys)}")
             node = nxt
         if keys[-1] not in node and not free(keys[:-1]):
-            raise ConfigError(f"unknown config key {'.'.join(keys)}")
+            raise ConfigError(f"unknown config key {'.'.join(keys)}{did_you_mean(keys[-1], node)}")
         node[keys[-1]] = value
     return out
 
@@ -210,7 +219,8 @@ def deep_update(dst: dict, src: Mapping[str, Any], where: str, leaf_keys: tuple[
     for k, v in src.items():
         key = f"{prefix}{k}"
         if k not in dst:
-            raise ConfigError(f"{where}: unknown config key {key} (valid keys: {', '.join(sorted(map(str, dst)))})")
+            raise ConfigError(f"{where}: unknown config key {key}{did_you_mean(k, dst)} "
+                              f"(valid keys: {', '.join(sorted(map(str, dst)))})")
         if isinstance(dst[k], dict) and isinstance(v, dict) and k not in leaf_keys:
             deep_update(dst[k], v, where, leaf_keys, key + ".")
         else:

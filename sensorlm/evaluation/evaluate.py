@@ -891,7 +891,7 @@ def evaluate_model(
     """
     from mlflow.tracking import MlflowClient
 
-    from sensorlm.tracking.mlflow_utils import resolve_tracking_uri, run_tags
+    from sensorlm.tracking.mlflow_utils import check_tracking_server, resolve_tracking_uri, run_tags
 
     for name, value, low in (("batch_size", batch_size, 1), ("max_train", max_train, 1), ("tsne_max", tsne_max, 3),
                              ("rollout_samples", rollout_samples, 0), ("map_samples", map_samples, 0)):
@@ -907,6 +907,8 @@ def evaluate_model(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     uri = resolve_tracking_uri(tracking_uri)
+    if str(model_uri).startswith(("models:/", "runs:/")) or _RUN_ID.fullmatch(str(model_uri)):
+        check_tracking_server(uri)
     resolved = resolve_model(model_uri, uri)
     package = resolved.package
     family = package.family
@@ -1024,11 +1026,7 @@ def evaluate_model(
 # command line
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python jobs/evaluate.py MODEL_URI [--data DIR] ...``; prints the metrics table."""
-    parser = argparse.ArgumentParser(
-        description="Evaluate a registered sensorlm model on a held-out split; log to MLflow and write plots.",
-    )
+def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_uri", help=f"the model: {_ACCEPTED}")
     parser.add_argument("--data", help="dataset directory or URL (default: the training run's data.path)")
     parser.add_argument("--split", default="val", help="split to evaluate (default val)")
@@ -1047,20 +1045,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--embeddings-b", help="ProjectionCL: .npy features of modality B (N, dim_b), paired rows")
     parser.add_argument("--device", help="torch device (default cuda if available, else cpu)")
     parser.add_argument("--no-log", action="store_true", help="write local files only; no MLflow run or tags")
-    args = parser.parse_args(argv)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``sensorlm evaluate MODEL_URI [--data DIR] ...``: prints the metrics table."""
     # One progress bar per downloaded file would drown the table in a terminal log.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    try:
-        result = evaluate_model(
-            args.model_uri, args.data, args.split, tracking_uri=args.tracking_uri, out_dir=args.out,
-            experiment=args.experiment, compare=args.compare, rollout_samples=args.rollout_samples,
-            map_samples=args.map_samples, log=not args.no_log, batch_size=args.batch_size,
-            max_samples=args.max_samples, max_train=args.max_train, shots=args.shots,
-            embeddings_a=args.embeddings_a, embeddings_b=args.embeddings_b, device=args.device,
-        )
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = evaluate_model(
+        args.model_uri, args.data, args.split, tracking_uri=args.tracking_uri, out_dir=args.out,
+        experiment=args.experiment, compare=args.compare, rollout_samples=args.rollout_samples,
+        map_samples=args.map_samples, log=not args.no_log, batch_size=args.batch_size,
+        max_samples=args.max_samples, max_train=args.max_train, shots=args.shots,
+        embeddings_a=args.embeddings_a, embeddings_b=args.embeddings_b, device=args.device,
+    )
     print()
     print(format_metrics_table(result.metrics, result.family))
     print()
@@ -1069,3 +1066,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result.run_id:
         print(f"MLflow evaluation run {result.run_id}")
     return 0
+
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python jobs/evaluate.py MODEL_URI [--data DIR] ...``: the same as ``sensorlm evaluate``."""
+    from sensorlm.cli import run_guarded
+
+    parser = argparse.ArgumentParser(
+        description="Evaluate a registered sensorlm model on a held-out split; log to MLflow and write plots.",
+    )
+    add_evaluate_args(parser)
+    args = parser.parse_args(argv)
+    return run_guarded(lambda: run_evaluate(args), "sensorlm evaluate")

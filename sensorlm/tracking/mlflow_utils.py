@@ -58,6 +58,53 @@ def resolve_tracking_uri(configured: str | None) -> str:
     return uri
 
 
+class TrackingUnavailable(ValueError):
+    """The tracking server cannot be used (unreachable, or it refused the login); one line."""
+
+
+def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail within seconds, naming the URI, when a tracking server is down or refuses our login.
+
+    MLflow's own client retries a dead server with exponential backoff for minutes, silently; a
+    job checks once before it starts anything. Local stores (sqlite, files) need no check.
+
+    Args:
+        uri: the resolved tracking URI.
+        timeout: seconds to wait for the server.
+
+    Raises:
+        TrackingUnavailable: connection refused or timed out, or HTTP 401/403.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    import requests
+
+    shown = redact(uri)
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or (unquote(parsed.username) if parsed.username else None)
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD") or (unquote(parsed.password) if parsed.password else None)
+    base = parsed._replace(netloc=parsed.hostname + (f":{parsed.port}" if parsed.port else "")).geturl().rstrip("/")
+    try:
+        resp = requests.get(f"{base}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                            auth=(user, password) if user else None, timeout=timeout)
+    except requests.RequestException as exc:
+        reason = ("connection refused or no route" if isinstance(exc, requests.ConnectionError)
+                  else f"no answer in {timeout:.0f} s" if isinstance(exc, requests.Timeout) else type(exc).__name__)
+        raise TrackingUnavailable(f"tracking server {shown} is unreachable ({reason}); start it, "
+                                  "or unset MLFLOW_TRACKING_URI to use a local sqlite store") from None
+    if resp.status_code in (401, 403):
+        who = f"user {user!r}" if user else "no login (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD unset)"
+        raise TrackingUnavailable(f"tracking server {shown} refused {who} (HTTP {resp.status_code})")
+
+
+def ui_hint(uri: str) -> str:
+    """How to look at runs in this store: a command for a local store, the address of a server."""
+    shown = redact(uri)
+    if urlparse(uri).scheme in ("http", "https"):
+        return f"open {shown} in a browser"
+    return f"mlflow ui --backend-store-uri {shown}"
+
+
 def default_artifact_location(tracking_uri: str) -> str | None:
     """Artifact root for new experiments on a local SQLite store: ``mlruns`` beside the DB file.
 

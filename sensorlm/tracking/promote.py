@@ -97,18 +97,15 @@ def promote(model_name: str, version: str | int, alias: str = "champion", tracki
             "previous": str(holder.version) if holder is not None else None}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python jobs/promote.py MODEL VERSION [--alias champion] [--tracking-uri URI]``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        description="Point a registered model's alias at a version, with the promoter's MLflow credentials "
-        "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in the environment, never on the command line).")
+def add_promote_args(parser) -> None:
     parser.add_argument("model", help="registered model name, e.g. sensorlm")
     parser.add_argument("version", help="the version to promote")
     parser.add_argument("--alias", default="champion")
     parser.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI")
-    args = parser.parse_args(argv)
+
+
+def run_promote(args) -> int:
+    """``sensorlm promote MODEL VERSION``: 2 when refused, 1 when MLflow fails otherwise."""
     try:
         done = promote(args.model, args.version, args.alias, args.tracking_uri)
     except PromotionRefused as e:
@@ -120,3 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     before = f" (was version {done['previous']})" if done["previous"] else ""
     print(f"[sensorlm.promote] {done['model']} version {done['version']} is now @{done['alias']}{before}", flush=True)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python jobs/promote.py MODEL VERSION [--alias champion] [--tracking-uri URI]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Point a registered model's alias at a version, with the promoter's MLflow credentials "
+        "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in the environment, never on the command line).")
+    add_promote_args(parser)
+    return run_promote(parser.parse_args(argv))

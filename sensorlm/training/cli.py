@@ -1,41 +1,42 @@
-"""Command line of the training jobs: ``--config PRESET_OR_YAML`` plus ``key=value`` overrides."""
+"""``sensorlm train``: ``--config PRESET_OR_YAML`` plus ``key=value`` overrides (also `jobs/train_*.py`)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from sensorlm.config import ConfigError, redact
-from sensorlm.training.config import load_train_config
+from sensorlm.config import ConfigError
 
 
-def main(argv: list[str] | None = None, default_config: str = "sensorlm_tiny", task: str | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Train a sensorlm model on Ray Train + DeepSpeed.")
-    parser.add_argument("--config", default=default_config, help="configs/NAME.yaml, a YAML path, or NAME")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=3e-4 scaling.zero_stage=3")
-    parser.add_argument("--dry-run", action="store_true", help="validate and print the resolved config, then exit")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_train_config(args.config, args.overrides)
-        if task and cfg.task != task:
-            raise ConfigError(f"this job trains task {task!r}, but the config has task {cfg.task!r}")
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
+def add_train_args(p: argparse.ArgumentParser, default_config: str = "sensorlm_tiny") -> None:
+    p.add_argument("--config", default=default_config, help="configs/NAME.yaml, a YAML path, or NAME")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=3e-4 scaling.zero_stage=3")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the resolved config, then exit")
+    p.add_argument("--verbose", action="store_true", help="Ray's own INFO logs too")
+
+
+def run_train(args: argparse.Namespace, task: str | None = None) -> int:
+    """Train; a failure the user can fix is one line on stderr and exit code 2 (a failed run: 1)."""
+    from sensorlm.training.config import load_train_config
+
+    cfg = load_train_config(args.config, args.overrides)
+    if task and cfg.task != task:
+        raise ConfigError(f"this job trains task {task!r}, but the config has task {cfg.task!r}")
     if args.dry_run:
         import yaml
 
-        from sensorlm.config import to_dict
+        from sensorlm.config import redact, to_dict
 
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        print(yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False))
         return 0
+    if args.verbose:
+        os.environ["SENSORLM_VERBOSE"] = "1"
+    from sensorlm.tracking.mlflow_utils import ui_hint
     from sensorlm.training.trainer import RunFailed, train
 
     try:
         result = train(cfg)
-    except ConfigError as e:  # config against the data, found once the manifest is read
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
     except RunFailed as e:
         print(f"[sensorlm] run failed: {e}", file=sys.stderr)
         return 1
@@ -43,5 +44,16 @@ def main(argv: list[str] | None = None, default_config: str = "sensorlm_tiny", t
     if result.model_uri:
         print(f"[sensorlm] registered {result.model_uri} (MLflow run {result.run_id})")
     if result.tracking_uri:
-        print(f"[sensorlm] look at it: mlflow ui --backend-store-uri {redact(result.tracking_uri)}")
+        print(f"[sensorlm] look at it: {ui_hint(result.tracking_uri)}")
     return 0
+
+
+def main(argv: list[str] | None = None, default_config: str = "sensorlm_tiny", task: str | None = None) -> int:
+    """`jobs/train_*.py`: the same as ``sensorlm train`` for one task."""
+    from sensorlm.cli import run_guarded
+
+    os.environ.setdefault("SENSORLM_T0", str(__import__("time").time()))  # start-up is measured from here
+    parser = argparse.ArgumentParser(description="Train a sensorlm model on Ray Train + DeepSpeed.")
+    add_train_args(parser, default_config)
+    args = parser.parse_args(argv)
+    return run_guarded(lambda: run_train(args, task), "sensorlm")

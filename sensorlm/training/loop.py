@@ -11,6 +11,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     from sensorlm.tracking.mlflow_utils import record_run_failure, run_failure
 
+    quiet_logs()
     cfg = from_dict(TrainConfig, loop_config["train"])
     run = loop_config["run"]
     tracked = bool(run.get("mlflow_run_id") and run.get("tracking_uri"))
@@ -125,6 +127,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             record_run_failure(run["tracking_uri"], run["mlflow_run_id"], message)
         print(f"[sensorlm] {message} (not retried: it would recur)", flush=True)
         raise
+
+
+def quiet_logs() -> None:
+    """What a job log should not carry unless asked (``--verbose``): torch 2.13 marks
+    all_gather_into_tensor / reduce_scatter_tensor deprecated and DeepSpeed calls them every step
+    (our own code uses the new names), one FutureWarning per rank per call site; MLflow's INFO
+    lines (system-metrics monitor start and stop)."""
+    import logging
+
+    for name in ("all_gather_into_tensor", "reduce_scatter_tensor"):
+        warnings.filterwarnings("ignore", message=rf".*{name}.* is deprecated", category=FutureWarning)
+    if not os.environ.get("SENSORLM_VERBOSE"):
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 def _one_line(exc: BaseException, limit: int = 600) -> str:
@@ -248,6 +263,10 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
             clamp_bounded_parameters(engine, bounds)
         step += 1
         window_steps += 1
+        if step == start_step + 1 and rank == 0 and run.get("t0"):
+            startup = time.time() - float(run["t0"])
+            print(f"[sensorlm] first step done {startup:.1f} s after the command", flush=True)
+            logger.log({"perf/seconds_to_first_step": startup}, step)
         _maybe_fail(cfg, run, step, rank)
 
         if step % cfg.log_every == 0 or step == cfg.steps:

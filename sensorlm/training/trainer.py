@@ -43,7 +43,10 @@ def default_env() -> dict[str, str]:
     cache = os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "sensorlm" / "torch_extensions"))
     # Ray Train V2 patches print() into its logger, which echoed every progress line twice;
     # plain stdout already reaches the driver, `ray job logs` and the worker log files.
-    return {"TORCH_EXTENSIONS_DIR": cache, "PYTHONUNBUFFERED": "1", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    env = {"TORCH_EXTENSIONS_DIR": cache, "PYTHONUNBUFFERED": "1", "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    if os.environ.get("SENSORLM_VERBOSE"):
+        env["SENSORLM_VERBOSE"] = "1"
+    return env
 
 
 def prepare_dataset(cfg: TrainConfig) -> Path | str:
@@ -165,11 +168,14 @@ def run_info(cfg: TrainConfig, dataset, manifest: dict, run_name: str, mlflow_ru
         "mlflow_run_id": mlflow_run_id,
         "tracking_uri": tracking_uri,
         "fault_marker": f"{_storage_dir(cfg)}/{run_name}/fault_injected",
+        # when the command started (the CLI sets it first thing): start-up time is measured from it
+        "t0": float(os.environ.get("SENSORLM_T0") or time.time()),
     }
 
 
 def make_torch_trainer(cfg: TrainConfig, info: dict, run_name: str, callbacks: list | None = None):
     """The Ray Train `TorchTrainer` of a run; sweeps build the same one inside each trial."""
+    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -194,6 +200,8 @@ def make_torch_trainer(cfg: TrainConfig, info: dict, run_name: str, callbacks: l
             failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
             worker_runtime_env={"env_vars": worker_env(cfg)},
             callbacks=callbacks,
+            # Ray Train's controller INFO lines (resources, worker group) only with --verbose
+            logging_config=ray.LoggingConfig(log_level="INFO" if os.environ.get("SENSORLM_VERBOSE") else "WARNING"),
         ),
     )
 
@@ -212,7 +220,13 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     from sensorlm.tracking.mlflow_utils import clear_run_failure, run_failure
 
+    from sensorlm.tracking.mlflow_utils import check_tracking_server, resolve_tracking_uri
+
+    from sensorlm.training.loop import quiet_logs
+
+    quiet_logs()
     run_name = cfg.name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_tracking_server(resolve_tracking_uri(cfg.tracking.tracking_uri))  # seconds, not minutes of retries
     dataset = prepare_dataset(cfg)
     cfg, manifest = data_decides_model(cfg, dataset)
     ds_config = build_deepspeed_config(cfg, cfg.scaling.num_workers)
@@ -231,8 +245,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise SystemExit(143)
 
     try:
-        if not ray.is_initialized():
-            ray.init(runtime_env={"env_vars": worker_env(cfg)}, log_to_driver=True)
+        from sensorlm.ray_runtime import init_ray
+
+        init_ray(worker_env(cfg), verbose=bool(os.environ.get("SENSORLM_VERBOSE")))
         # After ray.init, which installs its own SIGTERM handler (a bare sys.exit) over any other.
         signal.signal(signal.SIGTERM, on_sigterm)
         trainer = make_torch_trainer(cfg, run_info(cfg, dataset, manifest, run_name, run_id, uri), run_name)

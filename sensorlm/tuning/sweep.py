@@ -29,7 +29,6 @@ import csv
 import json
 import math
 import os
-import socket
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -170,49 +169,11 @@ class SweepTask(ABC):
 # Ray
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def init_ray(env_vars: dict[str, str] | None = None, num_cpus: int | None = None) -> None:
-    """Start a local Ray (or join ``RAY_ADDRESS``) ready for Tune over Train.
+    """A local Ray (or ``RAY_ADDRESS``) ready for Tune over Train (see `sensorlm.ray_runtime`)."""
+    from sensorlm.ray_runtime import init_ray as start
 
-    A trial that ASHA stops is killed with its Train controller; Ray Train V2's detached
-    placement-group cleaner then frees the workers' CPUs, which it finds through the state
-    API (the dashboard). Several local Ray instances on one machine make that lookup
-    ambiguous, so a local Ray gets a dashboard on a chosen port and every process is told
-    where it is (``RAY_API_SERVER_ADDRESS``); without that, stopped trials leak their
-    workers' CPUs and later trials wait forever.
-
-    Args:
-        env_vars: environment for every Ray process of this job.
-        num_cpus: logical CPUs of a local Ray (None = the machine's).
-    """
-    import ray
-
-    if ray.is_initialized():
-        return
-    env = dict(env_vars or {})
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env={"env_vars": env}, log_to_driver=True)
-        return
-    port = _free_port()
-    env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    ctx = ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        dashboard_port=port,
-        runtime_env={"env_vars": env},
-        log_to_driver=True,
-    )
-    if not getattr(ctx, "dashboard_url", None) or not str(ctx.dashboard_url).endswith(f":{port}"):
-        _say(
-            f"warning: the Ray dashboard is not at port {port} ({getattr(ctx, 'dashboard_url', None)}); "
-            "trials stopped early may not release their workers"
-        )
+    start(env_vars, num_cpus=num_cpus, verbose=bool(os.environ.get("SENSORLM_VERBOSE")))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -689,8 +650,11 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
                 "resume it unchanged or pick another name"
             )
 
+    from sensorlm.tracking.mlflow_utils import check_tracking_server
+
     task = make_task(cfg)
     tracking_uri = absolute_tracking_uri(cfg.tracking.tracking_uri)
+    check_tracking_server(tracking_uri)  # fails in seconds, before Ray starts
     if meta is not None and meta.get("tracking_uri") != redact(tracking_uri):
         raise ConfigError(
             f"sweep {name!r} logged to {meta.get('tracking_uri')}, not {redact(tracking_uri)}; set tracking.tracking_uri to it"
@@ -808,16 +772,7 @@ def _print_summary(result: SweepResult, cfg: SweepConfig) -> None:
 # Command line
 
 
-def main(argv: list[str] | None = None, default_config: str = "siglip_tiny", task: str | None = None) -> int:
-    """``tune/sweep_*.py``: ``--config SWEEP_YAML_OR_NAME [key=value ...] [--resume|--no-resume]``."""
-    import argparse
-    import sys
-
-    import yaml
-
-    from sensorlm.tuning.space import load_sweep_config
-
-    parser = argparse.ArgumentParser(description="Sweep hyperparameters with Ray Tune over the Ray Train trainer.")
+def add_sweep_args(parser, default_config: str = "siglip_tiny") -> None:
     parser.add_argument("--config", default=default_config, help="configs/sweeps/NAME.yaml, a YAML path, or NAME")
     parser.add_argument(
         "overrides", nargs="*",
@@ -830,20 +785,39 @@ def main(argv: list[str] | None = None, default_config: str = "siglip_tiny", tas
     group.add_argument("--no-resume", dest="resume", action="store_false",
                        help="refuse to continue an existing sweep of the same name")
     parser.add_argument("--dry-run", action="store_true", help="validate, print the resolved config and exit")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_sweep_config(args.config, args.overrides)
-        if task and cfg.task != task:
-            raise ConfigError(f"this entry point sweeps task {task!r}, but the config has task {cfg.task!r}")
-        if args.dry_run:
-            make_task(cfg)  # the base training config and the space, checked together
-            print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-            print(f"# {cfg.expected_trials()} trials")
-            return 0
-        result = run_sweep(cfg, resume=args.resume)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
+    parser.add_argument("--verbose", action="store_true", help="Ray's own INFO logs too")
+
+
+def run_sweep_command(args, task: str | None = None) -> int:
+    """``sensorlm sweep``: exit 0 when complete, 130 when interrupted (resume with the same command)."""
+    import yaml
+
+    from sensorlm.tracking.mlflow_utils import ui_hint
+    from sensorlm.tuning.space import load_sweep_config
+
+    cfg = load_sweep_config(args.config, args.overrides)
+    if task and cfg.task != task:
+        raise ConfigError(f"this entry point sweeps task {task!r}, but the config has task {cfg.task!r}")
+    if args.dry_run:
+        make_task(cfg)  # the base training config and the space, checked together
+        print(yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False))
+        print(f"# {cfg.expected_trials()} trials")
+        return 0
+    if args.verbose:
+        os.environ["SENSORLM_VERBOSE"] = "1"
+    result = run_sweep(cfg, resume=args.resume)
     if result.complete:
-        print(f"[sensorlm.sweep] look at it: mlflow ui --backend-store-uri {redact(result.tracking_uri)}")
+        print(f"[sensorlm.sweep] look at it: {ui_hint(result.tracking_uri)}")
     return 0 if result.complete else 130
+
+
+def main(argv: list[str] | None = None, default_config: str = "siglip_tiny", task: str | None = None) -> int:
+    """``tune/sweep_*.py``: the same as ``sensorlm sweep`` for one task."""
+    import argparse
+
+    from sensorlm.cli import run_guarded
+
+    parser = argparse.ArgumentParser(description="Sweep hyperparameters with Ray Tune over the Ray Train trainer.")
+    add_sweep_args(parser, default_config)
+    args = parser.parse_args(argv)
+    return run_guarded(lambda: run_sweep_command(args, task), "sensorlm sweep")

@@ -1,0 +1,58 @@
+"""Starting Ray for a job: a local Ray of our own on a laptop, the cluster under `ray job submit`.
+
+One place for what every entry point needs (training, sweeps, embedding): join ``RAY_ADDRESS``
+when it is set; otherwise start a new local Ray (``address="local"``) even when another Ray
+instance runs on the machine (a bare ``ray.init()`` then fails with "Found multiple active Ray
+instances"), with a dashboard on a chosen port that every process is told about (Ray Train's
+placement-group cleaner finds trials stopped by ASHA through it). Ray's own INFO chatter is
+kept at WARNING unless ``verbose``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_ray(env_vars: dict[str, str] | None = None, num_cpus: int | None = None, verbose: bool = False) -> None:
+    """Start a local Ray (or join ``RAY_ADDRESS``) for this job; a no-op if Ray is up.
+
+    Args:
+        env_vars: environment for every Ray process of this job.
+        num_cpus: logical CPUs of a local Ray (None = the machine's).
+        verbose: Ray's INFO logs too (controller, worker groups, autoscaler).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = dict(env_vars or {})
+    level = "INFO" if verbose else "WARNING"
+    quiet = dict(log_to_driver=True, logging_level=logging.INFO if verbose else logging.WARNING,
+                 logging_config=ray.LoggingConfig(log_level=level))
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(runtime_env={"env_vars": env}, **quiet)
+        return
+    port = _free_port()
+    env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    # No spot instances to be preempted on a local Ray; its watcher actor logs an error-level line.
+    env.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    ctx = ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=port,
+        runtime_env={"env_vars": env},
+        **quiet,
+    )
+    if not getattr(ctx, "dashboard_url", None) or not str(ctx.dashboard_url).endswith(f":{port}"):
+        print(f"[sensorlm] warning: the Ray dashboard is not at port {port} ({getattr(ctx, 'dashboard_url', None)}); "
+              "trials stopped early may not release their workers", flush=True)
