@@ -528,6 +528,12 @@ class MonthlyConvDecoder(nn.Module):
             nn.GELU(),
         )
         self.head = nn.Conv2d(hidden + skip_channels, 1, kernel_size=1)
+        if skip_channels:
+            # Start by reproducing what was seen: the output begins as the first skip channel
+            # (the last month's observed mean; 0 where never observed) plus the learnt part.
+            with torch.no_grad():
+                self.head.weight[:, hidden:] = 0.0
+                self.head.weight[0, hidden] = 1.0
         self.scale = nn.Parameter(torch.ones(1))
         self.bias = nn.Parameter(torch.zeros(1))
 
