@@ -26,6 +26,8 @@ def test_recovers_a_rank_3_field_with_30_percent_hidden():
 
 
 def test_beats_climatology_on_synthetic_sst_months():
+    """Far better on observed pixels (cloudy days filled from the window's EOFs), better over the
+    ocean; on the held-out pixels (hidden all month) it is not (README), so that is not asserted."""
     samples = list(generate_sst("tiny", num_samples=2, split="val", seed=0))
     stack = lambda name: np.stack([getattr(s, name) for s in samples])  # noqa: E731
     filled = dineof_monthly_mean(stack("daily"), stack("mask"), stack("padded_days"), stack("land"), 32)
