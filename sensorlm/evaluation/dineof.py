@@ -48,17 +48,20 @@ def _top_right_vectors(x: np.ndarray, k: int) -> np.ndarray:
     """(n, k) leading right singular vectors of x (m, n) from the eigenvectors of x^T x."""
     n = x.shape[1]
     if x.shape[0] < n:  # the Gram matrix on the other side is smaller: use the left vectors
-        w, u = np.linalg.eigh(x @ x.T)
+        _, u = np.linalg.eigh(x @ x.T)
         u = u[:, ::-1][:, :k]
         v = x.T @ u
         norms = np.linalg.norm(v, axis=0)
         return v / np.where(norms > 0, norms, 1.0)
-    w, v = np.linalg.eigh(x.T @ x)
+    _, v = np.linalg.eigh(x.T @ x)
     return v[:, ::-1][:, :k]
 
 
-def _fit_modes(x: np.ndarray, missing: np.ndarray, k: int, tol: float, max_iter: int, scale: float) -> tuple[np.ndarray, int, bool]:
-    """Iterate rank-k reconstruction of x (missing entries replaced in place) to convergence."""
+def _fit_modes(
+    x: np.ndarray, missing: np.ndarray, k: int, tol: float, max_iter: int, scale: float
+) -> tuple[np.ndarray, int, bool]:
+    """Iterate the rank-k reconstruction of x, replacing its missing entries in place, until they
+    change by less than tol * scale (RMS) or max_iter is reached."""
     for it in range(1, max_iter + 1):
         v = _top_right_vectors(x, k)
         recon = (x @ v) @ v.T
@@ -145,27 +148,22 @@ def dineof(
 
     # The matrices are small (pixels x days): threaded BLAS only spins, 6x slower on 2 shared cores.
     with threadpool_limits(1):
-        return _dineof(x_full, obs, miss2, anom, hidden, cv, cv_true, mean, scale, shape,
-                       max_k, tol, max_iter, patience)
+        x = np.where(hidden, 0.0, anom)
+        cv_rmse: list[float] = []
+        best_k, best_err, best_x = 1, np.inf, x.copy()
+        for k in range(1, max_k + 1):  # each k starts from the field of k - 1
+            x, _, _ = _fit_modes(x, hidden, k, tol, max_iter, scale)
+            err = float(np.sqrt(np.mean((x[cv] - cv_true) ** 2)))
+            cv_rmse.append(err)
+            if err < best_err:
+                best_k, best_err, best_x = k, err, x.copy()
+            elif k - best_k >= patience:
+                break
 
-
-def _dineof(x_full, obs, miss2, anom, hidden, cv, cv_true, mean, scale, shape, max_k, tol, max_iter, patience):
-    x = np.where(hidden, 0.0, anom)
-    cv_rmse: list[float] = []
-    best_k, best_err, best_x = 1, np.inf, x.copy()
-    for k in range(1, max_k + 1):
-        x, _, _ = _fit_modes(x, hidden, k, tol, max_iter, scale)
-        err = float(np.sqrt(np.mean((x[cv] - cv_true) ** 2)))
-        cv_rmse.append(err)
-        if err < best_err:
-            best_k, best_err, best_x = k, err, x.copy()
-        elif k - best_k >= patience:
-            break
-
-    # Refit with the cross-validation entries as data, from the best k's field.
-    x = best_x
-    x[cv] = cv_true
-    x, iters, converged = _fit_modes(x, miss2, best_k, tol, max_iter, scale)
+        # Refit with the cross-validation entries as data, from the best k's field.
+        x = best_x
+        x[cv] = cv_true
+        x, iters, converged = _fit_modes(x, miss2, best_k, tol, max_iter, scale)
     filled = np.where(obs, x_full, x + mean).T.reshape(shape)
     return DineofResult(filled=filled, modes=best_k, cv_rmse=cv_rmse, iterations=iters, converged=converged)
 
@@ -198,7 +196,8 @@ def dineof_monthly_mean(daily, daily_mask, padded_days, land, days_per_month: in
     if padded.shape != daily.shape[:-2]:
         raise ValueError(f"padded_days has shape {padded.shape}, expected {daily.shape[:-2]} (daily is {daily.shape})")
     if land.shape != daily.shape[:-3] + daily.shape[-2:]:
-        raise ValueError(f"land has shape {land.shape}, expected {daily.shape[:-3] + daily.shape[-2:]} (daily is {daily.shape})")
+        expected = daily.shape[:-3] + daily.shape[-2:]
+        raise ValueError(f"land has shape {land.shape}, expected {expected} (daily is {daily.shape})")
     s = daily.shape[-3]
     if isinstance(days_per_month, bool) or days_per_month < 1 or s < days_per_month:
         raise ValueError(f"days_per_month={days_per_month} does not fit daily's {s} day slots (shape {daily.shape})")

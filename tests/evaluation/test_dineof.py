@@ -45,7 +45,7 @@ def test_bad_input_one_line_errors():
         dineof(ok, np.zeros((5, 3), bool))
     with pytest.raises(ValueError, match=r"^data must be a non-empty \(T, P\) or \(T, H, W\) array, got shape \(5,\)$"):
         dineof(np.ones(5), np.zeros(5, bool))
-    with pytest.raises(ValueError, match=r"^data of shape \(5, 2, 2\) has 0 observed entries: DINEOF needs at least 2$"):
+    with pytest.raises(ValueError, match=r"^data of shape \(5, 2, 2\) has 0 observed entries: DINEOF needs at least 2"):
         dineof(np.full((5, 2, 2), np.nan), np.ones((5, 2, 2), bool))
     bad = ok.copy()
     bad[0, 0] = np.nan
