@@ -203,12 +203,13 @@ def observed_summary(x: torch.Tensor, missing: torch.Tensor, days_per_month: int
         days_per_month: day slots per month; the last month is the last `days_per_month` slots.
 
     Returns:
-        (B, 4, H, W): last-month mean, last-month fraction, window mean, window fraction; a mean
-        is 0 where the pixel was never observed (its fraction then says so).
+        (B, 4, H, W) float32: last-month mean, last-month fraction of day slots observed, window
+        mean, window fraction; a mean is 0 where the pixel was never observed (its fraction then
+        says so). Summed in float32: a bf16 sum over a month's days would lose the mean's digits.
     """
     valid = ~missing
-    vals = torch.where(valid, x, torch.zeros((), dtype=x.dtype, device=x.device))[:, 0]
-    valid = valid[:, 0].to(x.dtype)
+    vals = torch.where(valid, x.float(), torch.zeros((), device=x.device))[:, 0]
+    valid = valid[:, 0].float()
     out = []
     for sl in (slice(x.shape[2] - days_per_month, None), slice(None)):
         n = valid[:, sl].sum(dim=1)

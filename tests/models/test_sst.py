@@ -522,8 +522,7 @@ def test_observed_summary_and_skip_off():
     from sensorlm.models.sst import observed_summary
 
     # 2 months of 2 day slots, 1 x 2 pixels: pixel 0 seen on days 0, 2, 3; pixel 1 on day 0 only.
-    x = torch.tensor([1.0, 5.0, 2.0, 4.0, 7.0, 9.0, 99.0, 99.0]).view(1, 1, 4, 1, 2)
-    x = x.permute(0, 1, 2, 4, 3).reshape(1, 1, 4, 1, 2)  # (day, pixel) = [[1,5],[2,4],[7,9],[99,99]]
+    x = torch.tensor([1.0, 5.0, 2.0, 4.0, 7.0, 9.0, 99.0, 99.0]).view(1, 1, 4, 1, 2)  # day-major
     missing = torch.tensor([[0, 0], [1, 1], [0, 1], [0, 1]], dtype=torch.bool).view(1, 1, 4, 1, 2)
     s = observed_summary(x, missing, days_per_month=2)[0, :, 0]
     torch.testing.assert_close(s[0], torch.tensor([(7.0 + 99.0) / 2, 0.0]))  # last-month mean
