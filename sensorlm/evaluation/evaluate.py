@@ -9,8 +9,8 @@
    family's metrics with `sensorlm.evaluation.metrics`:
    SensorLM: zero-shot activity classification from ``activity_prompt`` texts, sensor <-> caption
    retrieval recall@k, few-shot linear probe on frozen sensor embeddings (shots drawn from the
-   ``train`` split); SST: RMSE / bias / correlation in degrees C on held-out and all ocean pixels
-   beside the climatology and observed-days-mean baselines; ProjectionCL: recall@k between the
+   ``train`` split); SST: RMSE / bias / correlation in degrees C on held-out, observed and all ocean
+   pixels beside the climatology, observed-days-mean and DINEOF baselines; ProjectionCL: recall@k between the
    two projected spaces of a pair of feature files;
 3. draw the analysis figures (t-SNE, convergence read back from the training run, confusion
    matrix, ablation of other runs, attention rollout, SST maps) into a local folder;
@@ -636,6 +636,7 @@ def evaluate_sensorlm(package, data, split, manifest, opts, device, notes) -> tu
 
 @torch.no_grad()
 def evaluate_sst(package, data, split, manifest, opts, device, notes) -> tuple[dict, dict]:
+    from sensorlm.evaluation.dineof import dineof_monthly_mean
     from sensorlm.evaluation.metrics import climatology_baseline, observed_mean_baseline, sst_skill
     from sensorlm.models.sst import month_of_year_from_last
 
@@ -647,7 +648,8 @@ def evaluate_sst(package, data, split, manifest, opts, device, notes) -> tuple[d
     def celsius(t: torch.Tensor) -> np.ndarray:
         return t.float().cpu().numpy().astype(np.float64) * std + mean
 
-    maps: dict[str, list[np.ndarray]] = {k: [] for k in ("pred", "target", "clim", "obs", "land", "holdout")}
+    keys = ("pred", "target", "clim", "obs", "dineof", "land", "holdout")
+    maps: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     shown: list[dict[str, np.ndarray]] = []
     loader = _loader(data, split, manifest, opts["batch_size"])
     n = 0
@@ -663,13 +665,16 @@ def evaluate_sst(package, data, split, manifest, opts, device, notes) -> tuple[d
         maps["target"].append(celsius(batch["target"]))
         maps["clim"].append(clim)
         maps["obs"].append(observed_mean_baseline(daily, mask, padded, clim, dpm).astype(np.float64))
+        maps["dineof"].append(dineof_monthly_mean(daily, mask, padded, batch["land"].numpy(), dpm))
         maps["land"].append(batch["land"].numpy())
         maps["holdout"].append(batch["holdout"].numpy())
         for i in range(min(opts["map_samples"] - len(shown), daily.shape[0])):
             # What the model saw of the target month: the mean of its observed days, blank elsewhere.
             seen = observed_mean_baseline(daily[i], mask[i], padded[i], np.full(clim.shape[1:], np.nan), dpm)
             shown.append({"truth": maps["target"][-1][i], "input": seen, "pred": maps["pred"][-1][i],
-                          "land": maps["land"][-1][i], "key": batch["key"][i]})
+                          "land": maps["land"][-1][i], "key": batch["key"][i],
+                          "baselines": {"climatology": clim[i], "observed mean": maps["obs"][-1][i],
+                                        "DINEOF": maps["dineof"][-1][i]}})
         n += daily.shape[0]
     skipped = _report_skips(loader, split, notes)
     if n == 0:
@@ -683,13 +688,15 @@ def evaluate_sst(package, data, split, manifest, opts, device, notes) -> tuple[d
         ("model", sst_skill(cat["pred"], cat["target"], ocean, cat["holdout"])),
         ("climatology", climatology_baseline(cat["clim"], cat["target"], ocean, cat["holdout"])),
         ("observed_mean", sst_skill(cat["obs"], cat["target"], ocean, cat["holdout"])),
+        ("dineof", sst_skill(cat["dineof"], cat["target"], ocean, cat["holdout"])),
     ):
         metrics.update({f"{prefix}/{k}": v for k, v in skill.items()})
 
     figures: dict[str, Any] = {}
     for i, s in enumerate(shown):
         figures[f"sst_maps_{i}"] = (lambda s=s: P.sst_maps_plot(
-            s["truth"], s["input"], s["pred"], land_mask=s["land"], title=f"SST reconstruction, {split} {s['key']}"
+            s["truth"], s["input"], s["pred"], land_mask=s["land"], title=f"SST reconstruction, {split} {s['key']}",
+            baselines=s["baselines"],
         ))
     return metrics, figures
 
@@ -751,7 +758,7 @@ def _finite_or_none(v: float) -> float | None:
 
 
 def format_metrics_table(metrics: Mapping[str, float], family: str) -> str:
-    """The metrics as a plain-text table; SST shows the model and both baselines side by side,
+    """The metrics as a plain-text table; SST shows the model and the baselines side by side,
     SensorLM the per-class zero-shot scores in a table of their own.
 
     Args:
@@ -766,7 +773,7 @@ def format_metrics_table(metrics: Mapping[str, float], family: str) -> str:
 
     lines: list[str] = []
     if family == "sst":
-        cols = ("model", "climatology", "observed_mean")
+        cols = ("model", "climatology", "observed_mean", "dineof")
         rows = sorted({k.split("/", 1)[1] for k in metrics if k.split("/", 1)[0] in cols})
         lines.append(f"{'metric':<16}" + "".join(f"{c:>15}" for c in cols))
         for r in rows:
@@ -791,7 +798,7 @@ def format_metrics_table(metrics: Mapping[str, float], family: str) -> str:
 
 
 def _write_local(
-    out_dir: Path, metrics: dict[str, float], figures: dict[str, Any], notes: list[str]
+    out_dir: Path, metrics: dict[str, float], figures: dict[str, Any], notes: list[str], table: str | None = None
 ) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     plots: dict[str, Path] = {}
@@ -802,6 +809,8 @@ def _write_local(
     )
     if notes:
         (out_dir / "notes.txt").write_text("\n".join(notes) + "\n")
+    if table is not None:
+        (out_dir / "metrics_table.txt").write_text(table + "\n")
     return plots
 
 
@@ -825,6 +834,8 @@ def _log_run(
         for path in plots.values():
             client.log_artifact(run_id, str(path), "plots")
         client.log_artifact(run_id, str(out_dir / "metrics.json"))
+        if (out_dir / "metrics_table.txt").is_file():
+            client.log_artifact(run_id, str(out_dir / "metrics_table.txt"))
         if notes:
             client.log_artifact(run_id, str(out_dir / "notes.txt"))
     except BaseException:
@@ -974,7 +985,8 @@ def evaluate_model(
             wanted = [k for k, _ in ABLATION_METRICS[family]]
             notes.append(f"ablation plot skipped: no compared run has any of {wanted}")
 
-    plots = _write_local(out_dir, metrics, figures, notes)
+    table = format_metrics_table(metrics, family) if family == "sst" else None
+    plots = _write_local(out_dir, metrics, figures, notes, table)
     for note in notes:
         _say(note)
 

@@ -301,9 +301,9 @@ def sst_skill(pred, target, ocean_mask, holdout_mask) -> dict[str, float]:
             only its ocean pixels are scored.
 
     Returns:
-        ``{rmse_holdout, bias_holdout, corr_holdout, rmse_ocean, bias_ocean, corr_ocean,
-        n_holdout, n_ocean}``; an empty holdout region gives NaN holdout metrics, a constant
-        field NaN correlation.
+        ``{rmse_<region>, bias_<region>, corr_<region>, n_<region>}`` for the regions
+        ``holdout`` (hidden cloud pixels), ``observed`` (ocean pixels not held out) and
+        ``ocean`` (both); an empty region gives NaN metrics, a constant field NaN correlation.
     """
     pred = _as_field("pred", pred).astype(np.float64)
     target = _as_field("target", target, pred.shape).astype(np.float64)
@@ -316,7 +316,7 @@ def sst_skill(pred, target, ocean_mask, holdout_mask) -> dict[str, float]:
         if bad:
             raise ValueError(f"{name} (shape {a.shape}) has {bad} NaN/inf values on ocean pixels")
     out = {}
-    for region, m in (("holdout", hold), ("ocean", ocean)):
+    for region, m in (("holdout", hold), ("observed", ocean & ~hold), ("ocean", ocean)):
         rmse, bias, corr = _region_skill(pred[m], target[m])
         out[f"rmse_{region}"] = rmse
         out[f"bias_{region}"] = bias

@@ -7,6 +7,7 @@ one. Logging the files (e.g. to MLflow) is left to the caller.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 from pathlib import Path
 
 import matplotlib
@@ -314,9 +315,15 @@ def attention_rollout_plot(
 
 
 def sst_maps_plot(
-    truth, input_with_clouds, reconstruction, land_mask=None, units: str = "°C", title: str = "SST reconstruction"
+    truth, input_with_clouds, reconstruction, land_mask=None, units: str = "°C", title: str = "SST reconstruction",
+    baselines: Mapping[str, Any] | None = None,
 ) -> Figure:
-    """Four maps: truth, cloudy input, reconstruction, and error (reconstruction - truth).
+    """Truth, cloudy input, reconstruction and its error; with `baselines`, each baseline's map
+    and error beside the model's (same colour scales).
+
+    Without baselines: a 2 x 2 grid (truth, input, reconstruction, error). With N baselines: two
+    rows of 3 + N panels, the maps (truth, input, model, baselines) on top and the errors
+    (prediction - truth) of the model and of each baseline under their maps.
 
     Args:
         truth: (H, W) monthly mean truth.
@@ -326,8 +333,10 @@ def sst_maps_plot(
         land_mask: (H, W) True/1 on land (drawn grey; NaN ocean pixels are white), or None.
         units: colour bar label.
         title: figure title.
+        baselines: name -> (H, W) map of a baseline (e.g. climatology, observed mean, DINEOF).
     """
     maps = {"truth": truth, "input_with_clouds": input_with_clouds, "reconstruction": reconstruction}
+    maps.update({str(k): v for k, v in (baselines or {}).items()})
     arrs = {}
     for name, a in maps.items():
         a = np.asarray(a, dtype=np.float64)
@@ -345,24 +354,38 @@ def sst_maps_plot(
     def ocean_only(a: np.ndarray) -> np.ma.MaskedArray:
         return np.ma.masked_where(land | ~np.isfinite(a), a)
 
-    tr, inp, rec = (ocean_only(arrs[k]) for k in maps)
-    err = ocean_only(arrs["reconstruction"] - arrs["truth"])
-    # One colour scale for the three SST maps, from the truth (ignoring land).
+    predictors = ["reconstruction"] + [k for k in arrs if k not in ("truth", "input_with_clouds", "reconstruction")]
+    tr, inp = ocean_only(arrs["truth"]), ocean_only(arrs["input_with_clouds"])
+    errs = {k: ocean_only(arrs[k] - arrs["truth"]) for k in predictors}
+    # One colour scale for the SST maps, from the truth (ignoring land); one for all errors.
     vals = tr.compressed()
     vmin, vmax = (float(vals.min()), float(vals.max())) if vals.size else (0.0, 1.0)
-    emax = float(np.abs(err.compressed()).max()) if err.compressed().size else 1.0
+    all_err = np.concatenate([e.compressed() for e in errs.values()])
+    emax = float(np.abs(all_err).max()) if all_err.size else 1.0
     emax = emax if emax > 0 else 1.0
 
     land_layer = np.ma.masked_where(~land, np.ones(shape))
     land_cmap = ListedColormap(["dimgrey"])
-    fig, axes = _figure(10, 8.5, nrows=2, ncols=2)
-    panels = [
-        (tr, "truth", "viridis", vmin, vmax, units),
-        (inp, "input (clouds blank)", "viridis", vmin, vmax, units),
-        (rec, "reconstruction", "viridis", vmin, vmax, units),
-        (err, "error (reconstruction - truth)", "RdBu_r", -emax, emax, units),
-    ]
-    for ax, (a, name, cmap_name, lo, hi, label) in zip(axes.flat, panels):
+    if len(predictors) == 1:
+        fig, axes = _figure(10, 8.5, nrows=2, ncols=2)
+        panels = [
+            (axes.flat[0], tr, "truth", "viridis", vmin, vmax),
+            (axes.flat[1], inp, "input (clouds blank)", "viridis", vmin, vmax),
+            (axes.flat[2], ocean_only(arrs["reconstruction"]), "reconstruction", "viridis", vmin, vmax),
+            (axes.flat[3], errs["reconstruction"], "error (reconstruction - truth)", "RdBu_r", -emax, emax),
+        ]
+    else:
+        ncols = 2 + len(predictors)
+        fig, axes = _figure(3.4 * ncols, 6.2, nrows=2, ncols=ncols)
+        panels = [(axes[0, 0], tr, "truth", "viridis", vmin, vmax),
+                  (axes[0, 1], inp, "input (clouds blank)", "viridis", vmin, vmax)]
+        for j, k in enumerate(predictors):
+            label = "model" if k == "reconstruction" else k
+            panels.append((axes[0, 2 + j], ocean_only(arrs[k]), label, "viridis", vmin, vmax))
+            panels.append((axes[1, 2 + j], errs[k], f"{label} - truth", "RdBu_r", -emax, emax))
+        for ax in axes[1, :2]:
+            ax.axis("off")
+    for ax, a, name, cmap_name, lo, hi in panels:
         # Missing (cloudy) pixels white; land is drawn over them in grey.
         cmap = plt.get_cmap(cmap_name).with_extremes(bad="white")
         im = ax.imshow(a, cmap=cmap, vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
@@ -371,6 +394,6 @@ def sst_maps_plot(
         ax.set_title(name)
         ax.set_xticks([])
         ax.set_yticks([])
-        fig.colorbar(im, ax=ax, shrink=0.85, label=label)
+        fig.colorbar(im, ax=ax, shrink=0.85, label=units)
     fig.suptitle(title)
     return fig

@@ -298,7 +298,10 @@ def load_model_package(package_dir: str | Path) -> ModelPackage:
     if not weights.is_file():
         raise FileNotFoundError(f"model package {root}: missing {WEIGHTS_FILE} ({weights})")
     try:
-        model = create_model(meta["preset"], **meta["config"])
+        config = dict(meta["config"])
+        if meta.get("family") == "sst":
+            config.setdefault("input_skip", False)  # packages written before the SST input skip
+        model = create_model(meta["preset"], **config)
     except ValueError as e:  # ConfigError: unknown preset or config key, named in the message
         raise ValueError(f"model package {root}: {CONFIG_FILE} does not rebuild a model: {e}") from e
     load_state_dict_strict(model, load_file(str(weights), device="cpu"), WEIGHTS_FILE)

@@ -107,9 +107,13 @@ class SensorLMTask:
 
 class SSTTask:
     """Monthly SST reconstruction: MSE on ocean pixels; RMSE in degrees C on held-out cloud
-    pixels and on all ocean pixels, next to the climatology baseline."""
+    pixels, on observed (not held-out) ocean pixels and on all ocean pixels, next to the
+    climatology and observed-days-mean baselines (DINEOF, too slow for every validation, is in
+    the evaluation job)."""
 
     name = "sst"
+    _REGIONS = ("holdout", "observed", "ocean")
+    _PREDICTORS = ("", "clim_", "obs_")  # model, climatology, observed-days mean
 
     def __init__(self, sst_std: float, num_months: int, device: torch.device):
         self.sst_std = float(sst_std)
@@ -130,29 +134,39 @@ class SSTTask:
         loss = ((pred - b["target"]) ** 2 * ocean).sum() / ocean.sum().clamp_min(1)
         return loss, {}
 
+    def _observed_mean(self, b: dict) -> torch.Tensor:
+        """Mean of each pixel's observed days of the last month, the climatology where none."""
+        days = b["daily"].shape[1] // self.num_months
+        last = slice(b["daily"].shape[1] - days, None)
+        seen = (b["mask"][:, last] == 0) & ~b["padded_days"].bool()[:, last, None, None]
+        n = seen.sum(dim=1)
+        mean = (b["daily"][:, last].float() * seen).sum(dim=1) / n.clamp_min(1)
+        return torch.where(n > 0, mean, b["clim"])
+
     @torch.no_grad()
     def evaluate(self, engine, batches: Iterable[dict]) -> dict[str, float]:
-        # squared-error sums and pixel counts: model/clim x holdout/ocean
-        sums = torch.zeros(6, device=self.device, dtype=torch.float64)
+        # squared-error sums per (predictor, region), then the pixel count of each region
+        P, R = len(self._PREDICTORS), len(self._REGIONS)
+        sums = torch.zeros(P * R + R, device=self.device, dtype=torch.float64)
         for batch in batches:
             b = _to(batch, self.device, input_dtype(engine), ("daily", "mask"))
             pred = self._forward(engine, b).float()
             ocean = ~b["land"].bool()
             hold = b["holdout"].bool() & ocean
-            err_m = (pred - b["target"]) ** 2
-            err_c = (b["clim"] - b["target"]) ** 2
-            sums += torch.stack([
-                (err_m * hold).sum(), (err_c * hold).sum(), hold.sum(),
-                (err_m * ocean).sum(), (err_c * ocean).sum(), ocean.sum(),
-            ]).double()
+            regions = (hold, ocean & ~hold, ocean)
+            parts = []
+            for p in (pred, b["clim"], self._observed_mean(b)):
+                err = (p - b["target"]) ** 2
+                parts += [(err * r).sum() for r in regions]
+            parts += [r.sum() for r in regions]
+            sums += torch.stack(parts).double()
         all_reduce_sum(sums)
         s = sums.tolist()
         rmse = lambda se, n: math.sqrt(se / n) * self.sst_std if n > 0 else float("nan")  # noqa: E731
         return {
-            "val/rmse_holdout_c": rmse(s[0], s[2]),
-            "val/clim_rmse_holdout_c": rmse(s[1], s[2]),
-            "val/rmse_ocean_c": rmse(s[3], s[5]),
-            "val/clim_rmse_ocean_c": rmse(s[4], s[5]),
+            f"val/{prefix}rmse_{region}_c": rmse(s[i * R + j], s[P * R + j])
+            for i, prefix in enumerate(self._PREDICTORS)
+            for j, region in enumerate(self._REGIONS)
         }
 
 

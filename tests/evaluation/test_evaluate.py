@@ -207,15 +207,22 @@ def test_alias_resolves_to_the_same_version(env, tmp_path):
 # --------------------------------------------------------------------------------------------- SST
 
 
-def test_sst_registered_model_end_to_end(env, tmp_path):
+def test_sst_registered_model_end_to_end(env, tmp_path, monkeypatch):
+    import functools
+
+    import sensorlm.evaluation.dineof as dineof_module
+
+    # DINEOF with few modes and iterations: the wiring is tested here, the method in test_dineof.py.
+    fast = functools.partial(dineof_module.dineof_monthly_mean, max_modes=2, max_iter=20)
+    monkeypatch.setattr(dineof_module, "dineof_monthly_mean", fast)
     # A bare run id: the version is found through the run that logged it.
     result = evaluate_model(env["sst_run"], env["sst"], tracking_uri=env["store"], out_dir=tmp_path / "sst",
                             map_samples=2, batch_size=3)
     m = result.metrics
     assert (result.model_name, result.model_version) == ("sst-tiny", "1")
     assert m["eval/num_samples"] == 8
-    for source in ("model", "climatology", "observed_mean"):
-        for region in ("holdout", "ocean"):
+    for source in ("model", "climatology", "observed_mean", "dineof"):
+        for region in ("holdout", "observed", "ocean"):
             assert math.isfinite(m[f"{source}/rmse_{region}"]) and m[f"{source}/rmse_{region}"] > 0
             assert math.isfinite(m[f"{source}/bias_{region}"])
             assert -1.0 <= m[f"{source}/corr_{region}"] <= 1.0
@@ -257,8 +264,9 @@ def test_sst_registered_model_end_to_end(env, tmp_path):
     assert version.tags["eval.run_id"] == result.run_id
 
     table = format_metrics_table(m, "sst").splitlines()
-    assert table[0].split() == ["metric", "model", "climatology", "observed_mean"]
-    assert any(line.split()[0] == "rmse_holdout" and len(line.split()) == 4 for line in table)
+    assert table[0].split() == ["metric", "model", "climatology", "observed_mean", "dineof"]
+    assert any(line.split()[0] == "rmse_observed" and len(line.split()) == 5 for line in table)
+    assert "metrics_table.txt" in {a.path for a in client.list_artifacts(result.run_id)}
 
 
 # --------------------------------------------------------------------------------------------- ProjectionCL

@@ -165,3 +165,16 @@ def test_sst_maps_plot_bad_shapes():
         sst_maps_plot(np.ones((8, 8)), np.ones((8, 8)), np.ones((8, 9)), None)
     with pytest.raises(ValueError, match=r"land_mask has shape \(4, 4\), expected \(8, 8\)"):
         sst_maps_plot(np.ones((8, 8)), np.ones((8, 8)), np.ones((8, 8)), np.ones((4, 4)))
+
+
+def test_sst_maps_plot_with_baselines(tmp_path):
+    yy, xx = np.mgrid[0:16, 0:16]
+    truth = 15 + np.sin(yy / 4.0)
+    base = {"climatology": truth + 0.5, "observed mean": truth - 0.2, "DINEOF": truth + 0.1}
+    fig = sst_maps_plot(truth, truth, truth + 0.3, xx < 2, baselines=base)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["truth", "input (clouds blank)", "model", "climatology", "observed mean", "DINEOF",
+                      "model - truth", "climatology - truth", "observed mean - truth", "DINEOF - truth"]
+    check_png(fig, tmp_path / "sst_baselines.png")
+    with pytest.raises(ValueError, match=r"DINEOF has shape \(8, 8\), expected \(16, 16\)"):
+        sst_maps_plot(truth, truth, truth, None, baselines={"DINEOF": np.ones((8, 8))})

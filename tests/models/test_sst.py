@@ -456,11 +456,12 @@ def expected_parameter_count(cfg: SSTConfig) -> dict[str, int]:
     layer = (3 * E * E + 3 * E) + (E * E + E) + (E * F + F) + (F * E + E) + 2 * ln
     spatial = cfg.depth * layer + ln
     k = (ph + 2 * cfg.overlap) * (pw + 2 * cfg.overlap)
+    S = 4 if cfg.input_skip else 0  # observed-summary channels
     decoder = (
         (E * Hd + Hd)  # 1x1 conv
         + (Hd * Hd * k + Hd)  # transposed conv
-        + (Hd * Hd * 9) + 2 * Hd + (Hd * Hd) + 2 * Hd  # refinement (bias-free convs + BN)
-        + (Hd + 1)  # head
+        + ((Hd + S) * Hd * 9) + 2 * Hd + (Hd * Hd) + 2 * Hd  # refinement (bias-free convs + BN)
+        + (Hd + S + 1)  # head
         + 2  # scale, bias
     )
     return dict(encoder=encoder, aggregator=aggregator, spatial_pe=0, spatial=spatial, decoder=decoder)
@@ -484,7 +485,7 @@ def test_sst_base_builds():
         128, 128, 3, (4, 8, 8), 128, 128, 4, 4)
     assert len(model.spatial.encoder.layers) == 4
     assert model.spatial_pe().shape == (16 * 16, 128)
-    assert _n(model) == 3_499_781
+    assert _n(model) == 3_504_393  # 3,499,781 without the observed-summary skip
 
 
 def test_sst_base_forward():  # ~1 s on one CPU thread
@@ -515,3 +516,21 @@ def test_bf16_autocast_cpu():
         loss = model(x, mask, padded, land).float().pow(2).mean()
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_observed_summary_and_skip_off():
+    from sensorlm.models.sst import observed_summary
+
+    # 2 months of 2 day slots, 1 x 2 pixels: pixel 0 seen on days 0, 2, 3; pixel 1 on day 0 only.
+    x = torch.tensor([1.0, 5.0, 2.0, 4.0, 7.0, 9.0, 99.0, 99.0]).view(1, 1, 4, 1, 2)  # day-major
+    missing = torch.tensor([[0, 0], [1, 1], [0, 1], [0, 1]], dtype=torch.bool).view(1, 1, 4, 1, 2)
+    s = observed_summary(x, missing, days_per_month=2)[0, :, 0]
+    torch.testing.assert_close(s[0], torch.tensor([(7.0 + 99.0) / 2, 0.0]))  # last-month mean
+    torch.testing.assert_close(s[1], torch.tensor([1.0, 0.0]))  # last-month fraction
+    torch.testing.assert_close(s[2], torch.tensor([(1.0 + 7.0 + 99.0) / 3, 5.0]))  # window mean
+    torch.testing.assert_close(s[3], torch.tensor([0.75, 0.25]))
+    off = SSTConfig(**{**TINY, "input_skip": False})
+    model = SpatioTemporalModel(off)
+    assert _n(model.decoder) == expected_parameter_count(off)["decoder"]
+    with pytest.raises(ConfigError, match="input_skip must be true or false, got 1"):
+        SSTConfig(**{**TINY, "input_skip": 1})

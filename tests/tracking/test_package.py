@@ -95,6 +95,17 @@ def test_sst_round_trip_without_tokenizer(tmp_path):
     _state_equal(model, pkg.model)
 
 
+def test_sst_package_from_before_the_input_skip_loads(tmp_path):
+    model = create_model("sst_tiny", input_skip=False)
+    out = save_model_package(model, "sst_tiny", model.config, tmp_path / "pkg", data_stats=SST_STATS)
+    meta = json.loads((out / CONFIG_FILE).read_text())
+    del meta["config"]["input_skip"]  # as written before the field existed
+    (out / CONFIG_FILE).write_text(json.dumps(meta))
+    pkg = load_model_package(out)
+    assert pkg.model.config.input_skip is False
+    _state_equal(model, pkg.model)
+
+
 def test_config_may_be_a_dict_and_stats_optional(tmp_path):
     model = create_model("sst_tiny", depth=2)
     save_model_package(model, "sst_tiny", {"depth": 2}, tmp_path / "pkg")
