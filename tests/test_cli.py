@@ -96,3 +96,116 @@ def test_console_script_and_command_table():
     assert proc.returncode == 0 and "--max-bytes" in proc.stdout and "--parquet" in proc.stdout
     with pytest.raises(SystemExit):
         main(["prepare-data", "wearable", "--out", "x", "--max-bytes", "12"])
+
+
+# --- one command, one-line failures ------------------------------------------------------------
+
+
+def test_every_subcommand_has_help(capsys):
+    assert {"train", "sweep", "evaluate", "prepare-data", "import", "export", "embed", "promote"} <= set(COMMANDS)
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as exit_:
+            main([name, "--help"])
+        assert exit_.value.code == 0, name
+        assert f"usage: sensorlm {name}" in capsys.readouterr().out
+
+
+def test_dry_runs_print_the_resolved_config_and_start_nothing(tmp_path, capsys, monkeypatch):
+    import ray
+
+    monkeypatch.chdir(tmp_path)
+    for config in ("sensorlm_tiny", "sst_tiny", "projection_cl_tiny"):
+        assert main(["train", "--config", config, "--dry-run", "steps=3"]) == 0
+        out = capsys.readouterr().out
+        assert "steps: 3" in out and f"preset: {config}" in out
+    assert main(["sweep", "--config", "siglip_tiny", "--dry-run", "num_samples=2"]) == 0
+    assert "# 2 trials" in capsys.readouterr().out
+    assert not ray.is_initialized() and not any(tmp_path.iterdir())
+
+
+def _one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    return lines[0]
+
+
+def test_failures_a_user_can_cause_are_one_line_with_exit_2(tmp_path, capsys, monkeypatch):
+    import ray
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["train", "data.path=/nonexistent", "data.synthetic=null"]) == 2
+    assert _one_error_line(capsys) == ("sensorlm train: error: data.path /nonexistent has no manifest.json and "
+                                       "data.synthetic is not set")
+    assert main(["train", "optim.lrr=1"]) == 2
+    assert _one_error_line(capsys) == "sensorlm train: config error: unknown config key optim.lrr; did you mean 'lr'?"
+    assert main(["sweep", "--config", "siglip_tiny", "params.temprature_max={type: grid, values: [5]}"]) == 2
+    assert "params.temprature_max: unknown search parameter for task sensorlm" in _one_error_line(capsys)
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["evaluate", "models:/nothing/1", "--tracking-uri", store, "--no-log"]) == 2
+    assert _one_error_line(capsys) == (f"sensorlm evaluate: error: model URI 'models:/nothing/1': no registered model "
+                                       f"named 'nothing' at {store}")
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(store).create_registered_model("nothing")
+    assert main(["evaluate", "models:/nothing@champion", "--tracking-uri", store, "--no-log"]) == 2
+    assert "champion" in _one_error_line(capsys)
+    assert not ray.is_initialized()
+    del mlflow
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_dead_or_refusing_tracking_server_fails_at_once(tmp_path, capsys, monkeypatch):
+    """MLflow's client would retry a dead server for minutes; the job checks once and says so
+    (the subprocess timeout only guards against a hang)."""
+    import http.server
+    import threading
+
+    monkeypatch.chdir(tmp_path)
+    port = _closed_port()
+    proc = subprocess.run([sys.executable, "-m", "sensorlm.cli", "train", "steps=1"], cwd=tmp_path, timeout=120,
+                          capture_output=True, text=True, env={**__import__("os").environ,
+                                                               "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"sensorlm train: error: tracking server http://127.0.0.1:{port} is unreachable (connection refused or no "
+        "route); start it, or unset MLFLOW_TRACKING_URI to use a local sqlite store"]
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "data").exists()  # nothing started
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(401)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{server.server_port}"
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "job")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-this")
+        assert main(["train", "steps=1", f"tracking.tracking_uri={uri}"]) == 2
+        line = _one_error_line(capsys)
+        assert line == f"sensorlm train: error: tracking server {uri} refused user 'job' (HTTP 401)"
+        assert "not-this" not in line
+    finally:
+        server.shutdown()
+
+
+def test_closing_hint_fits_the_store():
+    from sensorlm.tracking.mlflow_utils import ui_hint
+
+    assert ui_hint("sqlite:////tmp/m.db") == "mlflow ui --backend-store-uri sqlite:////tmp/m.db"
+    assert ui_hint("http://user:secret@127.0.0.1:5000") == "open http://user:***@127.0.0.1:5000 in a browser"
