@@ -70,7 +70,6 @@ EVAL_TASK_TAG = "evaluation"  # value of `sensorlm.task` on evaluation runs
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 # MLflow accepts these characters in metric names and tag keys (mlflow.utils.validation).
 _MLFLOW_BAD_CHARS = re.compile(r"[^\w.\- :/]")
-MAX_METRICS_PER_BATCH = 1000
 
 
 def _say(msg: str) -> None:
@@ -818,31 +817,19 @@ def _log_run(
     client, tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str], params: dict[str, str],
     metrics: dict[str, float], out_dir: Path, plots: dict[str, Path], notes: list[str],
 ) -> str:
-    from mlflow.entities import Metric, Param
+    from sensorlm.tracking.run import TrackedRun
 
-    from sensorlm.tracking.mlflow_utils import setup_experiment
-
-    experiment_id = setup_experiment(experiment, tracking_uri)
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
-    run_id = run.info.run_id
-    try:
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
-        for start in range(0, len(items), MAX_METRICS_PER_BATCH):
-            client.log_batch(run_id, metrics=items[start : start + MAX_METRICS_PER_BATCH], synchronous=True)
-        client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()], synchronous=True)
+    with TrackedRun.open(tracking_uri, experiment, f"{run_name}-{time.time_ns()}", tags=tags,
+                         display_name=run_name, resume=False) as run:
+        run.log_metrics(metrics)
+        run.log_params(params)
         for path in plots.values():
-            client.log_artifact(run_id, str(path), "plots")
-        client.log_artifact(run_id, str(out_dir / "metrics.json"))
-        if (out_dir / "metrics_table.txt").is_file():
-            client.log_artifact(run_id, str(out_dir / "metrics_table.txt"))
-        if notes:
-            client.log_artifact(run_id, str(out_dir / "notes.txt"))
-    except BaseException:
-        client.set_terminated(run_id, status="FAILED")
-        raise
-    client.set_terminated(run_id, status="FINISHED")
-    return run_id
+            run.log_artifact(path, "plots")
+        for extra in ("metrics.json", "metrics_table.txt", "notes.txt"):
+            if (out_dir / extra).is_file():
+                run.log_artifact(out_dir / extra)
+        run.end("FINISHED")
+    return run.run_id
 
 
 # ---------------------------------------------------------------------------------------------

@@ -189,7 +189,7 @@ def config_params(cfg: Any) -> tuple[dict[str, str], list[str]]:
     return params, truncated
 
 
-def log_config_params(cfg_dict: Any, run_id: str | None = None) -> dict[str, str]:
+def log_config_params(cfg_dict: Any, run_id: str | None = None, uri: str | None = None) -> dict[str, str]:
     """Log a (nested) config as flattened MLflow params, in batches of 100.
 
     Values longer than MLflow's 6000-character limit are cut and end with ``...[truncated]``;
@@ -198,6 +198,7 @@ def log_config_params(cfg_dict: Any, run_id: str | None = None) -> dict[str, str
     Args:
         cfg_dict: a dataclass config or a nested mapping.
         run_id: run to log to; default the active run.
+        uri: its tracking URI (default: the current one).
 
     Returns:
         The params as logged.
@@ -208,7 +209,7 @@ def log_config_params(cfg_dict: Any, run_id: str | None = None) -> dict[str, str
             raise ValueError("log_config_params: no active MLflow run and no run_id given")
         run_id = active.info.run_id
     params, truncated = config_params(cfg_dict)
-    client = MlflowClient()
+    client = MlflowClient(uri)
     items = [Param(k, v) for k, v in params.items()]
     for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
         client.log_batch(run_id, params=items[start : start + MAX_PARAMS_PER_BATCH], synchronous=True)

@@ -147,13 +147,11 @@ class SensorLMServing:
     @staticmethod
     def signature_and_example(cfg: Mapping[str, Any], stats: Mapping[str, Any] | None):
         from mlflow.models import ModelSignature
-        from mlflow.types.schema import AnyType, Array, ColSpec, DataType, Schema
+        from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
-        # Arrays as AnyType: the handler checks their shape and names it in one line; MLflow's own
-        # schema check of a nested array printed the whole array (25,000 characters for one day).
         signature = ModelSignature(inputs=Schema([
             ColSpec(Array(DataType.string), "text", required=False),
-            ColSpec(AnyType(), "sensor", required=False),
+            ColSpec(_nested(3, DataType.double), "sensor", required=False),
         ]))
         T, C = int(cfg["sensor"]["input_len"]), int(cfg["sensor"]["num_channels"])
         example: dict[str, Any] = {"text": [EXAMPLE_CAPTION]}
@@ -257,7 +255,7 @@ class SSTServing:
         days = int(cfg["months"]) * int(cfg["days_per_month"])
         H, W = int(cfg["height"]), int(cfg["width"])
         signature = ModelSignature(inputs=Schema([
-            ColSpec(AnyType(), "daily"),  # shape checked by the handler, in one line
+            ColSpec(_nested(4, DataType.double), "daily"),
             ColSpec(AnyType(), "land", required=False),
             ColSpec(AnyType(), "padded_days", required=False),
             ColSpec(Array(DataType.long), "month", required=False),
@@ -296,11 +294,11 @@ class ProjectionServing:
     @staticmethod
     def signature_and_example(cfg: Mapping[str, Any], stats: Mapping[str, Any] | None):
         from mlflow.models import ModelSignature
-        from mlflow.types.schema import AnyType, ColSpec, Schema
+        from mlflow.types.schema import ColSpec, DataType, Schema
 
-        signature = ModelSignature(inputs=Schema([  # shapes checked by the handler, in one line
-            ColSpec(AnyType(), "a", required=False),
-            ColSpec(AnyType(), "b", required=False),
+        signature = ModelSignature(inputs=Schema([
+            ColSpec(_nested(2, DataType.double), "a", required=False),
+            ColSpec(_nested(2, DataType.double), "b", required=False),
         ]))
         da, db = (int(d) for d in cfg["modality_dims"])
         return signature, {"a": np.zeros((1, da)).tolist(), "b": np.zeros((1, db)).tolist()}

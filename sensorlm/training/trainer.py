@@ -8,7 +8,6 @@ and on a cluster (``ray job submit``; ``RAY_ADDRESS`` and ``MLFLOW_TRACKING_URI`
 from __future__ import annotations
 
 import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,37 +93,24 @@ def open_mlflow_run(
     Args:
         extra_tags: more run tags, e.g. ``{"mlflow.parentRunId": ...}`` for a sweep's trial.
     """
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from sensorlm.tracking.mlflow_utils import log_config_params, resolve_tracking_uri, run_tags, setup_experiment
+    from sensorlm.tracking.mlflow_utils import resolve_tracking_uri, run_tags
+    from sensorlm.tracking.run import TrackedRun
 
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
-    experiment_id = setup_experiment(cfg.tracking.experiment, uri)
-    client = MlflowClient(uri)
-    # Rerunning the same name resumes the Ray run; continue its MLflow run too.
-    existing = _run_named(client, experiment_id, run_name)
     manifest_path = None if isinstance(dataset, str) else Path(dataset) / "manifest.json"
-    if existing:
-        run_id = existing.info.run_id
-        client.update_run(run_id, status="RUNNING")
-        print(f"[sensorlm] continuing MLflow run {run_id}", flush=True)
-        return uri, run_id
-    tags = {**run_tags(manifest_path), "sensorlm.run_name": run_name, "sensorlm.task": cfg.task, **(extra_tags or {})}
-    run = client.create_run(experiment_id, run_name=cfg.tracking.run_name or run_name, tags=tags)
-    run_id = run.info.run_id
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=run_id):
-        log_config_params(to_dict(cfg))  # redacted inside
-        mlflow.log_dict(redact(to_dict(cfg)), "config/train_config.yaml")
-        mlflow.log_dict(ds_config, "config/deepspeed_config.json")
-        mlflow.log_dict(manifest, "data/manifest.json")
-        tok = tokenizer_file(dataset, manifest)
-        if tok is not None:
-            mlflow.log_artifact(str(tok), "data")
-    # start_run's context manager marked it FINISHED; the run is still going.
-    client.update_run(run_id, status="RUNNING")
-    return uri, run_id
+    tags = {**run_tags(manifest_path), "sensorlm.task": cfg.task, **(extra_tags or {})}
+    run = TrackedRun.open(uri, cfg.tracking.experiment, run_name, tags=tags, params=to_dict(cfg),
+                          display_name=cfg.tracking.run_name or run_name)
+    if run.resumed:  # rerunning the same name resumes the Ray run; its MLflow run continues too
+        print(f"[sensorlm] continuing MLflow run {run.run_id}", flush=True)
+        return uri, run.run_id
+    run.log_dict(to_dict(cfg), "config/train_config.yaml")
+    run.log_dict(ds_config, "config/deepspeed_config.json")
+    run.log_dict(manifest, "data/manifest.json")
+    tok = tokenizer_file(dataset, manifest)
+    if tok is not None:
+        run.log_artifact(tok, "data")
+    return uri, run.run_id
 
 
 def _run_named(client, experiment_id: str, run_name: str):
@@ -134,11 +120,10 @@ def _run_named(client, experiment_id: str, run_name: str):
 
 
 def end_run(uri: str | None, run_id: str | None, status: str) -> None:
-    if not (uri and run_id):
-        return
-    from mlflow.tracking import MlflowClient
+    if uri and run_id:
+        from sensorlm.tracking.run import TrackedRun
 
-    MlflowClient(uri).set_terminated(run_id, status=status)
+        TrackedRun(uri, run_id).end(status)
 
 
 def _storage_dir(cfg: TrainConfig) -> str:
@@ -216,12 +201,9 @@ def package_of(result) -> str | None:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Run a whole training job described by `cfg` and return where its results are."""
-    import ray
-
-    from sensorlm.tracking.mlflow_utils import clear_run_failure, run_failure
-
-    from sensorlm.tracking.mlflow_utils import check_tracking_server, resolve_tracking_uri
-
+    from sensorlm.ray_runtime import init_ray
+    from sensorlm.tracking.mlflow_utils import check_tracking_server, clear_run_failure, resolve_tracking_uri, run_failure
+    from sensorlm.tracking.run import TrackedRun, register
     from sensorlm.training.loop import quiet_logs
 
     quiet_logs()
@@ -235,59 +217,30 @@ def train(cfg: TrainConfig) -> TrainResult:
     if done is not None:
         return done
     uri, run_id = open_mlflow_run(cfg, run_name, ds_config, manifest, dataset)
-    previous_handler = signal.getsignal(signal.SIGTERM)
-    killed = False
-
-    def on_sigterm(signum, frame):  # `ray job stop` sends SIGTERM: leave the run KILLED, not RUNNING
-        nonlocal killed
-        end_run(uri, run_id, "KILLED")
-        killed = True  # the SystemExit below must not turn KILLED into FAILED
-        raise SystemExit(143)
-
+    # The handle ends the run KILLED on `ray job stop` (SIGTERM) or Ctrl-C, FAILED on an error.
     try:
-        from sensorlm.ray_runtime import init_ray
-
-        init_ray(worker_env(cfg), verbose=bool(os.environ.get("SENSORLM_VERBOSE")))
-        # After ray.init, which installs its own SIGTERM handler (a bare sys.exit) over any other.
-        signal.signal(signal.SIGTERM, on_sigterm)
-        trainer = make_torch_trainer(cfg, run_info(cfg, dataset, manifest, run_name, run_id, uri), run_name)
-        clear_run_failure(uri, run_id)
-        result = trainer.fit()
-        metrics = dict(result.metrics or {})
-        failure = run_failure(uri, run_id)
-        if failure:
-            raise RunFailed(failure)
-        package_dir = package_of(result)
-        model_uri = version = None
-        if package_dir and cfg.tracking.register:
-            model_uri, version = register_package(cfg, uri, run_id, package_dir, metrics)
-        _tag(uri, run_id, {"sensorlm.final_step": str(metrics.get("step", cfg.steps)),
-                           **({"sensorlm.model_uri": model_uri} if model_uri else {})})
-        end_run(uri, run_id, "FINISHED")
-        ckpt_path = result.checkpoint.path if result.checkpoint else None
-        return TrainResult(run_id, metrics, ckpt_path, package_dir, model_uri, version, uri)
-    except KeyboardInterrupt:  # Ctrl-C: like `ray job stop`, the run is KILLED and resumable by name
-        if not killed:
-            _tag(uri, run_id, {"sensorlm.stopped": "interrupted by the user (Ctrl-C)"})
-            end_run(uri, run_id, "KILLED")
-            print(f"[sensorlm] interrupted: MLflow run {run_id} is KILLED; rerun with name={run_name} to resume",
-                  flush=True)
+        with TrackedRun(uri, run_id) as run:
+            init_ray(worker_env(cfg), verbose=bool(os.environ.get("SENSORLM_VERBOSE")))
+            run.watch_sigterm()  # ray.init installs its own SIGTERM handler (a bare exit) over ours
+            trainer = make_torch_trainer(cfg, run_info(cfg, dataset, manifest, run_name, run_id, uri), run_name)
+            clear_run_failure(uri, run_id)
+            result = trainer.fit()
+            metrics = dict(result.metrics or {})
+            failure = run_failure(uri, run_id)
+            if failure:
+                raise RunFailed(failure)
+            package_dir = package_of(result)
+            model_uri = version = None
+            if package_dir and cfg.tracking.register:
+                model_uri, version = register(run, package_dir, cfg.registered_name, metrics)
+            run.set_tags({"sensorlm.final_step": str(metrics.get("step", cfg.steps)),
+                          **({"sensorlm.model_uri": model_uri} if model_uri else {})})
+            run.end("FINISHED")
+    except KeyboardInterrupt:  # the run is KILLED and resumable by name, like after `ray job stop`
+        print(f"[sensorlm] interrupted: MLflow run {run_id} is KILLED; rerun with name={run_name} to resume", flush=True)
         raise
-    except BaseException:
-        if not killed:
-            end_run(uri, run_id, "FAILED")
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous_handler)
-
-
-def _tag(uri: str | None, run_id: str | None, tags: dict[str, str]) -> None:
-    if uri and run_id:
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(uri)
-        for k, v in tags.items():
-            client.set_tag(run_id, k, v)
+    ckpt_path = result.checkpoint.path if result.checkpoint else None
+    return TrainResult(run_id, metrics, ckpt_path, package_dir, model_uri, version, uri)
 
 
 def finished_run(cfg: TrainConfig, run_name: str) -> TrainResult | None:
@@ -323,16 +276,6 @@ def _data_stats(manifest: dict) -> dict:
 
 def register_package(cfg: TrainConfig, uri: str, run_id: str, package_dir: str, metrics: dict, alias: str | None = None) -> tuple[str, str]:
     """Log the package as a pyfunc under `run_id` and register it as a new version of the task's model."""
-    import mlflow
+    from sensorlm.tracking.run import TrackedRun, register
 
-    from sensorlm.tracking.pyfunc import log_model_package
-    from sensorlm.tracking.mlflow_utils import register_version
-
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=run_id):
-        info = log_model_package(package_dir, registered_model_name=None)
-    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-    version = register_version(info.model_uri, cfg.registered_name, numeric, alias=alias)
-    version_id = str(getattr(version, "version", version))
-    print(f"[sensorlm] registered model {cfg.registered_name} version {version_id}", flush=True)
-    return f"models:/{cfg.registered_name}/{version_id}", version_id
+    return register(TrackedRun(uri, run_id), package_dir, cfg.registered_name, metrics, alias=alias)

@@ -214,12 +214,10 @@ def log_trial_params(tracking_uri: str, run_id: str, config: dict[str, Any]) -> 
 
 def _open_parent_run(cfg: SweepConfig, task: SweepTask, tracking_uri: str, name: str, sweep_dir: Path) -> str:
     import mlflow
-    from mlflow.tracking import MlflowClient
 
-    from sensorlm.tracking.mlflow_utils import log_config_params, run_tags, setup_experiment
+    from sensorlm.tracking.mlflow_utils import run_tags
+    from sensorlm.tracking.run import TrackedRun
 
-    experiment_id = setup_experiment(cfg.tracking.experiment, tracking_uri)
-    client = MlflowClient(tracking_uri)
     tags = {
         **run_tags(),
         **task.run_tags(),
@@ -228,13 +226,12 @@ def _open_parent_run(cfg: SweepConfig, task: SweepTask, tracking_uri: str, name:
         "sensorlm.task": cfg.task,
         "sensorlm.sweep_dir": str(sweep_dir),
     }
-    run = client.create_run(experiment_id, run_name=name, tags=tags)
-    run_id = run.info.run_id
-    log_config_params(to_dict(cfg), run_id=run_id)
+    run = TrackedRun.open(tracking_uri, cfg.tracking.experiment, f"sweep:{name}", tags=tags, params=to_dict(cfg),
+                          display_name=name, resume=False)
     mlflow.set_tracking_uri(tracking_uri)
-    client.log_dict(run_id, redact(to_dict(cfg)), "config/sweep.yaml")
-    client.log_dict(run_id, redact(task.base_config()), "config/base_train_config.yaml")
-    return run_id
+    run.log_dict(to_dict(cfg), "config/sweep.yaml")
+    run.log_dict(task.base_config(), "config/base_train_config.yaml")
+    return run.run_id
 
 
 def _child_runs(tracking_uri: str, experiment: str, parent_run_id: str) -> dict[str, Any]:
