@@ -19,7 +19,6 @@ manifest's ``import`` field.
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 from dataclasses import dataclass, field

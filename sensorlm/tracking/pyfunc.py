@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import mlflow
-import numpy as np
 import torch
 
 from sensorlm.tracking.package import load_model_package, read_package_meta

@@ -217,7 +217,7 @@ register_family(Family(
     },
     scale_bounds=("temperature_min", "temperature_max"),
     serving="sensorlm.tracking.serving:SensorLMServing",
-    evaluator="sensorlm.evaluation.evaluate:evaluate_sensorlm",
+    evaluator="sensorlm.evaluation.runners:evaluate_sensorlm",
     contrastive=True,
 ))
 
@@ -234,7 +234,7 @@ register_family(Family(
     metrics={"val/rmse_holdout_c": "min", "val/rmse_ocean_c": "min"},
     search={"lr": SearchParam("positive", "optim.lr")},
     serving="sensorlm.tracking.serving:SSTServing",
-    evaluator="sensorlm.evaluation.evaluate:evaluate_sst",
+    evaluator="sensorlm.evaluation.runners:evaluate_sst",
 ))
 
 register_family(Family(
@@ -256,7 +256,7 @@ register_family(Family(
     },
     scale_bounds=("min_logit_scale", "max_logit_scale"),
     serving="sensorlm.tracking.serving:ProjectionServing",
-    evaluator="sensorlm.evaluation.evaluate:evaluate_projection_cl",
+    evaluator="sensorlm.evaluation.runners:evaluate_projection_cl",
     contrastive=True,
 ))
 
