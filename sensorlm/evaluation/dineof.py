@@ -185,22 +185,11 @@ def dineof_monthly_mean(daily, daily_mask, padded_days, land, days_per_month: in
     Returns:
         (H, W) or (B, H, W) float64 monthly map.
     """
-    daily = np.asarray(daily)
-    mask = np.asarray(daily_mask)
-    padded = np.asarray(padded_days).astype(bool)
-    land = np.asarray(land).astype(bool)
-    if daily.ndim not in (3, 4) or daily.size == 0:
-        raise ValueError(f"daily must be (S, H, W) or (B, S, H, W) and non-empty, got shape {daily.shape}")
-    if mask.shape != daily.shape:
-        raise ValueError(f"daily_mask has shape {mask.shape}, expected {daily.shape} (the shape of daily)")
-    if padded.shape != daily.shape[:-2]:
-        raise ValueError(f"padded_days has shape {padded.shape}, expected {daily.shape[:-2]} (daily is {daily.shape})")
-    if land.shape != daily.shape[:-3] + daily.shape[-2:]:
-        expected = daily.shape[:-3] + daily.shape[-2:]
-        raise ValueError(f"land has shape {land.shape}, expected {expected} (daily is {daily.shape})")
+    from sensorlm.evaluation.metrics import check_daily_inputs
+
+    daily, mask, padded, land = check_daily_inputs(daily, daily_mask, padded_days, land, "land", days_per_month)
+    padded, land = padded.astype(bool), land.astype(bool)
     s = daily.shape[-3]
-    if isinstance(days_per_month, bool) or days_per_month < 1 or s < days_per_month:
-        raise ValueError(f"days_per_month={days_per_month} does not fit daily's {s} day slots (shape {daily.shape})")
     if daily.ndim == 3:
         return dineof_monthly_mean(daily[None], mask[None], padded[None], land[None], days_per_month, **kwargs)[0]
 

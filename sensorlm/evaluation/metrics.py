@@ -335,6 +335,33 @@ def climatology_baseline(clim, target, ocean_mask, holdout_mask) -> dict[str, fl
     return sst_skill(clim, target, ocean_mask, holdout_mask)
 
 
+def check_daily_inputs(daily, daily_mask, padded_days, per_pixel, name: str, days_per_month: int):
+    """The arrays of an SST sample (or batch) as numpy, shapes checked against `daily`'s; a
+    mismatch is a ValueError naming the array and both shapes.
+
+    Args:
+        daily: (S, H, W) or (B, S, H, W) daily values.
+        daily_mask: same shape.
+        padded_days: (S,) or (B, S).
+        per_pixel: (H, W) or (B, H, W), called `name` in messages (``fill``, ``land``).
+        days_per_month: day slots per month (must fit in S).
+    """
+    daily, mask, padded, per_pixel = (np.asarray(a) for a in (daily, daily_mask, padded_days, per_pixel))
+    if daily.ndim not in (3, 4) or daily.size == 0:
+        raise ValueError(f"daily must be (S, H, W) or (B, S, H, W) and non-empty, got shape {daily.shape}")
+    if mask.shape != daily.shape:
+        raise ValueError(f"daily_mask has shape {mask.shape}, expected {daily.shape} (the shape of daily)")
+    if padded.shape != daily.shape[:-2]:
+        raise ValueError(f"padded_days has shape {padded.shape}, expected {daily.shape[:-2]} (daily is {daily.shape})")
+    expected = daily.shape[:-3] + daily.shape[-2:]
+    if per_pixel.shape != expected:
+        raise ValueError(f"{name} has shape {per_pixel.shape}, expected {expected} (daily is {daily.shape})")
+    s = daily.shape[-3]
+    if isinstance(days_per_month, bool) or days_per_month < 1 or s < days_per_month:
+        raise ValueError(f"days_per_month={days_per_month} does not fit daily's {s} day slots (shape {daily.shape})")
+    return daily, mask, padded, per_pixel
+
+
 def observed_mean_baseline(daily, daily_mask, padded_days, fill, days_per_month: int = 32) -> np.ndarray:
     """Per-pixel mean of the observed days of the last month.
 
@@ -351,23 +378,8 @@ def observed_mean_baseline(daily, daily_mask, padded_days, fill, days_per_month:
     Returns:
         (H, W) or (B, H, W) float32 baseline map.
     """
-    daily = np.asarray(daily)
-    mask = np.asarray(daily_mask)
-    padded = np.asarray(padded_days)
-    fill = np.asarray(fill)
-    if daily.ndim not in (3, 4) or daily.size == 0:
-        raise ValueError(f"daily must be (S, H, W) or (B, S, H, W) and non-empty, got shape {daily.shape}")
-    if mask.shape != daily.shape:
-        raise ValueError(f"daily_mask has shape {mask.shape}, expected {daily.shape} (the shape of daily)")
-    if padded.shape != daily.shape[:-2]:
-        raise ValueError(f"padded_days has shape {padded.shape}, expected {daily.shape[:-2]} (daily is {daily.shape})")
-    if fill.shape != daily.shape[:-3] + daily.shape[-2:]:
-        raise ValueError(
-            f"fill has shape {fill.shape}, expected {daily.shape[:-3] + daily.shape[-2:]} (daily is {daily.shape})"
-        )
+    daily, mask, padded, fill = check_daily_inputs(daily, daily_mask, padded_days, fill, "fill", days_per_month)
     s = daily.shape[-3]
-    if days_per_month < 1 or s < days_per_month:
-        raise ValueError(f"days_per_month={days_per_month} does not fit daily's {s} day slots (shape {daily.shape})")
 
     last = slice(s - days_per_month, s)
     vals = daily[..., last, :, :].astype(np.float64)
