@@ -173,4 +173,4 @@ def test_cli_import_errors_are_one_line(tmp_path, capsys):
     rows["time"][2] = "noon"
     assert cli_main(["import", str(_csv(tmp_path, rows)), "--out", str(tmp_path / "ds")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("sensorlm: error: ") and "row 3: column 'time' = 'noon'" in err and "\n" not in err
+    assert err.startswith("sensorlm import: error: ") and "row 3: column 'time' = 'noon'" in err and "\n" not in err

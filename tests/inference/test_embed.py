@@ -208,7 +208,7 @@ def test_bad_arguments_are_one_line_errors(package, dataset, tmp_path, capsys):
         assert main(["embed", *argv, "--out", str(tmp_path / "o")]) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         (err,) = [line for line in lines if "error:" in line]  # (MLflow may log its own INFO lines)
-        assert err.startswith("sensorlm: error: ") and lines[-1] == err
+        assert err.startswith("sensorlm embed: error: ") and lines[-1] == err
         return err
 
     assert "model " + str(tmp_path / "nope") in error(str(tmp_path / "nope"), "--dataset", str(dataset))
