@@ -226,7 +226,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "sensorlm") -> int:
         prog: program name shown in usage messages.
     """
     os.environ.setdefault("SENSORLM_T0", str(time.time()))  # start-up time is measured from here
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may follow options too (`evaluate MODEL --dry-run batch_size=16`):
+    # argparse takes positionals in one run only
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = list(args.overrides or []) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return run_guarded(lambda: args._run(args), f"{prog} {args.command}")
 
 

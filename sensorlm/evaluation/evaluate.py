@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from sensorlm.config import redact
+from sensorlm.config import redact, to_dict
 from sensorlm.evaluation import plots as P
 from sensorlm.training.families import FAMILIES, resolve
 
@@ -278,6 +278,11 @@ def _log_run(
 # the whole evaluation
 
 
+def evaluate_with(model_uri: str, cfg) -> "EvaluationResult":
+    """`evaluate_model` with an `EvalConfig` (what ``sensorlm evaluate`` builds)."""
+    return evaluate_model(model_uri, **to_dict(cfg))
+
+
 def evaluate_model(
     model_uri: str,
     data: str | Path | None = None,
@@ -331,19 +336,16 @@ def evaluate_model(
     """
     from mlflow.tracking import MlflowClient
 
+    from sensorlm.evaluation.config import EvalConfig
     from sensorlm.tracking.mlflow_utils import check_tracking_server, resolve_tracking_uri, run_tags
 
-    for name, value, low in (("batch_size", batch_size, 1), ("max_train", max_train, 1), ("tsne_max", tsne_max, 3),
-                             ("rollout_samples", rollout_samples, 0), ("map_samples", map_samples, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if max_samples is not None and (
-        isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 2
-    ):
-        raise ValueError(f"max_samples must be an integer >= 2 or None, got {max_samples!r}")
-    shots, ks = tuple(int(s) for s in shots), tuple(int(k) for k in ks)
-    if any(s < 1 for s in shots) or not ks or any(k < 1 for k in ks):
-        raise ValueError(f"shots and ks must be positive integers (ks non-empty), got shots={shots} ks={ks}")
+    # one validated config whichever way the options came (keywords here, YAML and flags in the CLI)
+    cfg = EvalConfig(data=data, split=split, tracking_uri=tracking_uri, out_dir=out_dir, experiment=experiment,
+                     compare=list(compare), rollout_samples=rollout_samples, map_samples=map_samples, log=log,
+                     batch_size=batch_size, max_samples=max_samples, max_train=max_train, shots=list(shots),
+                     ks=list(ks), tsne_max=tsne_max, embeddings_a=embeddings_a, embeddings_b=embeddings_b,
+                     device=device)
+    shots, ks = tuple(cfg.shots), tuple(cfg.ks)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -469,19 +471,23 @@ def evaluate_model(
 
 def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_uri", help=f"the model: {_ACCEPTED}")
+    parser.add_argument("overrides", nargs="*", help="key=value options of the evaluation config "
+                        "(sensorlm.evaluation.config.EvalConfig), e.g. batch_size=128 shots=[1,5]")
+    parser.add_argument("--config", help="a YAML file of evaluation options")
+    parser.add_argument("--dry-run", action="store_true", help="resolve the model and options, print them, exit")
     parser.add_argument("--data", help="dataset directory or URL (default: the training run's data.path)")
-    parser.add_argument("--split", default="val", help="split to evaluate (default val)")
+    parser.add_argument("--split", help="split to evaluate (default val)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--experiment", help="experiment of the evaluation run (default NAME-evaluation)")
     parser.add_argument("--out", help="local output folder (default outputs/eval/NAME-vVERSION)")
-    parser.add_argument("--compare", nargs="*", default=[], metavar="RUN",
+    parser.add_argument("--compare", nargs="*", metavar="RUN",
                         help="runs for the ablation plot: run ids, run names or tag:KEY=VALUE")
-    parser.add_argument("--rollout-samples", type=int, default=2, help="attention-rollout figures (ViT tower)")
-    parser.add_argument("--map-samples", type=int, default=2, help="SST map figures")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--rollout-samples", type=int, help="attention-rollout figures (ViT tower; default 2)")
+    parser.add_argument("--map-samples", type=int, help="SST map figures (default 2)")
+    parser.add_argument("--batch-size", type=int, help="default 64")
     parser.add_argument("--max-samples", type=int, help="evaluate at most this many samples")
-    parser.add_argument("--max-train", type=int, default=2000, help="train samples for the few-shot probe")
-    parser.add_argument("--shots", type=int, nargs="*", default=[1, 5, 10], help="few-shot probe shots per class")
+    parser.add_argument("--max-train", type=int, help="train samples for the few-shot probe (default 2000)")
+    parser.add_argument("--shots", type=int, nargs="*", help="few-shot probe shots per class (default 1 5 10)")
     parser.add_argument("--embeddings-a", help="ProjectionCL: .npy features of modality A (N, dim_a)")
     parser.add_argument("--embeddings-b", help="ProjectionCL: .npy features of modality B (N, dim_b), paired rows")
     parser.add_argument("--device", help="torch device (default cuda if available, else cpu)")
@@ -489,16 +495,29 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """``sensorlm evaluate MODEL_URI [--data DIR] ...``: prints the metrics table."""
+    """``sensorlm evaluate MODEL_URI [key=value ...] [--data DIR] ...``: prints the metrics table."""
+    import yaml
+
+    from sensorlm.evaluation.config import load_eval_config
+
+    cfg = load_eval_config(
+        args.config, args.overrides, data=args.data, split=args.split, tracking_uri=args.tracking_uri,
+        experiment=args.experiment, out_dir=args.out, compare=args.compare, rollout_samples=args.rollout_samples,
+        map_samples=args.map_samples, log=False if args.no_log else None, batch_size=args.batch_size,
+        max_samples=args.max_samples, max_train=args.max_train, shots=args.shots, embeddings_a=args.embeddings_a,
+        embeddings_b=args.embeddings_b, device=args.device,
+    )
+    if args.dry_run:
+        from sensorlm.tracking.mlflow_utils import resolve_tracking_uri
+
+        resolved = resolve_model(args.model_uri, resolve_tracking_uri(cfg.tracking_uri))
+        version = f" version {resolved.version}" if resolved.version else ""
+        print(f"# {args.model_uri}: {resolved.package.family} model {resolved.package.preset!r}{version}")
+        print(yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False))
+        return 0
     # One progress bar per downloaded file would drown the table in a terminal log.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    result = evaluate_model(
-        args.model_uri, args.data, args.split, tracking_uri=args.tracking_uri, out_dir=args.out,
-        experiment=args.experiment, compare=args.compare, rollout_samples=args.rollout_samples,
-        map_samples=args.map_samples, log=not args.no_log, batch_size=args.batch_size,
-        max_samples=args.max_samples, max_train=args.max_train, shots=args.shots,
-        embeddings_a=args.embeddings_a, embeddings_b=args.embeddings_b, device=args.device,
-    )
+    result = evaluate_with(args.model_uri, cfg)
     print()
     print(format_metrics_table(result.metrics, result.family))
     print()
@@ -507,7 +526,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if result.run_id:
         print(f"MLflow evaluation run {result.run_id}")
     return 0
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:

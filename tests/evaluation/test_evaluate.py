@@ -204,6 +204,24 @@ def test_alias_resolves_to_the_same_version(env, tmp_path):
     assert set(result.plots) == {"tsne", "confusion_matrix", "convergence"}
 
 
+def test_cli_dry_run_resolves_version_and_alias_and_options(env, tmp_path, capsys, monkeypatch):
+    from sensorlm.cli import main as sensorlm_main
+
+    monkeypatch.chdir(tmp_path)
+    for uri in ("models:/wear-tiny/1", "models:/wear-tiny@champion"):
+        assert sensorlm_main(["evaluate", uri, "--tracking-uri", env["store"], "--dry-run", "batch_size=16",
+                              "--shots", "1", "5"]) == 0
+        out = capsys.readouterr().out
+        assert f"# {uri}: sensorlm model 'sensorlm_tiny' version 1" in out
+        assert "batch_size: 16" in out and "- 5" in out
+    assert not any(tmp_path.iterdir())  # resolved, nothing evaluated or written
+    assert sensorlm_main(["evaluate", "models:/wear-tiny/1", "--tracking-uri", env["store"], "--dry-run",
+                          "bach_size=16"]) == 2
+    assert "unknown config key bach_size; did you mean 'batch_size'?" in capsys.readouterr().err
+    assert sensorlm_main(["evaluate", "models:/wear-tiny/9", "--tracking-uri", env["store"], "--dry-run"]) == 2
+    assert "sensorlm evaluate: error:" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------------------------- SST
 
 
