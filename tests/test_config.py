@@ -33,7 +33,7 @@ def test_from_dict_types_and_yaml_float_strings():
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"stepz": 1}, r"unknown config key stepz \(valid keys: name, optim, overrides, steps\)"),
+        ({"stepz": 1}, r"unknown config key stepz; did you mean 'steps'\? \(valid keys: name, optim, overrides, steps\)"),
         ({"steps": "ten"}, r"steps: expected an integer, got 'ten'"),
         ({"steps": True}, r"steps: expected an integer"),
         ({"optim": {"lr": "fast"}}, r"optim\.lr: expected a number, got 'fast'"),
@@ -56,7 +56,7 @@ def test_deep_update_merges_sections_and_replaces_leaf_dicts():
 def test_deep_update_unknown_key_names_file_path_and_valid_keys():
     dst = to_dict(Run())
     before = to_dict(Run())
-    with pytest.raises(ConfigError, match=r"run\.yaml: unknown config key optim\.lrr \(valid keys: betas, lr\)"):
+    with pytest.raises(ConfigError, match=r"run\.yaml: unknown config key optim\.lrr; did you mean 'lr'\? \(valid keys: betas, lr\)"):
         deep_update(dst, {"optim": {"lrr": 1}}, "run.yaml")
     assert dst == before
 
