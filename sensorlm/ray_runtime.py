@@ -21,15 +21,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_ray(env_vars: dict[str, str] | None = None, num_cpus: int | None = None, verbose: bool = False) -> None:
+def init_ray(env_vars: dict[str, str] | None = None, num_cpus: int | None = None, verbose: bool | None = None) -> None:
     """Start a local Ray (or join ``RAY_ADDRESS``) for this job; a no-op if Ray is up.
 
     Args:
         env_vars: environment for every Ray process of this job.
         num_cpus: logical CPUs of a local Ray (None = the machine's).
-        verbose: Ray's INFO logs too (controller, worker groups, autoscaler).
+        verbose: Ray's INFO logs too (controller, worker groups, autoscaler); None = as the
+            command's ``--verbose`` said (``SENSORLM_VERBOSE``).
     """
     import ray
+
+    if verbose is None:
+        verbose = bool(os.environ.get("SENSORLM_VERBOSE"))
 
     if ray.is_initialized():
         return

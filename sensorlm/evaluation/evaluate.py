@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,8 +260,7 @@ def _log_run(
 ) -> str:
     from sensorlm.tracking.run import TrackedRun
 
-    with TrackedRun.open(tracking_uri, experiment, f"{run_name}-{time.time_ns()}", tags=tags,
-                         display_name=run_name, resume=False) as run:
+    with TrackedRun.open(tracking_uri, experiment, run_name, tags=tags, resume=False) as run:
         run.log_metrics(metrics)
         run.log_params(params)
         for path in plots.values():

@@ -19,6 +19,18 @@ RUN_NAME_TAG = "sensorlm.run_name"
 MAX_METRICS_PER_BATCH = 1000
 
 
+def find_run(uri: str, experiment: str, name: str):
+    """The MLflow run named `name` (tag ``sensorlm.run_name``) in `experiment`, or None."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{name}'", max_results=1)
+    return runs[0] if runs else None
+
+
 class TrackedRun:
     """An open MLflow run.
 
@@ -57,10 +69,9 @@ class TrackedRun:
 
         experiment_id = setup_experiment(experiment, uri)
         client = MlflowClient(uri)
-        existing = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{name}'",
-                                      max_results=1) if resume else []
-        if existing:
-            run = cls(uri, existing[0].info.run_id, resumed=True)
+        existing = find_run(uri, experiment, name) if resume else None
+        if existing is not None:
+            run = cls(uri, existing.info.run_id, resumed=True)
             client.update_run(run.run_id, status="RUNNING")
         else:
             created = client.create_run(experiment_id, run_name=display_name or name,

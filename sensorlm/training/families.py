@@ -177,13 +177,14 @@ def _projection_task(cfg, manifest, device, model_cfg, tokenizer):
     return ProjectionTask(device)
 
 
-def _fit(name: str) -> Callable[..., Any]:
-    def fit(cfg, manifest, origin):
+def _from_data(name: str) -> Callable[..., Any]:
+    """`sensorlm.training.model_from_data.<name>`, imported when first called."""
+    def call(cfg, manifest, origin):
         from sensorlm.training import model_from_data
 
         return getattr(model_from_data, name)(cfg, manifest, origin)
 
-    return fit
+    return call
 
 
 FAMILIES: dict[str, Family] = {}
@@ -204,8 +205,8 @@ register_family(Family(
     read_manifest=_shard_manifest,
     loader=_shard_loader,
     task=_sensorlm_task,
-    fit_to_data=_fit("fit_model_to_data"),
-    check_split=_fit("check_validation_split"),
+    fit_to_data=_from_data("fit_model_to_data"),
+    check_split=_from_data("check_validation_split"),
     metrics={"val/zero_shot_acc": "max", "val/loss": "min"},
     search={
         "temperature_init": SearchParam("positive", "model.overrides.t_prime_init", "log"),
@@ -230,7 +231,7 @@ register_family(Family(
     loader=_shard_loader,
     task=_sst_task,
     fit_to_data=lambda cfg, manifest, origin: cfg,
-    check_split=_fit("check_validation_split"),
+    check_split=_from_data("check_validation_split"),
     metrics={"val/rmse_holdout_c": "min", "val/rmse_ocean_c": "min"},
     search={"lr": SearchParam("positive", "optim.lr")},
     serving="sensorlm.tracking.serving:SSTServing",
@@ -245,8 +246,8 @@ register_family(Family(
     read_manifest=_pairs_manifest,
     loader=_pair_loader,
     task=_projection_task,
-    fit_to_data=_fit("fit_projection_to_data"),
-    check_split=_fit("check_pairs_split"),
+    fit_to_data=_from_data("fit_projection_to_data"),
+    check_split=_from_data("check_pairs_split"),
     metrics={"val/recall_at_1": "max", "val/recall_at_1_b2a": "max", "val/loss": "min"},
     search={
         "logit_scale_init": SearchParam("positive", "model.overrides.logit_scale_init"),

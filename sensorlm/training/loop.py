@@ -44,17 +44,18 @@ class _Logger:
     """Rank-0 metric sink: MLflow (run created by the driver) plus a progress line."""
 
     def __init__(self, run_id: str | None, tracking_uri: str | None, system_metrics: bool):
-        self.client = None
+        self.run = None  # the driver's MLflow run (a `TrackedRun`), on rank 0 only
         self.monitor = None
         self.run_id = run_id
         self.tracking_uri = tracking_uri
         self.skip_until = 0
         if run_id and tracking_uri:
             import mlflow
-            from mlflow.tracking import MlflowClient
+
+            from sensorlm.tracking.run import TrackedRun
 
             mlflow.set_tracking_uri(tracking_uri)
-            self.client = MlflowClient(tracking_uri)
+            self.run = TrackedRun(tracking_uri, run_id)
             if system_metrics:
                 try:
                     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
@@ -66,25 +67,21 @@ class _Logger:
 
     def last_logged_step(self) -> int:
         """The last step with a train/loss in the run (0 if none), e.g. before a resume."""
-        if self.client is None:
+        if self.run is None:
             return 0
-        return max((m.step for m in self.client.get_metric_history(self.run_id, "train/loss")), default=0)
+        return max((m.step for m in self.run.client.get_metric_history(self.run_id, "train/loss")), default=0)
 
     def skip_through(self, step: int) -> None:
         """Drop metrics of steps up to `step`: an exact resume replays them with the same values."""
         self.skip_until = step
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        if self.client is None or step <= self.skip_until:
-            return
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()])
+        if self.run is not None and step > self.skip_until:
+            self.run.log_metrics(metrics, step)
 
     def log_dict(self, obj: dict, artifact_file: str) -> None:
-        if self.client is not None:
-            self.client.log_dict(self.run_id, obj, artifact_file)
+        if self.run is not None:
+            self.run.log_dict(obj, artifact_file)
 
     def close(self) -> None:
         if self.monitor is not None:
@@ -408,7 +405,7 @@ def _stop_run(reason: str, step: int, rank: int, logger, skips: _SkipAccount, sk
     if rank == 0:
         print(f"[sensorlm] {message}", flush=True)
         logger.log(skipped, step)
-        if logger.client is not None:
+        if logger.run is not None:
             record_run_failure(logger.tracking_uri, logger.run_id, message)  # the driver reads it
     logger.close()
     ray.train.report({"step": step, "fatal_error": message})

@@ -113,12 +113,6 @@ def open_mlflow_run(
     return uri, run.run_id
 
 
-def _run_named(client, experiment_id: str, run_name: str):
-    """The MLflow run of a training run name (`name=`), or None."""
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`sensorlm.run_name` = '{run_name}'", max_results=1)
-    return runs[0] if runs else None
-
-
 def end_run(uri: str | None, run_id: str | None, status: str) -> None:
     if uri and run_id:
         from sensorlm.tracking.run import TrackedRun
@@ -220,7 +214,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     # The handle ends the run KILLED on `ray job stop` (SIGTERM) or Ctrl-C, FAILED on an error.
     try:
         with TrackedRun(uri, run_id) as run:
-            init_ray(worker_env(cfg), verbose=bool(os.environ.get("SENSORLM_VERBOSE")))
+            init_ray(worker_env(cfg))
             run.watch_sigterm()  # ray.init installs its own SIGTERM handler (a bare exit) over ours
             trainer = make_torch_trainer(cfg, run_info(cfg, dataset, manifest, run_name, run_id, uri), run_name)
             clear_run_failure(uri, run_id)
@@ -246,16 +240,13 @@ def train(cfg: TrainConfig) -> TrainResult:
 def finished_run(cfg: TrainConfig, run_name: str) -> TrainResult | None:
     """The result of a run of this name that already FINISHED at least `cfg.steps` (rerunning it
     would train nothing and register the same weights again), or None."""
-    from mlflow.tracking import MlflowClient
-
     from sensorlm.tracking.mlflow_utils import resolve_tracking_uri
+    from sensorlm.tracking.run import find_run
 
     if not cfg.name:
         return None
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(cfg.tracking.experiment)
-    run = _run_named(client, exp.experiment_id, run_name) if exp is not None else None
+    run = find_run(uri, cfg.tracking.experiment, run_name)
     if run is None or run.info.status != "FINISHED":
         return None
     final = int(run.data.tags.get("sensorlm.final_step", "0") or 0)

@@ -37,6 +37,7 @@ from typing import Any, Callable
 from urllib.parse import unquote
 
 from sensorlm.config import ConfigError, flatten, redact, to_dict
+from sensorlm.ray_runtime import init_ray
 from sensorlm.tuning.space import SweepConfig
 
 META_FILE = "sweep.json"
@@ -163,17 +164,6 @@ class SweepTask(ABC):
         from sensorlm.evaluation.evaluate import resolve_model
 
         return resolve_model(model_uri, tracking_uri).package
-
-
-# ----------------------------------------------------------------------------------------------
-# Ray
-
-
-def init_ray(env_vars: dict[str, str] | None = None, num_cpus: int | None = None) -> None:
-    """A local Ray (or ``RAY_ADDRESS``) ready for Tune over Train (see `sensorlm.ray_runtime`)."""
-    from sensorlm.ray_runtime import init_ray as start
-
-    start(env_vars, num_cpus=num_cpus, verbose=bool(os.environ.get("SENSORLM_VERBOSE")))
 
 
 # ----------------------------------------------------------------------------------------------

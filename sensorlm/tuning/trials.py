@@ -12,6 +12,7 @@ selection``); the other part (``holdout``) stays unseen until the champion is de
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable
 
@@ -138,8 +139,8 @@ class TrainSweep(SweepTask):
         data["data"].update(path=str(dataset), synthetic=None, val_part="selection")
         self.base, self.manifest = data_decides_model(from_dict(TrainConfig, data), dataset)
         # the champion's score is computed in one process: one rank's worth of held-out data will do
-        holdout = from_dict(TrainConfig, {**to_dict(self.base), "data": {**to_dict(self.base.data), "val_part": "holdout"},
-                                          "scaling": {**to_dict(self.base.scaling), "num_workers": 1}})
+        holdout = dataclasses.replace(self.base, data=dataclasses.replace(self.base.data, val_part="holdout"),
+                                      scaling=dataclasses.replace(self.base.scaling, num_workers=1))
         try:
             self.family.check_split(holdout, self.manifest, f"{dataset}/manifest.json")
         except ConfigError as e:

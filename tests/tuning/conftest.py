@@ -12,7 +12,7 @@ def ray_for_sweeps():
     import ray
 
     from sensorlm.training.trainer import default_env
-    from sensorlm.tuning.sweep import init_ray
+    from sensorlm.ray_runtime import init_ray
 
     if ray.is_initialized():
         ray.shutdown()
