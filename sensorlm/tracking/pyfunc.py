@@ -28,10 +28,12 @@ ProjectionCL family
                                          -> (N, D) float32 L2-normalised embeddings in the shared
                                             space ({"a_emb", "b_emb"} for both keys)
 
-Bad inputs raise ValueError naming the key and the expected shape. Through
-``mlflow.pyfunc.load_model`` the signature is enforced first: a key the signature does not
-know is dropped by MLflow with a warning (the class itself rejects unknown keys), and values
-of the wrong type fail MLflow's schema check.
+Bad inputs raise a one-line ValueError naming the key, the expected shape and the shape given
+(a single day without the batch axis included). Through ``mlflow.pyfunc.load_model`` the
+signature is enforced first: a key the signature does not know is dropped by MLflow with a
+warning (the class itself rejects unknown keys), and a value that is no array at all (a string
+for "sensor") fails MLflow's schema check. The signature declares array inputs as arrays of any
+depth, so a wrong shape reaches our check and never makes MLflow print the whole input.
 """
 
 from __future__ import annotations

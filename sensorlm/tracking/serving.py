@@ -21,6 +21,19 @@ MAX_EXAMPLE_VALUES = 200_000
 EXAMPLE_CAPTION = "A day with a 30 minute morning run and 7 hours of sleep."
 
 
+# Array inputs are "an array of anything" in the signatures: MLflow checks nesting depth (not
+# shape) before our handler runs, and its error for a wrong depth (a single 2-D day for (N, T, C))
+# prints the whole input. The handlers check every array's shape and dtype and name the key in
+# one line. (Plain `AnyType` columns would make MLflow read a dict as DataFrame columns, so inputs
+# of different lengths, text and sensor, A and B, would no longer go together.)
+
+
+def _any_array():
+    from mlflow.types.schema import AnyType, Array
+
+    return Array(AnyType())
+
+
 def _check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], family: str) -> None:
     unknown = sorted(set(data) - set(allowed))
     if unknown:
@@ -66,15 +79,6 @@ def _mask_array(value: Any, name: str, shape: tuple[int, ...], meaning: str) -> 
     return arr.astype(bool)
 
 
-
-
-def _nested(depth: int, dtype):
-    from mlflow.types.schema import Array
-
-    t: Any = dtype
-    for _ in range(depth):
-        t = Array(t)
-    return t
 
 
 class SensorLMServing:
@@ -149,9 +153,10 @@ class SensorLMServing:
         from mlflow.models import ModelSignature
         from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
+        any_array = _any_array()
         signature = ModelSignature(inputs=Schema([
             ColSpec(Array(DataType.string), "text", required=False),
-            ColSpec(_nested(3, DataType.double), "sensor", required=False),
+            ColSpec(any_array, "sensor", required=False),
         ]))
         T, C = int(cfg["sensor"]["input_len"]), int(cfg["sensor"]["num_channels"])
         example: dict[str, Any] = {"text": [EXAMPLE_CAPTION]}
@@ -254,12 +259,13 @@ class SSTServing:
 
         days = int(cfg["months"]) * int(cfg["days_per_month"])
         H, W = int(cfg["height"]), int(cfg["width"])
+        any_array = _any_array()
         signature = ModelSignature(inputs=Schema([
-            ColSpec(_nested(4, DataType.double), "daily"),
+            ColSpec(any_array, "daily"),
             ColSpec(AnyType(), "land", required=False),
             ColSpec(AnyType(), "padded_days", required=False),
             ColSpec(Array(DataType.long), "month", required=False),
-            ColSpec(_nested(2, DataType.long), "month_of_year", required=False),
+            ColSpec(any_array, "month_of_year", required=False),
         ]))
         if days * H * W > MAX_EXAMPLE_VALUES or stats is None:
             return signature, None
@@ -294,11 +300,12 @@ class ProjectionServing:
     @staticmethod
     def signature_and_example(cfg: Mapping[str, Any], stats: Mapping[str, Any] | None):
         from mlflow.models import ModelSignature
-        from mlflow.types.schema import ColSpec, DataType, Schema
+        from mlflow.types.schema import ColSpec, Schema
 
+        any_array = _any_array()
         signature = ModelSignature(inputs=Schema([
-            ColSpec(_nested(2, DataType.double), "a", required=False),
-            ColSpec(_nested(2, DataType.double), "b", required=False),
+            ColSpec(any_array, "a", required=False),
+            ColSpec(any_array, "b", required=False),
         ]))
         da, db = (int(d) for d in cfg["modality_dims"])
         return signature, {"a": np.zeros((1, da)).tolist(), "b": np.zeros((1, db)).tolist()}

@@ -130,13 +130,20 @@ def quiet_logs() -> None:
     """What a job log should not carry unless asked (``--verbose``): torch 2.13 marks
     all_gather_into_tensor / reduce_scatter_tensor deprecated and DeepSpeed calls them every step
     (our own code uses the new names), one FutureWarning per rank per call site; MLflow's INFO
-    lines (system-metrics monitor start and stop)."""
+    lines (system-metrics monitor start and stop); Ray Train's "Reporting training result ..."
+    line for every report of every rank (its logger is named by its file, so the level of
+    ``ray.train`` does not reach it)."""
     import logging
 
     for name in ("all_gather_into_tensor", "reduce_scatter_tensor"):
         warnings.filterwarnings("ignore", message=rf".*{name}.* is deprecated", category=FutureWarning)
     if not os.environ.get("SENSORLM_VERBOSE"):
         logging.getLogger("mlflow").setLevel(logging.WARNING)
+        try:
+            from ray.train.v2._internal.execution import context as train_context
+        except ImportError:  # another Ray layout: its line stays
+            return
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
 def _skip_inference_comm_op() -> None:

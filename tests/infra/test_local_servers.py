@@ -155,6 +155,8 @@ def test_ray_head_env_is_explicit_about_auth(servers, tmp_path):
     # `ray job stop` gives drivers time to mark their MLflow run KILLED; a caller's value wins.
     assert on["RAY_JOB_STOP_WAIT_TIME_S"] == "30"
     assert on["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] == "0"  # `stop` does not wait out a drain
+    # one machine: no spot instances to watch, and Ray Train polls often enough to end runs promptly
+    assert on["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0" and on["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"
     assert servers.ray_head_env(None, base={"RAY_JOB_STOP_WAIT_TIME_S": "5"})["RAY_JOB_STOP_WAIT_TIME_S"] == "5"
     off = servers.ray_head_env(None, base=inherited)
     assert off["RAY_AUTH_MODE"] == "disabled" and "RAY_AUTH_TOKEN_PATH" not in off

@@ -225,6 +225,12 @@ def test_bad_inputs_are_named(sensorlm_logged, sst_logged):
         served.predict({"sensor": bad})
     with pytest.raises(Exception, match="text"):
         served.predict({"text": [1, 2]})
+    # one day without the batch axis: one line naming the key and both shapes, not the data
+    with pytest.raises(ValueError) as day:
+        served.predict({"sensor": np.zeros((T, C))})
+    assert str(day.value) == f"input 'sensor': expected shape (N, T={T}, C={C}) in raw units, NaN = missing, got ({T}, {C})"
+    with pytest.raises(Exception, match=r"^Failed to enforce schema of data '\{'sensor': 'abc'\}'.*got str$"):
+        served.predict({"sensor": "abc"})  # not an array at all: MLflow's one line
 
     # the class itself (no MLflow schema in front) names unknown keys
     direct = SensorLMPyfunc()
@@ -240,6 +246,9 @@ def test_bad_inputs_are_named(sensorlm_logged, sst_logged):
         sst.predict({"land": land})
     with pytest.raises(ValueError, match=r"expected shape \(N, 64, 32, 32\), got \(2, 60, 32, 32\)"):
         sst.predict({"daily": daily[:, :60]})
+    with pytest.raises(ValueError) as one_sample:  # no batch axis: one line, not the data
+        sst.predict({"daily": daily[0]})
+    assert "\n" not in str(one_sample.value) and "'daily'" in str(one_sample.value) and "(64, 32, 32)" in str(one_sample.value)
     with pytest.raises(ValueError, match=r"'land': expected shape \(2, 32, 32\)"):
         sst.predict({"daily": daily, "land": np.zeros((2, 16, 16), bool)})
     with pytest.raises(ValueError, match=r"'month': values must be 1\.\.12"):
@@ -273,6 +282,8 @@ def test_projection_cl_pyfunc_matches_module(tmp_path):
         want_a = torch.nn.functional.normalize(model.encode_a(torch.tensor(a, dtype=torch.float32)), dim=-1)
     np.testing.assert_allclose(out["a_emb"], want_a.numpy(), rtol=1e-5, atol=1e-6)
     assert out["b_emb"].shape == (2, 32)
+    with pytest.raises(ValueError, match=r"^input 'a': expected shape \(N, 64\) .*, got \(64,\)$"):
+        served.predict({"a": a[0]})  # one sample without the batch axis, through MLflow's schema
     probe = SensorLMPyfunc()
     probe.load_package(package)
     with pytest.raises(ValueError, match=r"input 'a': expected shape \(N, 64\), got \(3, 5\)"):
