@@ -185,12 +185,15 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def build_parser(prog: str = "sensorlm") -> argparse.ArgumentParser:
+def build_parser(prog: str = "sensorlm", only: str | None = None) -> argparse.ArgumentParser:
+    """The command-line parser; with `only`, just that subcommand gets its options (the others
+    are listed by name and help), so no other command's modules are imported."""
     parser = argparse.ArgumentParser(prog=prog, description="sensorlm: sensor foundation models")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, cmd in COMMANDS.items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.help)
-        cmd.add_arguments(p)
+        if only is None or name == only:
+            cmd.add_arguments(p)
         p.set_defaults(_run=cmd.run)
     return parser
 
@@ -226,7 +229,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "sensorlm") -> int:
         prog: program name shown in usage messages.
     """
     os.environ.setdefault("SENSORLM_T0", str(time.time()))  # start-up time is measured from here
-    parser = build_parser(prog)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `sensorlm --help` and each command's own options without importing torch for the others
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(prog, only=chosen if chosen in COMMANDS else "")
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may follow options too (`evaluate MODEL --dry-run batch_size=16`):
     # argparse takes positionals in one run only

@@ -98,6 +98,20 @@ def test_console_script_and_command_table():
         main(["prepare-data", "wearable", "--out", "x", "--max-bytes", "12"])
 
 
+def test_help_imports_only_the_command_asked_for():
+    """`sensorlm --help` and `sensorlm train --help` answer at once: neither imports torch, Ray or
+    MLflow (the sweep and evaluation commands' modules do, for their own options only)."""
+    probe = ("import sys; from sensorlm.cli import main\n"
+             "try: main(sys.argv[1:])\n"
+             "except SystemExit: pass\n"
+             "print(sorted(m for m in ('torch', 'ray', 'mlflow', 'matplotlib') if m in sys.modules))")
+    for args in (["--help"], ["train", "--help"], ["prepare-data", "--help"]):
+        out = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=120)
+        assert out.stdout.strip().splitlines()[-1] == "[]", (args, out.stdout[-300:], out.stderr[-300:])
+    out = subprocess.run([sys.executable, "-c", probe, "sweep", "--help"], capture_output=True, text=True, timeout=120)
+    assert "usage: sensorlm sweep" in out.stdout  # its own options still build
+
+
 # --- one command, one-line failures ------------------------------------------------------------
 
 

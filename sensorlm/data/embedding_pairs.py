@@ -155,15 +155,16 @@ def pair_loader(dataset: str | os.PathLike, split: str, batch_size: int, *, rank
 
     ``train``: endless random batches of `batch_size` pairs from this rank's rows (rows
     ``rank::world_size``), drawn by a generator seeded with ``(seed, rank)`` so a resumed run can
-    replay the same stream. ``val``: the whole validation part as one batch, on every rank (recall
-    ranks each row against every other).
+    replay the same stream. ``val``: this rank's contiguous slice of the validation part as one
+    batch (the slices of ranks 0..W-1 in order make up the part; validation ranks each slice
+    against every rank's embeddings).
     """
     manifest = read_pairs_manifest(dataset)
     entry = manifest["splits"][split]
     a = np.load(Path(dataset) / entry["a"], mmap_mode="r", allow_pickle=False)
     b = np.load(Path(dataset) / entry["b"], mmap_mode="r", allow_pickle=False)
     if split != "train":
-        rows = validation_rows(a.shape[0], part)
+        rows = np.array_split(validation_rows(a.shape[0], part), world_size)[rank]
         yield {"a": torch.from_numpy(np.asarray(a[rows], np.float32)), "b": torch.from_numpy(np.asarray(b[rows], np.float32))}
         return
     mine = np.arange(rank, a.shape[0], world_size)

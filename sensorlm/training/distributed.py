@@ -57,3 +57,19 @@ def all_gather_json(obj: Any, device: torch.device | None = None) -> list[Any]:
     gathered = [torch.zeros_like(padded) for _ in sizes]
     dist.all_gather(gathered, padded)
     return [json.loads(bytes(t[: int(n.item())].cpu().tolist()).decode("utf-8")) for t, n in zip(gathered, sizes)]
+
+
+def all_gather_rows(t: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Every rank's (n_r, ...) rows, concatenated in rank order (n_r may differ), and where this
+    rank's rows start in the result. Tensors only: nothing is pickled."""
+    if not is_dist():
+        return t, 0
+    n = torch.tensor([t.shape[0]], dtype=torch.int64, device=t.device)
+    sizes = [torch.zeros_like(n) for _ in range(world_size())]
+    dist.all_gather(sizes, n)
+    counts = [int(c.item()) for c in sizes]
+    padded = t.new_zeros((max(counts), *t.shape[1:]))
+    padded[: t.shape[0]] = t
+    gathered = [torch.zeros_like(padded) for _ in counts]
+    dist.all_gather(gathered, padded.contiguous())
+    return torch.cat([g[:c] for g, c in zip(gathered, counts)]), sum(counts[: rank()])

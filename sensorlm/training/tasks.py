@@ -172,7 +172,8 @@ class SSTTask:
 
 class ProjectionTask:
     """ProjectionCL: symmetric InfoNCE with every rank's pairs as negatives; validation = loss and
-    recall@1 in both directions over the whole validation part (the same on every rank)."""
+    recall@1 in both directions over the whole validation part, each rank encoding and ranking
+    its own slice of it against every rank's embeddings."""
 
     name = "projection_cl"
 
@@ -187,36 +188,57 @@ class ProjectionTask:
 
     @torch.no_grad()
     def evaluate(self, engine, batches: Iterable[dict]) -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        for batch in batches:  # one batch: the whole validation part
-            b = _to(batch, self.device, input_dtype(engine), ("a", "b"))
-            out = engine(b["a"], b["b"], return_embeddings=True)
-            metrics = retrieval_metrics(out["emb_a"].float(), out["emb_b"].float(), out["logit_scale"].float())
-        return metrics or {"val/loss": float("nan")}
+        from sensorlm.training.distributed import all_gather_rows, all_reduce_sum
+
+        batch = next(iter(batches), None)  # one batch, on every rank: its slice of the validation part
+        if batch is None:
+            return {"val/loss": float("nan")}
+        b = _to(batch, self.device, input_dtype(engine), ("a", "b"))
+        out = engine(b["a"], b["b"], return_embeddings=True)
+        za, zb, scale = out["emb_a"].float(), out["emb_b"].float(), out["logit_scale"].float()
+        keys_a, offset = all_gather_rows(za)
+        keys_b, _ = all_gather_rows(zb)
+        mine = retrieval_sums(za, zb, keys_a, keys_b, offset, scale)
+        # every rank's sums and row count add up to the metrics over all N pairs
+        totals = all_reduce_sum(torch.cat([mine, mine.new_tensor([za.shape[0]])])).tolist()
+        return _retrieval_metrics(totals[:4], int(totals[4]), float(scale.reshape(()).item()))
+
+
+def retrieval_sums(qa: torch.Tensor, qb: torch.Tensor, ka: torch.Tensor, kb: torch.Tensor, offset: int,
+                   scale: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """Summed InfoNCE terms and recall@1 hits of the query rows `qa`/`qb` (rows ``offset..`` of all
+    pairs) ranked against all N keys `ka`/`kb`, in row chunks so memory stays O(chunk * N).
+
+    Returns:
+        float64 (4,): A->B loss sum, B->A loss sum, A->B hits, B->A hits.
+    """
+    s = scale.reshape(())
+    out = torch.zeros(4, device=qa.device, dtype=torch.float64)
+    for side, (q, k) in enumerate(((qa, kb), (qb, ka))):
+        for start in range(0, q.shape[0], chunk):
+            logits = s * q[start : start + chunk] @ k.T
+            target = torch.arange(offset + start, offset + start + logits.shape[0], device=logits.device)
+            out[side] += torch.nn.functional.cross_entropy(logits, target, reduction="sum").double()
+            out[2 + side] += (logits.argmax(dim=1) == target).sum().double()
+    return out
+
+
+def _retrieval_metrics(sums: list[float], n: int, scale: float) -> dict[str, float]:
+    return {
+        "val/loss": 0.5 * (sums[0] + sums[1]) / n if n else float("nan"),
+        "val/recall_at_1": sums[2] / n if n else float("nan"),
+        "val/recall_at_1_b2a": sums[3] / n if n else float("nan"),
+        "val/logit_scale": scale,
+    }
 
 
 def retrieval_metrics(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor, chunk: int = 1024) -> dict[str, float]:
     """Symmetric InfoNCE over all N pairs at once and recall@1 both ways (A -> B: is the true partner
-    the nearest of all N B's), in row chunks so memory stays O(chunk * N).
+    the nearest of all N B's), in one process.
 
     Args:
         za, zb: (N, D) L2-normalised embeddings, row i paired.
         scale: the logit scale s.
     """
-    n = za.shape[0]
-    s = scale.reshape(())
-    loss_sum = torch.zeros(2, device=za.device, dtype=torch.float64)
-    hits = torch.zeros(2, device=za.device, dtype=torch.float64)
-    for side, (q, k) in enumerate(((za, zb), (zb, za))):
-        for start in range(0, n, chunk):
-            logits = s * q[start : start + chunk] @ k.T
-            target = torch.arange(start, start + logits.shape[0], device=logits.device)
-            loss_sum[side] += torch.nn.functional.cross_entropy(logits, target, reduction="sum").double()
-            hits[side] += (logits.argmax(dim=1) == target).sum().double()
-    loss_sum, hits = loss_sum.tolist(), hits.tolist()
-    return {
-        "val/loss": 0.5 * (loss_sum[0] + loss_sum[1]) / n if n else float("nan"),
-        "val/recall_at_1": hits[0] / n if n else float("nan"),
-        "val/recall_at_1_b2a": hits[1] / n if n else float("nan"),
-        "val/logit_scale": float(s.item()),
-    }
+    sums = retrieval_sums(za, zb, za, zb, 0, scale, chunk)
+    return _retrieval_metrics(sums.tolist(), za.shape[0], float(scale.reshape(()).item()))

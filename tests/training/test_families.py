@@ -85,3 +85,52 @@ def test_retrieval_metrics_match_the_model_loss_and_count_hits():
     assert ProjectionTask(torch.device("cpu")).evaluate(model, [{"a": a, "b": b}]) == pytest.approx(metrics)
     shuffled = ProjectionTask(torch.device("cpu")).evaluate(model, [{"a": a, "b": b[torch.roll(torch.arange(10), 1)]}])
     assert shuffled["val/recall_at_1"] == 0.0 and shuffled["val/loss"] > metrics["val/loss"]
+
+
+def _sharded_validation_worker(r: int, dataset: str, init_file: str, part, out_file: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    from sensorlm.data.embedding_pairs import pair_loader, read_pairs_manifest
+    from sensorlm.models import create_model
+    from sensorlm.training.tasks import ProjectionTask
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=r, world_size=2)
+    try:
+        torch.manual_seed(0)
+        dims = read_pairs_manifest(dataset)["dims"]
+        model = create_model("projection_cl_tiny", modality_dims=dims).eval()
+        metrics = ProjectionTask(torch.device("cpu")).evaluate(model, pair_loader(dataset, "val", 8, rank=r, world_size=2,
+                                                                                  part=part))
+        with open(f"{out_file}.{r}", "w") as f:
+            json.dump(metrics, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("part", [None, "odd"])
+def test_projection_validation_split_across_ranks_equals_one_process(tmp_path, part):
+    """Each rank encodes and ranks its own slice of the validation part (not the whole part W
+    times): the two ranks report exactly what one process computes over the whole part."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    from sensorlm.data.embedding_pairs import make_synthetic_pairs, pair_loader, read_pairs_manifest
+    from sensorlm.models import create_model
+    from sensorlm.training.tasks import ProjectionTask
+
+    dataset = make_synthetic_pairs("tiny", tmp_path / "pairs")
+    n_val = read_pairs_manifest(dataset)["splits"]["val"]["num_samples"]
+    (first,), (second,) = (list(pair_loader(dataset, "val", 8, rank=r, world_size=2, part=part)) for r in (0, 1))
+    whole = next(pair_loader(dataset, "val", 8, part=part))
+    assert torch.equal(torch.cat([first["a"], second["a"]]), whole["a"])  # the slices make up the part
+    out = tmp_path / "metrics.json"
+    mp.spawn(_sharded_validation_worker, args=(str(dataset), str(tmp_path / "init"), part, str(out)), nprocs=2, join=True)
+    by_rank = [json.loads(out.with_name(f"metrics.json.{r}").read_text()) for r in (0, 1)]
+    torch.manual_seed(0)
+    model = create_model("projection_cl_tiny", modality_dims=read_pairs_manifest(dataset)["dims"]).eval()
+    alone = ProjectionTask(torch.device("cpu")).evaluate(model, [whole])
+    assert by_rank[0] == by_rank[1] == pytest.approx(alone, rel=1e-6)
+    assert whole["a"].shape[0] == (n_val if part is None else n_val // 2)
