@@ -65,7 +65,10 @@ def init_ray(env_vars: dict[str, str] | None = None, num_cpus: int | None = None
     quiet = dict(log_to_driver=True, logging_level=logging.INFO if verbose else logging.WARNING,
                  logging_config=ray.LoggingConfig(log_level=level))
     if os.environ.get("RAY_ADDRESS"):
-        if os.environ.get("RAY_API_SERVER_ADDRESS"):  # a head's dashboard named by its starter
+        # A head on this machine (`infra/local/servers.py env ray` names its dashboard): its
+        # workers need the address too. Not through Ray Client (ray://), where it would be this
+        # machine's port-forward, wrong inside the cluster.
+        if os.environ.get("RAY_API_SERVER_ADDRESS") and not os.environ["RAY_ADDRESS"].startswith("ray://"):
             env.setdefault("RAY_API_SERVER_ADDRESS", os.environ["RAY_API_SERVER_ADDRESS"])
         ray.init(runtime_env={"env_vars": env}, **quiet)
         return

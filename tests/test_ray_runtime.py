@@ -62,6 +62,9 @@ def test_a_running_local_head_tells_every_process_its_dashboard(calls, monkeypat
     monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:8299")
     init_ray({"A": "1"})
     assert calls[0]["runtime_env"]["env_vars"] == {"A": "1", "RAY_API_SERVER_ADDRESS": "http://127.0.0.1:8299"}
+    monkeypatch.setenv("RAY_ADDRESS", "ray://10.0.0.5:10001")  # Ray Client: that address is a port-forward here
+    init_ray({"A": "1"})
+    assert calls[1]["runtime_env"]["env_vars"] == {"A": "1"}
 
 
 def test_ray_token_auth_notice_is_dropped_unless_verbose(calls, monkeypatch):

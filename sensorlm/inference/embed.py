@@ -503,8 +503,9 @@ def _run_units(pending, ref: ModelRef, out: str, report: EmbedReport, *, batch_s
                gpus_per_actor, log) -> None:
     import ray
 
-    if not ray.is_initialized():
-        ray.init(logging_level="ERROR")
+    from sensorlm.ray_runtime import init_ray
+
+    init_ray()  # RAY_ADDRESS's cluster, else a local Ray of this command's own (none if Ray is up)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     device = "cuda" if gpus_per_actor > 0 else "cpu"

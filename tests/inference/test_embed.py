@@ -40,7 +40,12 @@ PROMPTS = ["a day with a long run", "a quiet day at home", "cycling to work and 
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    """The local Ray `sensorlm embed` starts (through `init_ray`, as every command does)."""
+    from sensorlm.ray_runtime import init_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    init_ray(num_cpus=2)
     yield
     ray.shutdown()
 
