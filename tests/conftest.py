@@ -26,3 +26,16 @@ def _restoring_mlflow_uris():
 # also undoes what module-scoped fixtures (a logged model, a store) set.
 _restore_mlflow_uris_per_module = pytest.fixture(scope="module", autouse=True)(_restoring_mlflow_uris)
 _restore_mlflow_uris_per_test = pytest.fixture(autouse=True)(_restoring_mlflow_uris)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ray_down_before_exit():
+    """Stop a Ray that a test left running (a command under test starts its own local Ray) while
+    the interpreter is still whole, not in Ray's atexit hook during interpreter teardown: one CI
+    run crashed there (SIGSEGV after every test had passed)."""
+    import sys
+
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
