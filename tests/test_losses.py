@@ -149,20 +149,24 @@ class _Towers(torch.nn.Module):
         return zs, zt
 
 
+def _single_process_reference(seed: int, n: int):
+    """The whole batch of `n` pairs through one process, no collectives: inputs, towers (with
+    gradients), both embeddings (with gradients) and the loss."""
+    g = torch.Generator().manual_seed(seed)
+    xs, xt = torch.randn(n, 6, generator=g), torch.randn(n, 5, generator=g)
+    ref = _Towers()
+    zs_ref, zt_ref = ref(xs, xt)
+    zs_ref.retain_grad()
+    zt_ref.retain_grad()
+    ref_loss = siglip_loss(zs_ref, zt_ref, ref.t_prime, ref.bias)
+    ref_loss.backward()
+    return xs, xt, ref, zs_ref, zt_ref, ref_loss
+
+
 def _distributed_worker(rank: int, world: int, port: int, local_batch: int) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        g = torch.Generator().manual_seed(7)
-        n = world * local_batch
-        xs, xt = torch.randn(n, 6, generator=g), torch.randn(n, 5, generator=g)
-
-        # Reference: one process, whole batch, no collectives.
-        ref = _Towers()
-        zs_ref, zt_ref = ref(xs, xt)
-        zs_ref.retain_grad()
-        zt_ref.retain_grad()
-        ref_loss = siglip_loss(zs_ref, zt_ref, ref.t_prime, ref.bias)
-        ref_loss.backward()
+        xs, xt, ref, zs_ref, zt_ref, ref_loss = _single_process_reference(7, world * local_batch)
 
         # This rank's shard, then DDP-style averaging of parameter gradients.
         model = _Towers()
@@ -198,15 +202,7 @@ def _exchange_worker(rank: int, world: int, port: int, local_batch: int) -> None
     """Ring against gather against one process, for the loss and every gradient."""
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        g = torch.Generator().manual_seed(11)
-        n = world * local_batch
-        xs, xt = torch.randn(n, 6, generator=g), torch.randn(n, 5, generator=g)
-        ref = _Towers()
-        zs_ref, zt_ref = ref(xs, xt)
-        zs_ref.retain_grad()
-        zt_ref.retain_grad()
-        ref_loss = siglip_loss(zs_ref, zt_ref, ref.t_prime, ref.bias)
-        ref_loss.backward()
+        xs, xt, ref, zs_ref, zt_ref, ref_loss = _single_process_reference(11, world * local_batch)
         ref_grads = {name: p.grad for name, p in ref.named_parameters()}
 
         rows = slice(rank * local_batch, (rank + 1) * local_batch)

@@ -359,11 +359,11 @@ def ray_head_env(token_path: Path | None, base: dict[str, str] | None = None) ->
     # has run, leased idle workers keep a local head "busy" for the whole 30 s. `stop` on this
     # one-node head means stop (jobs are stopped with `ray job stop`), so no drain.
     env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
-    # No spot instances behind a loopback head: Ray Train's preemption watcher would only log an
-    # error-level line when its actor ends with each run.
-    env.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    # and Ray Train's controller polls its workers every 0.5 s, not 2: each run ends ~3 s sooner
-    env.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    # Ray Train on one machine, as for a job's own local Ray (no preemption watcher, faster polls)
+    from sensorlm.ray_runtime import ONE_MACHINE_ENV
+
+    for key, value in ONE_MACHINE_ENV.items():
+        env.setdefault(key, value)
     if token_path is None:
         # Loopback-only opt-out: the dashboard binds 127.0.0.1, but Ray's GCS and raylet gRPC
         # ports listen on every interface whatever --node-ip-address says, so without a token

@@ -196,8 +196,8 @@ class ProjectionTask:
         b = _to(batch, self.device, input_dtype(engine), ("a", "b"))
         out = engine(b["a"], b["b"], return_embeddings=True)
         za, zb, scale = out["emb_a"].float(), out["emb_b"].float(), out["logit_scale"].float()
-        keys_a, offset = all_gather_rows(za)
-        keys_b, _ = all_gather_rows(zb)
+        keys, offset = all_gather_rows(torch.cat([za, zb], dim=1))  # both sides in one exchange
+        keys_a, keys_b = keys.split([za.shape[1], zb.shape[1]], dim=1)
         mine = retrieval_sums(za, zb, keys_a, keys_b, offset, scale)
         # every rank's sums and row count add up to the metrics over all N pairs
         totals = all_reduce_sum(torch.cat([mine, mine.new_tensor([za.shape[0]])])).tolist()
