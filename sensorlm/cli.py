@@ -64,6 +64,9 @@ def add_prepare_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab-size", type=_positive_int, help="tokenizer vocabulary (default by preset, else 32000)")
     p.add_argument("--text-len", type=_positive_int, help="caption tokens recorded as the loader default")
     p.add_argument("--verify", action="store_true", help="re-read every shard and check its sha256 at the end")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier dataset in --out written with other inputs or settings (a folder "
+                        "holding files prepare-data did not write is refused all the same)")
     p.add_argument("--quiet", action="store_true", help="print only errors")
 
 
@@ -84,6 +87,7 @@ def run_prepare_data(args: argparse.Namespace) -> int:
         vocab_size=args.vocab_size,
         text_len=args.text_len,
         log=log,
+        overwrite=args.overwrite,
     )
     if args.verify:
         verify_manifest(args.out)
@@ -194,25 +198,37 @@ def build_parser(prog: str = "sensorlm", only: str | None = None) -> argparse.Ar
         p = sub.add_parser(name, help=cmd.help, description=cmd.help)
         if only is None or name == only:
             cmd.add_arguments(p)
+            if "--verbose" not in p._option_string_actions:
+                p.add_argument("--verbose", action="store_true", help="tracebacks of internal errors")
         p.set_defaults(_run=cmd.run)
     return parser
 
 
-def run_guarded(run: Callable[[], int], prog: str) -> int:
-    """Run a command; a failure the user can fix (bad config or data, a missing file or model, an
-    unreachable tracking server) is one line on stderr and exit code 2, never a traceback."""
-    from sensorlm.config import ConfigError
+def run_guarded(run: Callable[[], int], prog: str, verbose: bool = False) -> int:
+    """Run a command; a failure the user can fix (bad config or data, a missing file or model, a
+    file it may not read or write, an unreachable tracking server) is one line on stderr and exit
+    code 2. Anything else is a bug: one line and exit code 1, its traceback only with `verbose`.
+    Messages are redacted (a tracking URI may carry a password)."""
+    from sensorlm.config import ConfigError, redact
 
     try:
         return int(run() or 0)
     except ConfigError as exc:
-        print(f"{prog}: config error: {exc}", file=sys.stderr)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as exc:
-        print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
-    except Exception as exc:  # MLflow's: a missing registered model or alias, a refused request
-        if type(exc).__name__ != "MlflowException":
+        print(f"{prog}: config error: {redact(_one_line(exc))}", file=sys.stderr)
+    except PermissionError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"{prog}: error: permission denied{where} ({redact(_one_line(exc.strerror or exc))})", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # OSError: missing files, full disks, refused connections
+        print(f"{prog}: error: {redact(_one_line(exc))}", file=sys.stderr)
+    except Exception as exc:
+        if type(exc).__name__ == "MlflowException":  # a missing registered model or alias, a refused request
+            print(f"{prog}: error: {redact(_one_line(getattr(exc, 'message', exc)))}", file=sys.stderr)
+            return 2
+        if verbose:
             raise
-        print(f"{prog}: error: {_one_line(getattr(exc, 'message', exc))}", file=sys.stderr)
+        print(f"{prog}: internal error: {type(exc).__name__}: {redact(_one_line(exc))} (a bug in sensorlm: rerun "
+              "with --verbose for the traceback and report it)", file=sys.stderr)
+        return 1
     return 2
 
 
@@ -240,7 +256,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "sensorlm") -> int:
         args.overrides = list(args.overrides or []) + extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return run_guarded(lambda: args._run(args), f"{prog} {args.command}")
+    verbose = bool(getattr(args, "verbose", False) or os.environ.get("SENSORLM_VERBOSE"))
+    return run_guarded(lambda: args._run(args), f"{prog} {args.command}", verbose)
 
 
 if __name__ == "__main__":

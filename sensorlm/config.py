@@ -264,18 +264,26 @@ def replace(cfg: T, **overrides: Any) -> T:
 REDACTED = "***"
 _SECRET_KEY = re.compile(r"(password|passwd|secret|token|api_key|apikey|access_key|credential)", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@/\s]+)(?=@)")
-_QUERY_SECRET = re.compile(r"(?P<k>[?&;](?:[A-Za-z_-]*(?:password|secret|token|key|signature)[A-Za-z_-]*)=)[^&;\s]+",
+_QUERY_SECRET = re.compile(r"(?P<k>[?&;](?:[A-Za-z_-]*(?:password|secret|token|key|signature)[A-Za-z_-]*|sig)=)[^&;\s]+",
                            re.IGNORECASE)
 _AWS_KEY = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
+# "Authorization: Bearer <token>", and NAME=value assignments of secret-named variables at the
+# start of a word (a pipe: command such as "pipe:AWS_SECRET_ACCESS_KEY=... aws s3 cp ...").
+_BEARER = re.compile(r"(?P<k>\bBearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+_ENV_SECRET = re.compile(r"(?P<k>(?<![\w?&;-])[A-Za-z_][A-Za-z0-9_]*(?:PASSWORD|PASSWD|SECRET|TOKEN|KEY|CREDENTIAL|SIG)"
+                         r"[A-Za-z0-9_]*=)(?P<v>'[^']*'|\"[^\"]*\"|[^\s&;]+)", re.IGNORECASE)
 
 
 def redact(value: Any) -> Any:
     """`value` with credentials replaced by ``***``: passwords in URLs (``http://u:***@host``),
-    secret query parameters, AWS access key ids, and every value under a key that names a secret
+    secret query parameters (Azure's ``sig=`` too), bearer tokens, ``KEY=value`` assignments of
+    secret-named variables (``pipe:`` commands), AWS access key ids, and every value under a key that names a secret
     (password, token, secret, api_key, access_key, credential), recursively through dicts and lists."""
     if isinstance(value, str):
         text = _URL_PASSWORD.sub(lambda m: m.group("head") + REDACTED, value)
         text = _QUERY_SECRET.sub(lambda m: m.group("k") + REDACTED, text)
+        text = _BEARER.sub(lambda m: m.group("k") + REDACTED, text)
+        text = _ENV_SECRET.sub(lambda m: m.group("k") + REDACTED, text)
         return _AWS_KEY.sub(REDACTED, text)
     if isinstance(value, Mapping):
         return {k: (REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "")

@@ -223,3 +223,81 @@ def test_closing_hint_fits_the_store():
 
     assert ui_hint("sqlite:////tmp/m.db") == "mlflow ui --backend-store-uri sqlite:////tmp/m.db"
     assert ui_hint("http://user:secret@127.0.0.1:5000") == "open http://user:***@127.0.0.1:5000 in a browser"
+
+
+def test_errors_that_printed_tracebacks_are_one_line(tmp_path, capsys):
+    """A path the command may not write, a prompt template with a placeholder the captioner cannot
+    fill, and a manifest field of the wrong type: one line each, exit 2 (they were tracebacks)."""
+    from sensorlm.data.synthetic_device import write_device_export
+
+    # /sys refuses new entries even to root (PermissionError), so the test holds in CI.
+    assert main(["prepare-data", "wearable", "--out", "/sys/sensorlm-test-out", "--quiet"]) == 2
+    assert _one_error_line(capsys).startswith("sensorlm prepare-data: error: permission denied: /sys/sensorlm-test-out")
+
+    export = write_device_export(tmp_path / "raw", subjects=1, days=2, epoch_s=60, seed=0)
+    assert main(["import", str(export["export"]), "--out", str(tmp_path / "imp"), "--prompt-template", "{label} {x}"]) == 2
+    assert _one_error_line(capsys) == ("sensorlm import: error: channel spec: prompt_template '{label} {x}': unknown "
+                                       "placeholder {x}; the only one is {label}")
+    assert not (tmp_path / "imp").exists()
+
+    data = tmp_path / "wear"
+    assert main(["prepare-data", "wearable", "--out", str(data), "--quiet"]) == 0
+    capsys.readouterr()
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["sample_shape"]["sensor"] = "144x34"
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["train", f"data.path={data}", "data.synthetic=null"]) == 2
+    assert "manifest field sample_shape.sensor must be a list of positive integers, got '144x34'" in _one_error_line(capsys)
+
+
+def test_a_bug_is_one_line_unless_verbose(capsys, monkeypatch):
+    from sensorlm import cli
+
+    def broken(args):
+        raise TypeError("unsupported operand")
+
+    monkeypatch.setitem(cli.COMMANDS, "promote", cli.Command(lambda p: None, broken, "x"))
+    assert main(["promote"]) == 1
+    line = _one_error_line(capsys)
+    assert line.startswith("sensorlm promote: internal error: TypeError: unsupported operand") and "--verbose" in line
+    with pytest.raises(TypeError):
+        main(["promote", "--verbose"])
+
+
+def test_error_lines_carry_no_password(capsys):
+    from sensorlm.cli import run_guarded
+
+    def fails():
+        raise ValueError("cannot reach http://job:hunter2secret@mlflow:5000 (Bearer abc.def.ghi)")
+
+    assert run_guarded(fails, "sensorlm x") == 2
+    line = _one_error_line(capsys)
+    assert "hunter2secret" not in line and "abc.def.ghi" not in line and "http://job:***@mlflow:5000" in line
+
+
+def test_prepare_data_never_deletes_what_it_did_not_write(tmp_path, capsys):
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "train-000000.tar").write_bytes(b"someone else's shard")
+    for extra in ([], ["--overwrite"]):
+        assert main(["prepare-data", "wearable", "--out", str(out), "--quiet", *extra]) == 2
+        assert _one_error_line(capsys) == (f"sensorlm prepare-data: error: --out {out}: holds 'notes.txt', which "
+                                           "prepare-data did not write; prepare into a new directory (nothing was changed)")
+        assert (out / "notes.txt").read_text() == "mine"
+        assert (out / "train-000000.tar").read_bytes() == b"someone else's shard"
+    (out / "notes.txt").unlink()
+    # shards without a record of the run that wrote them: only --overwrite replaces them
+    assert main(["prepare-data", "wearable", "--out", str(out), "--quiet"]) == 2
+    assert "no record of the run that wrote them; rerun with --overwrite" in _one_error_line(capsys)
+    assert (out / "train-000000.tar").read_bytes() == b"someone else's shard"
+
+    assert main(["prepare-data", "wearable", "--out", str(out), "--quiet", "--overwrite"]) == 0
+    first = json.loads((out / "manifest.json").read_text())
+    # the same command again resumes (keeps every shard); other settings need --overwrite
+    assert main(["prepare-data", "wearable", "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["splits"] == first["splits"]
+    assert main(["prepare-data", "wearable", "--out", str(out), "--quiet", "--max-count", "8"]) == 2
+    assert "holds shards written with other inputs or settings" in _one_error_line(capsys)
+    assert main(["prepare-data", "wearable", "--out", str(out), "--quiet", "--max-count", "8", "--overwrite"]) == 0
+    assert all(s["samples"] <= 8 for s in json.loads((out / "manifest.json").read_text())["splits"]["train"]["shards"])

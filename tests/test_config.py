@@ -115,6 +115,15 @@ def test_redact_removes_credentials_everywhere_they_hide():
                               "steps": 3, "list": ["s3://bucket/x", "http://c:***@h"]}
     for safe in ("sqlite:///mlflow.db", "http://mlflow:5000", "s3://bucket/ds", "file:///tmp/x"):
         assert redact(safe) == safe
+    # Bearer tokens, Azure SAS signatures, secret-named variables set inside a pipe: command
+    assert redact("Authorization: Bearer eyJhbGci.payload.sig") == "Authorization: Bearer ***"
+    assert redact("https://a.blob.core.windows.net/c/x?sv=2022&sig=AbC%2Fd&se=1") == (
+        "https://a.blob.core.windows.net/c/x?sv=2022&sig=***&se=1")
+    assert redact("pipe:AWS_SECRET_ACCESS_KEY=abc123 AWS_SESSION_TOKEN='t o k' aws s3 cp s3://b/{name} -") == (
+        "pipe:AWS_SECRET_ACCESS_KEY=*** AWS_SESSION_TOKEN=*** aws s3 cp s3://b/{name} -")
+    assert redact("pipe:env AZURE_STORAGE_SAS_TOKEN=\"x y\" cat {name}") == "pipe:env AZURE_STORAGE_SAS_TOKEN=*** cat {name}"
+    for safe in ("pipe:aws s3 cp s3://bucket/ds/{name} -", "data.path=/data/x", "Token authentication is enabled"):
+        assert redact(safe) == safe
 
 
 def test_ranked_checkpoints_are_saved_where_a_validation_ran():

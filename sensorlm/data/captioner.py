@@ -20,6 +20,7 @@ number a caption states is also in the returned facts, so tests can recompute it
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -136,9 +137,28 @@ def label_phrase(label: str) -> str:
     return str(label).replace("_", " ").strip()
 
 
+def check_prompt_template(template: Any, where: str = "prompt_template", error: type[Exception] = ValueError) -> str:
+    """`template` if its only placeholder is a plain ``{label}`` (at least once; ``{{`` and ``}}``
+    for braces), else raise `error` naming `where`. Templates come from configs and manifests:
+    ``{x}`` would fail later, and ``{label.__class__}`` would read attributes."""
+    if not isinstance(template, str):
+        raise error(f"{where} must be a string with a {{label}} placeholder, got {template!r}")
+    try:
+        fields = [(name, conv, spec) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as e:  # a lone "{" or "}"
+        raise error(f"{where} {template!r}: {e} (write {{{{ and }}}} for literal braces)") from None
+    for name, conv, spec in fields:
+        if name != "label" or conv or spec:
+            shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            raise error(f"{where} {template!r}: unknown placeholder {shown}; the only one is {{label}}")
+    if not fields:
+        raise error(f"{where} {template!r} has no {{label}} placeholder")
+    return template
+
+
 def prompt_for(label: str, template: str = DEFAULT_PROMPT_TEMPLATE) -> str:
     """The zero-shot prompt of a label, e.g. ``A day with high activity.``"""
-    return template.format(label=label_phrase(label))
+    return check_prompt_template(template).format(label=label_phrase(label))
 
 
 def zero_shot_prompts(labels: Sequence[str], prompts: Mapping[str, str] | None = None,

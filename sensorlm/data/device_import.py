@@ -29,6 +29,7 @@ import numpy as np
 
 from sensorlm.config import ConfigError, from_dict, load_yaml, to_dict
 from sensorlm.data.captioner import (
+    check_prompt_template,
     CHANNEL_KINDS,
     DEFAULT_PROMPT_TEMPLATE,
     ChannelInfo,
@@ -39,7 +40,7 @@ from sensorlm.data.captioner import (
 
 REPORT = "import_report.json"
 _HEADER = re.compile(r"^\s*(?P<name>[^\[\]]+?)\s*\[(?P<unit>[^\[\]]*)\]\s*$")
-_NAME_OK = re.compile(r"^[A-Za-z0-9_ .-]+$")
+_NAME_OK = re.compile(r"^[A-Za-z0-9_ .-]+\Z")
 
 
 class DeviceImportError(ValueError):
@@ -137,8 +138,7 @@ class ImportSpec:
             raise ConfigError(f"stride_minutes {stride} must be a positive whole number of grid steps")
         if not 0 <= self.min_coverage <= 1:
             raise ConfigError(f"min_coverage must lie in [0, 1], got {self.min_coverage}")
-        if "{label}" not in self.prompt_template:
-            raise ConfigError(f"prompt_template {self.prompt_template!r} has no {{label}} placeholder")
+        check_prompt_template(self.prompt_template, "prompt_template", ConfigError)
         names = [c.name for c in self.channels]
         if len(set(names)) != len(names):
             raise ConfigError(f"channels: duplicate names in {names}")

@@ -79,6 +79,26 @@ for _scheme in ("s3", "s3a", "gcs", "az", "abfs", "abfss", "memory"):
     wds_gopen.gopen_schemes.setdefault(_scheme, _gopen_fsspec)
 
 
+# Schemes whose URLs name data and nothing else (webdataset's own http/gs openers run curl/gsutil
+# with the URL as one argument, never through a shell).
+OBJECT_STORE_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "http", "https")
+
+
+def is_data_only_location(location: str) -> bool:
+    """True for a plain local path or an object-store URL: a location that opens data and cannot
+    run a command (no ``pipe:``, no ``{name}`` template). Locations read from somewhere others can
+    write (an MLflow run's params) must pass this before they are opened.
+
+    Args:
+        location: a dataset location as recorded.
+    """
+    text = str(location).strip()
+    if not text or "{name}" in text or text.startswith("pipe:") or any(c in text for c in "\n\r\0"):
+        return False
+    scheme = urlparse(text).scheme
+    return scheme in ("", "file") or len(scheme) == 1 or scheme in OBJECT_STORE_SCHEMES
+
+
 class DatasetLocation:
     """Resolves file names of a dataset (shards, manifest, tokenizer) to URLs and reads them.
 

@@ -8,11 +8,13 @@ Entry points: ``python jobs/prepare_data.py`` and ``sensorlm prepare-data`` (`se
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from sensorlm.data.schema import ParquetSource, ShardSample, write_parquet
-from sensorlm.data.shards import ShardError, write_shards
+from sensorlm.data.shards import MANIFEST, PROGRESS, ShardError, write_shards
 from sensorlm.data.tokenizer import TOKENIZER_FILE, train_tokenizer
 
 # per generator preset: tokenizer vocab, samples per shard, caption length in tokens
@@ -59,6 +61,49 @@ def _generate_parquet(kind: str, preset: str, seed: int, out: Path, log: Callabl
     return path
 
 
+# What prepare-data writes into its folder; anything else there is someone else's.
+_OWN_FILES = {MANIFEST, PROGRESS, TOKENIZER_FILE}
+_OWN_NAME = re.compile(r"[a-z]+-\d{6}\.tar|\..+\.tmp")
+_OWN_PARQUET = re.compile(r"(wearable|sst)-[A-Za-z0-9_]+-seed\d+\.parquet|\..+\.tmp")
+
+
+def _own(path: Path) -> bool:
+    if path.name == "parquet" and path.is_dir():  # the generated demo data
+        return all(_OWN_PARQUET.fullmatch(p.name) and p.is_file() for p in path.iterdir())
+    return path.is_file() and (path.name in _OWN_FILES or bool(_OWN_NAME.fullmatch(path.name)))
+
+
+def claim_output_dir(out: Path, overwrite: bool, log: Callable[[str], None]) -> None:
+    """Check `out` before anything is written: it may be new, empty, or hold an earlier run of
+    prepare-data (resumed; with `overwrite` removed first). A folder holding anything else is
+    refused whole, with or without `overwrite`: nothing of the user's is ever deleted.
+
+    Args:
+        out: the output directory.
+        overwrite: remove an earlier prepare-data dataset there (any settings) first.
+        log: progress printer.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise NotADirectoryError(f"--out {out}: is a file, not a directory")
+    entries = sorted(out.iterdir())
+    foreign = [p.name for p in entries if not _own(p)]
+    if foreign:
+        shown = ", ".join(repr(n) for n in foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise FileExistsError(f"--out {out}: holds {shown}, which prepare-data did not write; prepare into a new "
+                              "directory (nothing was changed)")
+    if not entries:
+        return
+    if overwrite:
+        for path in entries:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        log(f"--overwrite: removed the earlier dataset in {out} ({len(entries)} entries)")
+    elif not ((out / PROGRESS).is_file() or (out / MANIFEST).is_file()):
+        raise FileExistsError(f"--out {out}: holds dataset files but no record of the run that wrote them; "
+                              "rerun with --overwrite to replace them, or use a new directory")
+
+
 def prepare_dataset(
     kind: str,
     out_dir: str | os.PathLike,
@@ -72,10 +117,12 @@ def prepare_dataset(
     vocab_size: int | None = None,
     text_len: int | None = None,
     log: Callable[[str], None] | None = print,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Build a dataset directory: ``tokenizer.json`` (wearable), shards and ``manifest.json``.
 
-    Rerunning after an interruption resumes (completed shards are kept).
+    Rerunning after an interruption resumes (completed shards are kept); a folder holding anything
+    else is refused before anything is written (see `claim_output_dir`).
 
     Args:
         kind: ``wearable`` or ``sst``.
@@ -91,6 +138,7 @@ def prepare_dataset(
         vocab_size: tokenizer vocabulary (default by preset, else 32000).
         text_len: caption length recorded in the manifest as the loader's default (by preset, else 64).
         log: progress printer, or None for silence.
+        overwrite: replace an earlier dataset in `out_dir` written with other inputs or settings.
 
     Returns:
         the manifest.
@@ -99,14 +147,15 @@ def prepare_dataset(
         raise ValueError(f"kind must be one of {sorted(PRESET_DEFAULTS)}, got {kind!r}")
     log = log or (lambda msg: None)
     out = Path(out_dir)
+    if not parquet and preset not in PRESET_DEFAULTS[kind]:
+        raise ValueError(f"unknown {kind} preset {preset!r}; choose one of {sorted(PRESET_DEFAULTS[kind])}")
+    claim_output_dir(out, overwrite, log)
     out.mkdir(parents=True, exist_ok=True)
     if parquet:
         paths = [Path(p) for p in parquet]
         generator = None
         defaults = PRESET_DEFAULTS[kind].get(preset or "", {})
     else:
-        if preset not in PRESET_DEFAULTS[kind]:
-            raise ValueError(f"unknown {kind} preset {preset!r}; choose one of {sorted(PRESET_DEFAULTS[kind])}")
         defaults = PRESET_DEFAULTS[kind][preset]
         paths = [_generate_parquet(kind, preset, seed, out, log)]
         generator = {"preset": preset, "seed": seed, "synthetic": True}

@@ -69,7 +69,7 @@ import pyarrow.parquet as pq
 SCHEMA_VERSION = 1
 KINDS = ("wearable", "sst")
 SPLITS = ("train", "val", "test")
-KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")  # no '.', '/': webdataset splits member names at the first '.'
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]+\Z")  # no '.', '/': webdataset splits member names at the first '.'
 SST_DAY_SLOTS = 32
 
 

@@ -40,13 +40,13 @@ class ShardError(ValueError):
     """Shard writing or a manifest check failed; the message names the file or sample."""
 
 
-FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # used with fullmatch: "$" would admit a trailing newline
 
 
 def check_file_name(name: Any, where: str, error: type[Exception] = ValueError) -> str:
     """`name` if it is a plain file name (letters, digits, '.', '_', '-'; no '..', no path), else
     raise `error` naming `where`."""
-    if not isinstance(name, str) or not FILE_NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not FILE_NAME.fullmatch(name) or ".." in name:
         raise error(f"{where} = {name!r} is not a plain file name (letters, digits, '.', '_', '-', no '..')")
     return name
 
@@ -314,7 +314,8 @@ def write_shards(
         if previous.get("settings") != settings:
             raise ShardError(
                 f"{out}: holds shards written with other inputs or settings "
-                f"({previous.get('settings')} != {settings}); use a new directory or delete it"
+                f"({previous.get('settings')} != {settings}); use a new directory, or rerun prepare-data with "
+                "--overwrite to replace it"
             )
         for split, entry in previous.get("splits", {}).items():
             kept = []
@@ -482,17 +483,75 @@ def parse_manifest(text: str, origin: str = MANIFEST) -> dict[str, Any]:
             raise ShardError(f"{origin}: manifest has no '{field}' field")
     if manifest["schema_version"] != SCHEMA_VERSION:
         raise ShardError(f"{origin}: schema_version {manifest['schema_version']}, this code reads {SCHEMA_VERSION}")
+    _check_manifest_types(manifest, origin)
     # Names from a manifest become paths and, with a pipe: source, part of a shell command: only
     # plain file names inside the dataset are accepted.
     if manifest.get("tokenizer") is not None:
         check_file_name(manifest["tokenizer"], f"{origin}: tokenizer", ShardError)
-    if not isinstance(manifest["splits"], dict):
-        raise ShardError(f"{origin}: splits must be an object")
     for split, entry in manifest["splits"].items():
-        for i, shard in enumerate((entry or {}).get("shards", [])):
-            name = shard.get("name") if isinstance(shard, dict) else None
-            check_file_name(name, f"{origin}: splits.{split}.shards[{i}].name", ShardError)
+        for i, shard in enumerate(entry.get("shards", [])):
+            check_file_name(shard.get("name"), f"{origin}: splits.{split}.shards[{i}].name", ShardError)
     return manifest
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_manifest_types(manifest: dict[str, Any], origin: str) -> None:
+    """Every field the readers use has the type they expect, so a hand-edited or foreign manifest
+    is one line naming the field, not a TypeError deep in the loader."""
+    def bad(field: str, want: str, value: Any) -> ShardError:
+        return ShardError(f"{origin}: manifest field {field} must be {want}, got {value!r}"[:500])
+
+    if not isinstance(manifest["kind"], str):
+        raise bad("kind", "a string", manifest["kind"])
+    shapes = manifest["sample_shape"]
+    if not isinstance(shapes, dict):
+        raise bad("sample_shape", "an object of shapes", shapes)
+    for key, shape in shapes.items():
+        if not isinstance(shape, list) or not all(_is_count(d) and d > 0 for d in shape):
+            raise bad(f"sample_shape.{key}", "a list of positive integers", shape)
+    if not isinstance(manifest["splits"], dict):
+        raise bad("splits", "an object", manifest["splits"])
+    for split, entry in manifest["splits"].items():
+        if not isinstance(entry, dict):
+            raise bad(f"splits.{split}", "an object", entry)
+        if "num_samples" in entry and not _is_count(entry["num_samples"]):
+            raise bad(f"splits.{split}.num_samples", "a count", entry["num_samples"])
+        shards = entry.get("shards", [])
+        if not isinstance(shards, list):
+            raise bad(f"splits.{split}.shards", "a list", shards)
+        for i, shard in enumerate(shards):
+            where = f"splits.{split}.shards[{i}]"
+            if not isinstance(shard, dict):
+                raise bad(where, "an object", shard)
+            for field in ("samples", "bytes"):
+                if field in shard and not _is_count(shard[field]):
+                    raise bad(f"{where}.{field}", "a count", shard[field])
+            if "sha256" in shard and not isinstance(shard["sha256"], str):
+                raise bad(f"{where}.sha256", "a hex string", shard["sha256"])
+    if not isinstance(manifest["stats"], dict):
+        raise bad("stats", "an object", manifest["stats"])
+    for field in ("num_samples", "text_len", "vocab_size"):
+        if field in manifest and not _is_count(manifest[field]):
+            raise bad(field, "a count", manifest[field])
+    labels = manifest.get("activities")
+    if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+        raise bad("activities", "a list of label strings", labels)
+    prompts = manifest.get("prompts")
+    if prompts is not None and not (isinstance(prompts, dict)
+                                    and all(isinstance(v, str) for v in prompts.values())):
+        raise bad("prompts", "an object of label -> prompt strings", prompts)
+    channels = manifest.get("channels")
+    if channels is not None and not (isinstance(channels, list) and all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) for c in channels)):
+        raise bad("channels", "a list of {name, unit} objects", channels)
+    template = manifest.get("prompt_template")
+    if template is not None:
+        from sensorlm.data.captioner import check_prompt_template
+
+        check_prompt_template(template, f"{origin}: manifest field prompt_template", ShardError)
 
 
 def read_manifest(source: str | os.PathLike) -> dict[str, Any]:

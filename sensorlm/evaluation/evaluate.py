@@ -534,5 +534,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Evaluate a registered sensorlm model on a held-out split; log to MLflow and write plots.",
     )
     add_evaluate_args(parser)
+    parser.add_argument("--verbose", action="store_true", help="tracebacks of internal errors")
     args = parser.parse_args(argv)
-    return run_guarded(lambda: run_evaluate(args), "sensorlm evaluate")
+    return run_guarded(lambda: run_evaluate(args), "sensorlm evaluate", args.verbose)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from sensorlm.evaluation import plots as P
+from sensorlm.data.loader import OBJECT_STORE_SCHEMES, is_data_only_location
 from sensorlm.evaluation.common import is_local as _is_local
 from sensorlm.training.families import get_family
 from sensorlm.tracking.package import ModelPackage, sst_normalisation
@@ -25,6 +26,13 @@ def _resolve_data(data: str | Path | None, client, training_run_id: str | None) 
     if client is not None and training_run_id:
         path = client.get_run(training_run_id).data.params.get("data.path")
         if path:
+            # Anyone who may write to the experiment may write this param: a location read from
+            # tracking is data, never a command (a pipe: source runs in a shell).
+            if not is_data_only_location(path):
+                raise ValueError(
+                    f"the training run {training_run_id} recorded data.path {path!r}, which is not a plain path or "
+                    f"object-store URL ({', '.join(OBJECT_STORE_SCHEMES)}); it is not opened: pass the dataset with --data"
+                )
             if not _is_local(path):
                 return path
             if (Path(path).expanduser() / "manifest.json").is_file():

@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 
 # numpy, torch, ray, mlflow and pyarrow are imported where used: `sensorlm --help` imports this module.
 
-MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_-]+))/?$")
+MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_-]+))/?\Z")
 MODEL_FILE = "_embed_model.json"  # the pinned model of the folder's embeddings
 REPORT_FILE = "_embed_report.json"  # "_": pyarrow skips it when reading the folder
 IMPORT_DIR = "_import"

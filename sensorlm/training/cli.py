@@ -56,4 +56,4 @@ def main(argv: list[str] | None = None, default_config: str = "sensorlm_tiny", t
     parser = argparse.ArgumentParser(description="Train a sensorlm model on Ray Train + DeepSpeed.")
     add_train_args(parser, default_config)
     args = parser.parse_args(argv)
-    return run_guarded(lambda: run_train(args, task), "sensorlm")
+    return run_guarded(lambda: run_train(args, task), "sensorlm", args.verbose)

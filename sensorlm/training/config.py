@@ -77,8 +77,10 @@ class DataSection:
             raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
         if self.shuffle_buffer < 0:
             raise ConfigError(f"data.shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
-        if self.prompt_template is not None and "{label}" not in self.prompt_template:
-            raise ConfigError(f"data.prompt_template {self.prompt_template!r} has no {{label}} placeholder")
+        if self.prompt_template is not None:
+            from sensorlm.data.captioner import check_prompt_template
+
+            check_prompt_template(self.prompt_template, "data.prompt_template", ConfigError)
 
     @property
     def val_shards(self) -> str | None:

@@ -35,7 +35,7 @@ from sensorlm.training.families import get_family
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
 PARAM_TYPES = ("grid", "choice", "uniform", "loguniform")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 
 @dataclass

@@ -807,4 +807,4 @@ def main(argv: list[str] | None = None, default_config: str = "siglip_tiny", tas
     parser = argparse.ArgumentParser(description="Sweep hyperparameters with Ray Tune over the Ray Train trainer.")
     add_sweep_args(parser, default_config)
     args = parser.parse_args(argv)
-    return run_guarded(lambda: run_sweep_command(args, task), "sensorlm sweep")
+    return run_guarded(lambda: run_sweep_command(args, task), "sensorlm sweep", args.verbose)

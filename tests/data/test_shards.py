@@ -178,3 +178,28 @@ def test_sst_manifest_has_degc_stats(tmp_path):
         assert sorted(n.split(".", 1)[1] for n in tar.getnames()[:8]) == sorted(
             ["daily.npy", "mask.npy", "padded_days.npy", "holdout.npy", "target.npy", "land.npy", "clim.npy", "json"]
         )
+
+
+def test_manifest_names_and_field_types_are_checked(tmp_path):
+    from sensorlm.data.shards import ShardError, parse_manifest
+
+    good = {"schema_version": 1, "kind": "wearable", "sample_shape": {"sensor": [144, 34]}, "stats": {},
+            "splits": {"train": {"num_samples": 1, "shards": [{"name": "train-000000.tar", "samples": 1}]}},
+            "activities": ["walking"], "prompt_template": "A day with {label}."}
+    assert parse_manifest(json.dumps(good))["kind"] == "wearable"
+
+    def refused(edit, message):
+        bad = json.loads(json.dumps(good))
+        edit(bad)
+        with pytest.raises(ShardError, match=message):
+            parse_manifest(json.dumps(bad), "ds/manifest.json")
+
+    # "$" would have let a trailing newline through into a path or a pipe: command
+    refused(lambda m: m["splits"]["train"]["shards"][0].update(name="train-000000.tar\n"), "is not a plain file name")
+    refused(lambda m: m.update(tokenizer="tok.json\n"), "tokenizer = 'tok.json\\\\n' is not a plain file name")
+    refused(lambda m: m["splits"]["train"].update(num_samples="1"), r"splits.train.num_samples must be a count, got '1'")
+    refused(lambda m: m["sample_shape"].update(sensor=[144, "34"]), r"sample_shape.sensor must be a list of positive")
+    refused(lambda m: m["splits"]["train"]["shards"][0].update(samples=-1), r"shards\[0\].samples must be a count")
+    refused(lambda m: m.update(splits=[]), "splits must be an object")
+    refused(lambda m: m.update(activities="walking"), "activities must be a list of label strings")
+    refused(lambda m: m.update(prompt_template="{label.__class__}"), r"prompt_template .*unknown placeholder")

@@ -411,3 +411,27 @@ def test_bad_datasets_and_compare_runs(env, tmp_path):
                        compare=["tag:ablation"])
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         evaluate_model("models:/wear-tiny/1", env["wear"], tracking_uri=env["store"], batch_size=0)
+
+
+def test_a_pipe_command_recorded_as_data_path_is_never_run(env, tmp_path):
+    """Whoever may write to the experiment may write the training run's data.path param: evaluation
+    without --data refuses a pipe: command there (one line) and never runs it."""
+    marker = tmp_path / "pwned"
+    run_id, info = _training_run(env["store"], "sensorlm-poisoned", {"val/loss": [1.0]},
+                                 data_path=f"pipe:touch {marker}; cat {env['wear']}/{{name}}", package=env["pkg"])
+    register_version(info, "wear-poisoned", {"val/loss": 1.0})
+    with pytest.raises(ValueError, match=r"recorded data.path 'pipe:touch .*not a plain path or object-store URL.*--data"):
+        evaluate_model("models:/wear-poisoned/1", tracking_uri=env["store"], out_dir=tmp_path / "out", log=False)
+    assert not marker.exists(), "the recorded command ran"
+
+
+@pytest.mark.parametrize("location, ok", [
+    ("/data/wear", True), ("data/wear", True), ("file:///data/wear", True), ("s3://bucket/wear", True),
+    ("gs://bucket/wear", True), ("https://host/wear", True),
+    ("pipe:cat /data/{name}", False), ("pipe:curl x", False), ("s3://bucket/{name}", False),
+    ("ftp://host/x", False), ("/data/wear\npipe:rm", False), ("", False),
+])
+def test_data_only_locations(location, ok):
+    from sensorlm.data.loader import is_data_only_location
+
+    assert is_data_only_location(location) is ok
