@@ -4,7 +4,7 @@
     python infra/local/servers.py start ray    [--port P] [--dashboard-port P] [--num-cpus N]
                                                [--with-mlflow] [--no-auth]
     python infra/local/servers.py start mlflow [--port P] [--backend-store-uri URI]
-                                               [--artifacts-destination DIR_OR_URI] [--auth]
+                                               [--artifacts-destination DIR_OR_URI] [--no-auth]
     python infra/local/servers.py status [ray|mlflow|all]      # exit 0 only if all are healthy
     eval "$(python infra/local/servers.py env [ray|mlflow|all])"  # client-side variables
     python infra/local/servers.py stop [ray|mlflow|all]
@@ -23,7 +23,8 @@ between SIGTERM and SIGKILL, time for a training driver to mark its MLflow run K
 ``RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0`` (unless set), so ``stop`` does not sit out Ray's 30 s
 node drain.
 
-MLflow authentication (``--auth``) is MLflow's basic-auth app with sensorlm's promotion rule
+MLflow authentication (on by default; ``--no-auth`` for a deliberate experiment on a machine
+nobody else uses) is MLflow's basic-auth app with sensorlm's promotion rule
 (``infra/mlflow_auth``, app name ``sensorlm-auth``). The admin credentials come from
 ``SENSORLM_MLFLOW_ADMIN_USER`` / ``SENSORLM_MLFLOW_ADMIN_PASSWORD`` and reach the server as
 environment variables only; the auth config file written to the state directory holds no secret.
@@ -85,6 +86,10 @@ MLFLOW_AUTH_APP = "sensorlm-auth"
 MLFLOW_AUTH_APP_DIR = REPO_ROOT / "infra" / "mlflow_auth"
 JOB_USER = "sensorlm-job"
 PROMOTER_USER = "sensorlm-promoter"
+# Never in a Ray head's (so a job's) environment: the MLflow admin's login (ours and MLflow's own
+# bootstrap variables) and the key that signs the auth app's forms.
+PRIVILEGED_ENV_PREFIXES = ("SENSORLM_MLFLOW_ADMIN_", "MLFLOW_AUTH_ADMIN_")
+PRIVILEGED_ENV = ("MLFLOW_FLASK_SERVER_SECRET_KEY",)
 ROLES = ("job", "promoter", "admin")
 # MLflow's own password rule for users of the basic-auth app (mlflow.utils.validation).
 MIN_MLFLOW_PASSWORD_LEN = 12
@@ -350,6 +355,15 @@ def ray_head_env(token_path: Path | None, base: dict[str, str] | None = None) ->
     # `ray start --head` look for another cluster: neither may leak in from the caller.
     for var in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
         env.pop(var, None)
+    # Every job inherits this environment: it carries the job identity's login at most. The
+    # admin's variables (set to start MLflow, docs/cluster.md section 0) and a promoter's or
+    # admin's MLflow login exported in the caller's shell stay behind.
+    privileged_users = {PROMOTER_USER, env.get(ENV_ADMIN_USER) or None} - {None}
+    for var in [k for k in env if k.startswith(PRIVILEGED_ENV_PREFIXES) or k in PRIVILEGED_ENV]:
+        env.pop(var)
+    if env.get("MLFLOW_TRACKING_USERNAME") in privileged_users:
+        env.pop("MLFLOW_TRACKING_USERNAME")
+        env.pop("MLFLOW_TRACKING_PASSWORD", None)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     # `ray job stop` sends SIGTERM to the job's driver, then SIGKILL after this many seconds
     # (Ray's default: 3). The training driver marks its MLflow run KILLED and lets Ray Train shut
@@ -625,7 +639,7 @@ def start_mlflow(
     port: int | None = None,
     backend_store_uri: str | None = None,
     artifacts_destination: str | None = None,
-    auth: bool = False,
+    auth: bool = True,
     workers: int = 1,
     timeout_s: float = 120.0,
     experiments: tuple[str, ...] = ("sensorlm",),
@@ -640,7 +654,7 @@ def start_mlflow(
             ``sqlite:///<state>/mlflow/mlflow.db``); ``postgresql://user:pw@host/db`` for PostgreSQL.
         artifacts_destination: where the server stores artifacts (a directory or ``s3://...``;
             default ``<state>/mlflow/artifacts``); clients upload through the server.
-        auth: run MLflow's basic-auth app (with sensorlm's promotion rule), admin credentials from
+        auth: run MLflow's basic-auth app (the default; with sensorlm's rules), admin credentials from
             ``SENSORLM_MLFLOW_ADMIN_USER`` / ``SENSORLM_MLFLOW_ADMIN_PASSWORD``, then
             `bootstrap_identities` (job user, promoter, pre-created experiments and models).
         workers: uvicorn worker processes (each costs a few hundred MB).
@@ -1018,8 +1032,15 @@ def _parser() -> argparse.ArgumentParser:
         "--backend-store-uri", default=None, help=f"default ${ENV_BACKEND_STORE_URI} or sqlite in the state dir"
     )
     ml_p.add_argument("--artifacts-destination", default=None, help="directory or s3:// URI; default in the state dir")
-    ml_p.add_argument(
-        "--auth", action="store_true", help=f"basic auth; admin from ${ENV_ADMIN_USER} / ${ENV_ADMIN_PASSWORD}"
+    auth = ml_p.add_mutually_exclusive_group()
+    auth.add_argument(
+        "--auth", dest="auth", action="store_true", default=True,
+        help=f"basic auth, the default: admin from ${ENV_ADMIN_USER} / ${ENV_ADMIN_PASSWORD}",
+    )
+    auth.add_argument(
+        "--no-auth", dest="auth", action="store_false",
+        help="no authentication: anyone who reaches the port may read, write and delete every run and model "
+             "(an explicit experiment on a machine nobody else uses)",
     )
     ml_p.add_argument("--workers", type=int, default=1)
     ml_p.add_argument("--experiment", action="append", default=None,

@@ -156,7 +156,29 @@ def test_refuse_block_without_credentials_401_with_them_a_job_runs(loopback):
     assert result.returncode == 0, _out(result)
     lines = result.stdout.splitlines()
     assert lines[:2] == ["401", "401"], "both servers must refuse a request without credentials"
-    assert f"job sees MLflow at {loopback.env['MLFLOW_TRACKING_URI']}" in lines, _out(result)
+    assert f"job sees MLflow at {loopback.env['MLFLOW_TRACKING_URI']} as sensorlm-job" in lines, _out(result)
+    assert "admin variables in the job: none" in lines, _out(result)
+
+
+def test_a_job_environment_holds_no_admin_or_promoter_secret(loopback):
+    """The start block exported the MLflow admin's password before starting the head: no variable
+    of a submitted job holds it (compared by digest, so the job never prints a secret)."""
+    import hashlib
+
+    admin_password = loopback.env["SENSORLM_MLFLOW_ADMIN_PASSWORD"]
+    mlflow_state = json.loads((loopback.state_dir / "mlflow.json").read_text())
+    promoter_password = Path(mlflow_state["details"]["promoter_password_file"]).read_text().strip()
+    script = ("import hashlib, json, os; print('ENV', json.dumps({k: hashlib.sha256(v.encode()).hexdigest() "
+              "for k, v in os.environ.items()}))")
+    done = subprocess.run(["ray", "job", "submit", "--", "python", "-c", script], env=loopback.env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, _out(done)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("ENV "))
+    digests = json.loads(line[4:])
+    assert digests["MLFLOW_TRACKING_USERNAME"] == hashlib.sha256(b"sensorlm-job").hexdigest()
+    for secret in (admin_password, promoter_password):
+        assert hashlib.sha256(secret.encode()).hexdigest() not in digests.values()
+    assert not [k for k in digests if "ADMIN" in k or k == "MLFLOW_FLASK_SERVER_SECRET_KEY"]
 
 
 def test_train_block_job_succeeds_logs_progress_and_registers_a_model(loopback, servers, mlflow_client, tmp_path):

@@ -81,7 +81,7 @@ def test_port_in_use_is_named(servers, tmp_path):
     with _listening_socket() as s:
         port = s.getsockname()[1]
         with pytest.raises(servers.ServerError, match=f"--port {port}: port {port} is already in use"):
-            servers.start_mlflow(tmp_path, port=port)
+            servers.start_mlflow(tmp_path, port=port, auth=False)
         with pytest.raises(servers.ServerError, match=f"--dashboard-port {port}: port {port} is already in use"):
             servers.start_ray(tmp_path, dashboard_port=port)
     assert servers.load_state(tmp_path, "ray") is None
@@ -93,19 +93,19 @@ def test_port_in_use_is_named(servers, tmp_path):
 def test_database_without_driver_names_the_module(servers, tmp_path, monkeypatch, scheme, module):
     monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importing it fails
     with pytest.raises(servers.ServerError, match=rf"driver needs the module '{module}'.*\.\[infra\]") as err:
-        servers.start_mlflow(tmp_path, backend_store_uri=f"{scheme}://mlflow:s3cret-pw@db.example:5432/mlflow")
+        servers.start_mlflow(tmp_path, backend_store_uri=f"{scheme}://mlflow:s3cret-pw@db.example:5432/mlflow", auth=False)
     assert "s3cret-pw" not in str(err.value), "the database password must not reach error messages"
     assert not (tmp_path / "mlflow").exists() and servers.load_state(tmp_path, "mlflow") is None
 
 
 def test_unknown_database_driver_is_named(servers, tmp_path):
     with pytest.raises(servers.ServerError, match=r"postgresql\+nosuchdriver"):
-        servers.start_mlflow(tmp_path, backend_store_uri="postgresql+nosuchdriver://u:pw@h/db")
+        servers.start_mlflow(tmp_path, backend_store_uri="postgresql+nosuchdriver://u:pw@h/db", auth=False)
 
 
 def test_non_database_store_is_refused(servers, tmp_path):
     with pytest.raises(servers.ServerError, match="--backend-store-uri.*database store"):
-        servers.start_mlflow(tmp_path, backend_store_uri=f"file://{tmp_path}/mlruns")
+        servers.start_mlflow(tmp_path, backend_store_uri=f"file://{tmp_path}/mlruns", auth=False)
 
 
 def test_long_ray_temp_dir_is_refused(servers, tmp_path):
@@ -119,9 +119,9 @@ def test_bad_numbers_are_refused(servers, tmp_path):
     with pytest.raises(servers.ServerError, match="--num-cpus must be >= 1, got 0"):
         servers.start_ray(tmp_path, num_cpus=0)
     with pytest.raises(servers.ServerError, match="--workers must be >= 1, got 0"):
-        servers.start_mlflow(tmp_path, workers=0)
+        servers.start_mlflow(tmp_path, workers=0, auth=False)
     with pytest.raises(servers.ServerError, match="--port 70000: not a TCP port"):
-        servers.start_mlflow(tmp_path, port=70000)
+        servers.start_mlflow(tmp_path, port=70000, auth=False)
 
 
 def test_with_mlflow_needs_a_running_mlflow(servers, tmp_path):
@@ -160,6 +160,34 @@ def test_ray_head_env_is_explicit_about_auth(servers, tmp_path):
     assert servers.ray_head_env(None, base={"RAY_JOB_STOP_WAIT_TIME_S": "5"})["RAY_JOB_STOP_WAIT_TIME_S"] == "5"
     off = servers.ray_head_env(None, base=inherited)
     assert off["RAY_AUTH_MODE"] == "disabled" and "RAY_AUTH_TOKEN_PATH" not in off
+
+
+def test_ray_head_env_carries_no_admin_or_promoter_credentials(servers):
+    """docs/cluster.md section 0 exports the MLflow admin's login before starting the head, whose
+    environment every job inherits: none of it (nor a promoter's login) may get there."""
+    caller = {"PATH": "/usr/bin", "SENSORLM_MLFLOW_ADMIN_USER": ADMIN_USER, "SENSORLM_MLFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD,
+              "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN_USER, "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+              "MLFLOW_FLASK_SERVER_SECRET_KEY": "k" * 64}
+    for login in (servers.PROMOTER_USER, ADMIN_USER):
+        env = servers.ray_head_env(None, base={**caller, "MLFLOW_TRACKING_USERNAME": login, "MLFLOW_TRACKING_PASSWORD": "pw"})
+        assert ADMIN_PASSWORD not in env.values() and "k" * 64 not in env.values(), sorted(env)
+        assert not {k for k in env if "ADMIN" in k or k.startswith("MLFLOW_TRACKING_") or "SECRET" in k}, sorted(env)
+    # a job user's login stays (it is what --with-mlflow hands the head on purpose)
+    job = servers.ray_head_env(None, base={**caller, "MLFLOW_TRACKING_USERNAME": "sensorlm-job", "MLFLOW_TRACKING_PASSWORD": "pw"})
+    assert job["MLFLOW_TRACKING_USERNAME"] == "sensorlm-job" and job["MLFLOW_TRACKING_PASSWORD"] == "pw"
+
+
+def test_mlflow_auth_is_on_unless_turned_off(servers, tmp_path, monkeypatch):
+    """`start mlflow` is authenticated by default: without the admin's variables it refuses to
+    start (before writing anything); --no-auth is the explicit opt-out."""
+    monkeypatch.delenv("SENSORLM_MLFLOW_ADMIN_USER", raising=False)
+    assert servers.main(["start", "mlflow", "--state-dir", str(tmp_path), "--port", "70000"]) == 1
+    assert servers.load_state(tmp_path, "mlflow") is None and not (tmp_path / "mlflow").exists()
+    args = servers._parser().parse_args(["start", "mlflow"])
+    assert args.auth is True
+    assert servers._parser().parse_args(["start", "mlflow", "--no-auth"]).auth is False
+    with pytest.raises(servers.ServerError, match="SENSORLM_MLFLOW_ADMIN_USER"):
+        servers.start_mlflow(tmp_path)
 
 
 def test_client_env_never_prints_secrets(servers, monkeypatch, tmp_path):
@@ -246,7 +274,7 @@ def test_stop_ends_the_whole_session_it_started(servers, session_alive, tmp_path
 def test_mlflow_server_sqlite_runs_artifacts_and_registry(servers, session_alive, tmp_path):
     from mlflow import MlflowClient
 
-    st = servers.start_mlflow(tmp_path / "state", timeout_s=120)
+    st = servers.start_mlflow(tmp_path / "state", timeout_s=120, auth=False)
     try:
         assert st.url.startswith("http://127.0.0.1:")
         assert requests.get(f"{st.url}/health", timeout=5).text == "OK"
@@ -283,7 +311,7 @@ def test_mlflow_server_postgresql_store(servers, session_alive, postgres_url, tm
     from mlflow import MlflowClient
 
     password = postgres_url.split(":")[2].split("@")[0]
-    st = servers.start_mlflow(tmp_path / "state", backend_store_uri=postgres_url, timeout_s=180)
+    st = servers.start_mlflow(tmp_path / "state", backend_store_uri=postgres_url, timeout_s=180, auth=False)
     try:
         client = MlflowClient(st.url)
         run = client.create_run(client.create_experiment("infra-pg"))

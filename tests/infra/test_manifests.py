@@ -14,12 +14,15 @@ Dockerfile stages, entry points to files under jobs/ and configs/.
 from __future__ import annotations
 
 import copy
+import fnmatch
+import functools
 import importlib.util
 import ipaddress
 import json
 import re
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -53,6 +56,8 @@ KNOWN_KINDS = {
     ("v1", "ConfigMap"),
     ("v1", "Service"),
     ("v1", "PersistentVolumeClaim"),
+    ("v1", "ResourceQuota"),
+    ("v1", "LimitRange"),
     ("apps/v1", "Deployment"),
     ("apps/v1", "StatefulSet"),
     ("batch/v1", "Job"),
@@ -657,17 +662,67 @@ def test_dockerfile_installs_existing_extras_and_copies_existing_paths():
     for group in re.findall(r'pip install -e "?[^"\s\[]*\[([^\]]+)\]', launcher_setup):
         for extra in group.split(","):
             assert extra.strip() in extras, f"{_rel(LAUNCHER)} installs extra [{extra.strip()}], not in pyproject.toml"
-    ignore = (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().split()
-    for path in (".git", ".venv", "data", "outputs"):
-        assert path in ignore, f"{path} should stay out of the build context"
+
+
+def _dockerignored(patterns: list[str], path: str) -> bool:
+    """Docker's .dockerignore rule: a pattern matches a path from the context root (Go's
+    filepath.Match, plus "**" for any number of folders); a folder that matches excludes all it holds."""
+    def regex(pattern: str) -> str:
+        out, i = "", 0
+        while i < len(pattern):
+            if pattern.startswith("**/", i):
+                out, i = out + "(?:.*/)?", i + 3
+            elif pattern.startswith("**", i):
+                out, i = out + ".*", i + 2
+            else:
+                out += {"*": "[^/]*", "?": "[^/]"}.get(pattern[i], re.escape(pattern[i]))
+                i += 1
+        return out
+
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    return any(re.fullmatch(regex(p.strip("/")), prefix) for p in patterns for prefix in prefixes)
+
+
+def test_dockerignore_keeps_secrets_environments_and_stores_out_of_images():
+    """`COPY . /app` copies the build context: the secrets docs/cluster.md writes (.secrets/),
+    virtual environments, outputs and local MLflow stores must never be in it."""
+    patterns = [line.strip() for line in (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    assert not [p for p in patterns if p.startswith("!")], "no re-inclusion: it could bring an ignored secret back"
+    for path in (".secrets/ray-token", ".secrets/mlflow-admin-password", "infra/k8s/.secrets/x", ".venv/bin/python",
+                 ".venv-ci/lib/site.py", ".venv311/pyvenv.cfg", "outputs/ray_results/ckpt", "mlruns/1/model.safetensors",
+                 "mlflow.db", ".cache/servers/mlflow/basic_auth.db", "sub/dir/mlflow.db", "data/wearable_tiny/train-000000.tar",
+                 "jobs/outputs/x", "tests/mlruns/0/meta.yaml", ".git/config", "sensorlm/__pycache__/cli.cpython-311.pyc",
+                 "infra/.env", "build/k8s/raycluster.yaml"):
+        assert _dockerignored(patterns, path), f"{path} would be copied into the image"
+    for path in ("sensorlm/cli.py", "pyproject.toml", "README.md", "infra/mlflow_auth/sensorlm_mlflow_auth.py",
+                 "configs/sensorlm_tiny.yaml", "jobs/train_sensorlm.py", "sensorlm/data/loader.py"):
+        assert not _dockerignored(patterns, path), f"{path} is needed in the image"
 
 
 # ---------------------------------------------------------------------------------------------
 # Ray cluster launcher
 
 
+# What infra/cluster/render.py is given in these tests (any well-formed values).
+AWS_VALUES = {"AWS_REGION": "us-west-2", "AWS_ACCOUNT_ID": "123456789012", "SUBNET_IDS": "subnet-0aaaa1111,subnet-0bbbb2222",
+              "SECURITY_GROUP_ID": "sg-0123abcd", "IMAGE_ID": "ami-0fedcba98"}
+
+
+@functools.lru_cache(maxsize=None)
+def _aws_rendered() -> Path:
+    spec = importlib.util.spec_from_file_location("aws_render", INFRA / "cluster" / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = Path(tempfile.mkdtemp(prefix="sensorlm-aws-"))
+    module.render(out, AWS_VALUES)
+    return out
+
+
 def _launcher() -> dict:
-    return yaml.safe_load(LAUNCHER.read_text())
+    """The launcher config as `ray up` reads it (rendered)."""
+    return yaml.safe_load((_aws_rendered() / LAUNCHER.name).read_text())
 
 
 def test_cluster_launcher_passes_rays_own_schema():
@@ -768,13 +823,87 @@ def test_autoscaler_sidecar_is_restricted_too():
 
 
 def test_service_account_tokens_only_where_the_api_is_needed():
+    """No pod automounts a token; the Ray head's job drivers must not hold KubeRay's service account
+    (it may patch pods and the RayCluster): only the autoscaler container mounts a projected token."""
     for path, d, where, _, pod in _all_pods():
-        if d["kind"] == "RayCluster" and where.endswith("head"):
-            # The in-tree autoscaler sidecar scales worker pods through the Kubernetes API.
-            assert d["spec"]["enableInTreeAutoscaling"] is True
-            assert pod.get("automountServiceAccountToken") is True
-        else:
-            assert pod.get("automountServiceAccountToken") is False, f"{_rel(path)} {where}: needs no API token"
+        assert pod.get("automountServiceAccountToken") is False, f"{_rel(path)} {where}: must not automount a token"
+        token_volumes = {v["name"] for v in pod.get("volumes", [])
+                         if any("serviceAccountToken" in src for src in v.get("projected", {}).get("sources", []))}
+        for c in pod.get("containers", []) + pod.get("initContainers", []):
+            mounted = {m["name"] for m in c.get("volumeMounts", [])} & token_volumes
+            assert not mounted, f"{_rel(path)} {where} container {c['name']} mounts the API token {mounted}"
+    cluster = _raycluster()["spec"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    volumes = {v["name"]: v for v in cluster["headGroupSpec"]["template"]["spec"]["volumes"]}
+    mounts = {m["name"]: m for m in cluster["autoscalerOptions"]["volumeMounts"]}
+    token = mounts["autoscaler-api-token"]
+    assert token["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount" and token["readOnly"] is True
+    sources = volumes["autoscaler-api-token"]["projected"]["sources"]
+    assert sources[0]["serviceAccountToken"]["path"] == "token"
+    assert sources[0]["serviceAccountToken"]["expirationSeconds"] <= 3600
+    assert {"configMap", "downwardAPI"} <= {k for src in sources for k in src}, "the CA and namespace beside the token"
+
+
+_QUOTA_RESOURCES = {"requests.cpu": ("requests", "cpu"), "requests.memory": ("requests", "memory"),
+                    "limits.memory": ("limits", "memory"), "requests.nvidia.com/gpu": ("requests", "nvidia.com/gpu"),
+                    "requests.ephemeral-storage": ("requests", "ephemeral-storage"),
+                    "limits.ephemeral-storage": ("limits", "ephemeral-storage")}
+
+
+def _quantity(text) -> float:
+    text = str(text)
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "m": 1e-3}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+def _pods_at_full_scale():
+    """(namespace, containers of one pod, copies) of every pod the manifests can run at once."""
+    for path, d in _all_k8s_docs():
+        ns, kind, spec = d["metadata"].get("namespace"), d["kind"], d.get("spec", {})
+        if kind == "Deployment":  # a rolling update runs one pod more
+            yield ns, spec["template"]["spec"]["containers"], spec.get("replicas", 1) + 1
+        elif kind in ("StatefulSet", "Job"):
+            yield ns, spec["template"]["spec"]["containers"], spec.get("replicas", 1)
+        elif kind == "RayCluster":
+            head = spec["headGroupSpec"]["template"]["spec"]["containers"]
+            yield ns, head + [{"resources": spec["autoscalerOptions"]["resources"]}], 1
+            for g in spec["workerGroupSpecs"]:
+                yield ns, g["template"]["spec"]["containers"], g["maxReplicas"]
+        elif kind == "RayJob" and spec.get("submitterPodTemplate"):
+            yield ns, spec["submitterPodTemplate"]["spec"]["containers"], 1
+
+
+def test_every_namespace_has_a_quota_that_fits_its_own_workloads():
+    """A ResourceQuota per namespace bounds what a job there can start (pods, CPUs, memory, GPUs,
+    storage, no LoadBalancer or NodePort Services), and still admits every manifest at full scale."""
+    quotas = {d["metadata"]["namespace"]: d["spec"]["hard"] for _, d in _by_kind("ResourceQuota")}
+    ranges = {d["metadata"]["namespace"] for _, d in _by_kind("LimitRange")}
+    namespaces = {d["metadata"]["name"] for _, d in _by_kind("Namespace")}
+    assert set(quotas) == namespaces == ranges
+    used = {ns: dict.fromkeys(_QUOTA_RESOURCES, 0.0) | {"pods": 0.0} for ns in namespaces}
+    for ns, containers, copies in _pods_at_full_scale():
+        used[ns]["pods"] += copies
+        for key, (part, resource) in _QUOTA_RESOURCES.items():
+            used[ns][key] += copies * sum(_quantity(c.get("resources", {}).get(part, {}).get(resource, 0))
+                                          for c in containers)
+    for _, d in _by_kind("PersistentVolumeClaim"):
+        ns = d["metadata"]["namespace"]
+        used[ns]["persistentvolumeclaims"] = used[ns].get("persistentvolumeclaims", 0) + 1
+        used[ns]["requests.storage"] = used[ns].get("requests.storage", 0) + _quantity(d["spec"]["resources"]["requests"]["storage"])
+    for _, d in _by_kind("StatefulSet"):
+        ns = d["metadata"]["namespace"]
+        for claim in d["spec"].get("volumeClaimTemplates", []):
+            used[ns]["persistentvolumeclaims"] = used[ns].get("persistentvolumeclaims", 0) + d["spec"].get("replicas", 1)
+            used[ns]["requests.storage"] = used[ns].get("requests.storage", 0) + _quantity(claim["spec"]["resources"]["requests"]["storage"])
+    for ns, hard in quotas.items():
+        assert hard["services.loadbalancers"] == "0" and hard["services.nodeports"] == "0", ns
+        for key, value in used[ns].items():
+            assert key in hard, f"{ns}: the quota does not bound {key}"
+            assert value <= _quantity(hard[key]), f"{ns}: {key} needs {value:g} at full scale, the quota allows {hard[key]}"
+    assert used["sensorlm-ray"]["requests.nvidia.com/gpu"] == _quantity(quotas["sensorlm-ray"]["requests.nvidia.com/gpu"]) == 8
 
 
 def test_every_container_bounds_its_ephemeral_storage():
@@ -960,7 +1089,7 @@ WORKER_POLICY = INFRA / "cluster" / "aws-iam-worker-policy.json"
 
 
 def _statements(path: Path) -> list[dict]:
-    policy = json.loads(path.read_text())
+    policy = json.loads((_aws_rendered() / path.name).read_text())
     assert policy["Version"] == "2012-10-17"
     for st in policy["Statement"]:
         st["Action"] = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
@@ -993,11 +1122,9 @@ def test_iam_policies_are_least_privilege(policy):
             if action.startswith("s3:"):
                 assert all(r in ("arn:aws:s3:::sensorlm-checkpoints", "arn:aws:s3:::sensorlm-checkpoints/*") for r in st["Resource"]), st
             if action.startswith("iam:"):
-                assert action == "iam:PassRole" and st["Resource"] == ["arn:aws:iam::*:role/sensorlm-ray-worker"], st
+                assert action == "iam:PassRole" and st["Resource"] == ["arn:aws:iam::123456789012:role/sensorlm-ray-worker"], st
             if action in ("ec2:TerminateInstances", "ec2:StopInstances", "ec2:StartInstances"):
                 assert st["Condition"]["StringEquals"]["aws:ResourceTag/ray-cluster-name"] == cfg["cluster_name"], st
-            if action == "ec2:RunInstances" and "arn:aws:ec2:*:*:instance/*" in st["Resource"]:
-                assert st["Condition"]["StringEquals"]["aws:RequestTag/ray-cluster-name"] == cfg["cluster_name"], st
     actions = {a for st in _statements(policy) for a in st["Action"]}
     if policy == WORKER_POLICY:
         assert {a.split(":")[0] for a in actions} == {"s3"}, "workers need the checkpoint bucket and nothing else"
@@ -1005,15 +1132,80 @@ def test_iam_policies_are_least_privilege(policy):
         assert {"ec2:RunInstances", "ec2:TerminateInstances", "iam:PassRole"} <= actions
 
 
+def test_every_node_requires_imdsv2_and_starts_from_the_named_image_and_subnets():
+    """A container with its own network namespace never reaches the instance metadata (and the
+    head role's credentials in it): session tokens required, hop limit 1, on every node type."""
+    cfg = _launcher()
+    for name, node_type in cfg["available_node_types"].items():
+        conf = node_type["node_config"]
+        assert conf["MetadataOptions"] == {"HttpEndpoint": "enabled", "HttpTokens": "required",
+                                           "HttpPutResponseHopLimit": 1}, name
+        assert conf["ImageId"] == AWS_VALUES["IMAGE_ID"] and conf["SubnetIds"] == AWS_VALUES["SUBNET_IDS"].split(","), name
+    assert cfg["provider"]["region"] == AWS_VALUES["AWS_REGION"]
+
+
+def test_head_policy_launches_only_what_the_launcher_names_and_tags_only_at_launch():
+    """The head role cannot tag another instance into the cluster (and then terminate it), and can
+    launch only the launcher's instance types with IMDSv2, from its image, into its subnets and group."""
+    cfg = _launcher()
+    statements = _statements(IAM_POLICY)
+    arn = f"arn:aws:ec2:{AWS_VALUES['AWS_REGION']}:{AWS_VALUES['AWS_ACCOUNT_ID']}"
+    types = sorted({t["node_config"]["InstanceType"] for t in cfg["available_node_types"].values()})
+    run = [st for st in statements if "ec2:RunInstances" in st["Action"]]
+    allowed_run = set()
+    for st in run:
+        assert st["Action"] == ["ec2:RunInstances"], st["Sid"]
+        allowed_run |= set(st["Resource"])
+        if f"{arn}:instance/*" in st["Resource"]:
+            assert st["Resource"] == [f"{arn}:instance/*"], "the instance conditions must apply to instances alone"
+            eq = st["Condition"]["StringEquals"]
+            assert eq["aws:RequestTag/ray-cluster-name"] == cfg["cluster_name"]
+            assert sorted(eq["ec2:InstanceType"]) == types
+            assert eq["ec2:MetadataHttpTokens"] == "required"
+            assert st["Condition"]["NumericLessThanEquals"]["ec2:MetadataHttpPutResponseHopLimit"] == "1"
+        elif any(":volume/" in r or ":network-interface/" in r for r in st["Resource"]):
+            assert st["Condition"]["StringEquals"]["aws:RequestTag/ray-cluster-name"] == cfg["cluster_name"]
+    subnets = {f"{arn}:subnet/{s}" for s in AWS_VALUES["SUBNET_IDS"].split(",")}
+    assert allowed_run == {f"{arn}:instance/*", f"{arn}:volume/*", f"{arn}:network-interface/*", *subnets,
+                           f"{arn}:security-group/{AWS_VALUES['SECURITY_GROUP_ID']}", f"{arn}:key-pair/ray-autoscaler_*",
+                           f"arn:aws:ec2:{AWS_VALUES['AWS_REGION']}::image/{AWS_VALUES['IMAGE_ID']}"}
+    tagging = [st for st in statements if "ec2:CreateTags" in st["Action"]]
+    assert tagging
+    for st in tagging:
+        assert st["Action"] == ["ec2:CreateTags"], st["Sid"]
+        cond = st["Condition"]
+        if "ec2:CreateAction" in cond.get("StringEquals", {}):
+            assert cond["StringEquals"]["ec2:CreateAction"] == "RunInstances"
+        else:  # status tags on the cluster's own nodes, never its membership tag
+            assert cond["StringEquals"]["aws:ResourceTag/ray-cluster-name"] == cfg["cluster_name"]
+            keys = cond["ForAllValues:StringLike"]["aws:TagKeys"]
+            assert not [k for k in keys if fnmatch.fnmatchcase("ray-cluster-name", k)], keys
+
+
+def test_aws_render_refuses_missing_or_malformed_values(tmp_path):
+    spec = importlib.util.spec_from_file_location("aws_render", INFRA / "cluster" / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for key, bad, message in (("SUBNET_IDS", "", "SUBNET_IDS is unset"), ("IMAGE_ID", "ami-xyz", "IMAGE_ID='ami-xyz'"),
+                              ("SUBNET_IDS", "subnet-0aaaa1111;rm -rf /", "SUBNET_IDS="),
+                              ("AWS_ACCOUNT_ID", "*", "AWS_ACCOUNT_ID='*'")):
+        with pytest.raises(module.RenderError, match=re.escape(message)):
+            module.render(tmp_path / "out", {**AWS_VALUES, key: bad})
+    assert not (tmp_path / "out").exists()
+
+
 def _fake_aws(tmp_path: Path) -> tuple[dict, Path]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "aws_calls.log"
-    (bin_dir / "aws").write_text(f'#!/usr/bin/env bash\necho "$@" >> "{log}"\necho sg-0fake\n')
+    (bin_dir / "aws").write_text(f'#!/usr/bin/env bash\necho "$@" >> "{log}"\necho sg-0fa4e0001\n')
     (bin_dir / "aws").chmod(0o755)
     import os
+    import sys
 
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "VPC_ID": "vpc-0fake"}
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "VPC_ID": "vpc-0fake", "PYTHON": sys.executable,
+           "SUBNET_IDS": AWS_VALUES["SUBNET_IDS"], "IMAGE_ID": AWS_VALUES["IMAGE_ID"],
+           "AWS_REGION": AWS_VALUES["AWS_REGION"], "AWS_ACCOUNT_ID": AWS_VALUES["AWS_ACCOUNT_ID"]}
     return env, log
 
 
@@ -1034,12 +1226,15 @@ def test_aws_setup_admits_ssh_only_from_the_given_cidr(tmp_path):
     assert done.returncode == 0, done.stderr
     calls = log.read_text().splitlines()
     ingress = [c for c in calls if c.startswith("ec2 authorize-security-group-ingress")]
-    assert ingress[0].split() == ["ec2", "authorize-security-group-ingress", "--group-id", "sg-0fake", "--protocol", "tcp",
+    assert ingress[0].split() == ["ec2", "authorize-security-group-ingress", "--group-id", "sg-0fa4e0001", "--protocol", "tcp",
                                   "--port", "22", "--cidr", "203.0.113.7/32"]
-    assert "UserIdGroupPairs=[{GroupId=sg-0fake}]" in ingress[1], "the other rule admits members of the group only"
+    assert "UserIdGroupPairs=[{GroupId=sg-0fa4e0001}]" in ingress[1], "the other rule admits members of the group only"
     assert len(ingress) == 2 and "0.0.0.0/0" not in log.read_text()
     created = [c for c in calls if c.startswith("ec2 create-security-group")]
     assert f"--group-name {_launcher()['provider']['security_group']['GroupName']}" in created[0]
     policies = [c for c in calls if c.startswith("iam put-role-policy")]
-    assert any(f"file://{IAM_POLICY}" in c and "sensorlm-ray-head" in c for c in policies)
-    assert any(f"file://{WORKER_POLICY}" in c and "sensorlm-ray-worker" in c for c in policies)
+    rendered = REPO_ROOT / "build" / "aws"
+    assert any(f"file://{rendered / IAM_POLICY.name}" in c and "sensorlm-ray-head" in c for c in policies)
+    assert any(f"file://{rendered / WORKER_POLICY.name}" in c and "sensorlm-ray-worker" in c for c in policies)
+    head_policy = json.loads((rendered / IAM_POLICY.name).read_text())
+    assert "security-group/sg-0fa4e0001" in json.dumps(head_policy), "the head may launch into the group just made"
