@@ -449,11 +449,14 @@ def evaluate_model(
         run_id = _log_run(client, uri, experiment or f"{name}-evaluation", f"eval-{name}-{tail}-{split}", tags,
                           params, metrics, out_dir, plots, notes)
         if resolved.name:
-            for k, v in metrics.items():
-                if not k.startswith("zero_shot/per_class/"):
-                    client.set_model_version_tag(resolved.name, resolved.version, f"eval.{k}", repr(v))
-            client.set_model_version_tag(resolved.name, resolved.version, "eval.run_id", run_id)
-            client.set_model_version_tag(resolved.name, resolved.version, "eval.split", tags["sensorlm.eval_split"])
+            from sensorlm.tracking.mlflow_utils import set_version_tags
+
+            version_tags = {f"eval.{k}": repr(v) for k, v in metrics.items() if not k.startswith("zero_shot/per_class/")}
+            version_tags.update({"eval.run_id": run_id, "eval.split": tags["sensorlm.eval_split"]})
+            refused = set_version_tags(client, resolved.name, resolved.version, version_tags)
+            if refused:
+                _say(f"version {resolved.version} keeps the eval.* tags of an earlier evaluation ({len(refused)} "
+                     "refused: changing them needs MANAGE on the model); this evaluation is in its run")
         _say(f"logged evaluation run {run_id} (experiment {experiment or f'{name}-evaluation'!r})")
     _say(f"wrote {len(plots)} plots and metrics.json to {out_dir}")
     return EvaluationResult(

@@ -10,7 +10,7 @@ from typing import Any
 
 from sensorlm.config import redact
 from sensorlm.evaluation.common import RUN_ID as _RUN_ID
-from sensorlm.tracking.package import CONFIG_FILE, ModelPackage, load_model_package
+from sensorlm.tracking.package import ModelPackage, find_package_dir, load_model_package, read_mlmodel
 
 from dataclasses import dataclass
 
@@ -92,56 +92,25 @@ def _version_of_run(client, run_id: str):
     return max(versions, key=lambda v: (int(v.version), v.name))
 
 
-def _read_mlmodel(root: Path) -> dict[str, Any] | None:
-    import yaml
-
-    path = root / "MLmodel"
-    if not path.is_file():
-        return None
-    meta = yaml.safe_load(path.read_text())
-    return meta if isinstance(meta, dict) else None
-
-
-def find_package_dir(root: str | Path, what: str) -> Path:
-    """The model package inside a downloaded model: `root` itself, or the pyfunc's "package" artifact.
-
-    Args:
-        root: a package directory or a logged pyfunc model directory (holding ``MLmodel``).
-        what: the model's URI, for messages.
-    """
-    root = Path(root)
-    if (root / CONFIG_FILE).is_file():
-        return root
-    meta = _read_mlmodel(root)
-    if meta is not None:
-        artifacts = (meta.get("flavors", {}).get("python_function", {}) or {}).get("artifacts") or {}
-        rel = (artifacts.get("package") or {}).get("path")
-        if rel and (root / rel / CONFIG_FILE).is_file():
-            return root / rel
-    # A package logged as a plain artifact one level down (e.g. runs:/ID/outputs).
-    hits = sorted(p.parent for p in root.glob(f"*/{CONFIG_FILE}")) + sorted(
-        p.parent for p in root.glob(f"artifacts/*/{CONFIG_FILE}")
-    )
-    if len(hits) == 1:
-        return hits[0]
-    raise FileNotFoundError(
-        f"{what}: no model package found in {root} (expected {CONFIG_FILE}, or an MLmodel whose "
-        f"pyfunc artifact 'package' holds one)"
-    )
-
-
-def _download_and_load(artifact_uri: str, uri: str) -> tuple[ModelPackage, str | None]:
+def _download_and_load(artifact_uri: str, uri: str, client=None, version=None) -> tuple[ModelPackage, str | None]:
+    """Download a model and load its package; a registered `version` (with `client`) is verified
+    against the digest recorded when it was registered."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from sensorlm.tracking.integrity import download_version
+
     with tempfile.TemporaryDirectory(prefix="sensorlm-eval-") as tmp:
         try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=tmp)
+            if version is not None:
+                local = download_version(client, version.name, version.version, tmp)
+            else:
+                local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=tmp)
         except MlflowException as e:
-            raise ValueError(f"model URI {uri!r}: cannot download {artifact_uri}: {e.message}") from None
+            raise ValueError(f"model URI {uri!r}: cannot download {artifact_uri}: {redact(e.message)}") from None
         root = Path(local)
         package = load_model_package(find_package_dir(root, uri))
-        meta = _read_mlmodel(root) or {}
+        meta = read_mlmodel(root) or {}
         return package, meta.get("run_id")
 
 
@@ -168,7 +137,7 @@ def resolve_model(model_uri: str, tracking_uri: str | None = None) -> ResolvedMo
     local = Path(uri).expanduser()
     if "://" not in uri and not uri.startswith(("models:", "runs:")) and local.is_dir():
         package_dir = find_package_dir(local, uri)
-        meta = _read_mlmodel(local) or {}
+        meta = read_mlmodel(local) or {}
         return ResolvedModel(uri, load_model_package(package_dir), None, None, meta.get("run_id"))
 
     tracking_uri = resolve_tracking_uri(tracking_uri)
@@ -186,7 +155,7 @@ def resolve_model(model_uri: str, tracking_uri: str | None = None) -> ResolvedMo
             mv = _registered_version(client, m_version[1], None, m_version[2], uri, tracking_uri)
         else:
             raise ValueError(f"model URI {uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-        package, logged_run = _download_and_load(f"models:/{mv.name}/{mv.version}", uri)
+        package, logged_run = _download_and_load(f"models:/{mv.name}/{mv.version}", uri, client, mv)
         return ResolvedModel(uri, package, mv.name, str(mv.version), mv.run_id or logged_run)
 
     if uri.startswith("runs:/"):

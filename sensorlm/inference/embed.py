@@ -14,8 +14,9 @@ The driver resolves and checks the model once (a registered ``models:/name/versi
 ``models:/name@alias`` is pinned to its version, so every actor loads the same weights even if the
 alias moves), lists the units and drops those whose output file already exists (resume). The rest
 go through ``ray.data.from_items(units).map_batches(_EmbedActor, batch_size=1, concurrency=N)``:
-each actor loads the model once (the project's models-from-code pyfunc or a model package, no
-pickle) and per unit reads the input, embeds it in batches of ``batch_size`` on CPU or GPU and
+each actor loads the model package once with this installation's code (a registered version is
+first checked against the digest recorded at registration; nothing stored with the model runs, and
+nothing is unpickled) and per unit reads the input, embeds it in batches of ``batch_size`` on CPU or GPU and
 writes ``<out>/<unit>.parquet`` under a temporary name, then renames it. The unit is the input file,
 not the Ray block, because it is the unit of resume: Ray Data's own readers and ``write_parquet``
 name output files after blocks and stop the whole read at a corrupt shard.
@@ -44,12 +45,14 @@ import json
 import math
 import os
 import re
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from sensorlm.config import redact
 from sensorlm.inference import EmbedError
 from sensorlm.inference.inputs import (
     PROMPTS_PER_FILE,
@@ -124,7 +127,8 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> ModelRef:
                 mv = client.get_model_version(m["name"], m["version"])
         except Exception as exc:  # MlflowException: not found, or the store cannot be reached
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EmbedError(f"model {model}: not found in the registry at {tracking_uri} ({detail})") from None
+            raise EmbedError(f"model {model}: not found in the registry at {redact(tracking_uri)} "
+                             f"({redact(detail)})") from None
         return ModelRef(f"models:/{m['name']}/{mv.version}", "registry", str(mv.version), model, tracking_uri)
     path = Path(model)
     if not path.is_dir():
@@ -139,32 +143,30 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> ModelRef:
 
 
 def load_embedder(ref: ModelRef, device: str = "cpu"):
-    """The `SensorLMPyfunc` of a resolved model, on `device`.
+    """The `SensorLMPyfunc` of a resolved model, on `device`, built from the model package (weights
+    and JSON) with this installation's code: nothing stored with the model is executed. A
+    registered version is verified against the digest recorded at its registration first.
 
     Args:
         ref: from `resolve_model`.
         device: "cpu" or a CUDA device.
     """
+    from sensorlm.tracking.package import find_package_dir
     from sensorlm.tracking.pyfunc import SensorLMPyfunc
 
-    if ref.kind == "package":
-        embedder = SensorLMPyfunc()
-        embedder.load_package(ref.uri)
-    else:
-        import mlflow
+    embedder = SensorLMPyfunc()
+    if ref.kind == "registry":
+        from mlflow.tracking import MlflowClient
 
-        previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-        if ref.tracking_uri:  # models:/ resolves through MLflow's global URIs; put them back after
-            mlflow.set_tracking_uri(ref.tracking_uri)
-            mlflow.set_registry_uri(ref.tracking_uri)
-        try:
-            embedder = mlflow.pyfunc.load_model(ref.uri).unwrap_python_model()
-        finally:
-            mlflow.set_tracking_uri(previous[0])
-            mlflow.set_registry_uri(previous[1])
-        # models-from-code runs pyfunc.py as its own module: the class is a copy, so check by its methods
-        if not all(hasattr(embedder, a) for a in ("embed_sensor", "embed_text", "to", "family")):
-            raise EmbedError(f"model {ref.requested}: not a sensorlm pyfunc ({type(embedder).__name__})")
+        from sensorlm.tracking.integrity import download_version
+
+        m = MODEL_URI.match(ref.uri)
+        client = MlflowClient(tracking_uri=ref.tracking_uri, registry_uri=ref.tracking_uri)
+        with tempfile.TemporaryDirectory(prefix="sensorlm-embed-") as tmp:
+            local = download_version(client, m["name"], m["version"], tmp)
+            embedder.load_package(find_package_dir(local, ref.requested))
+    else:
+        embedder.load_package(find_package_dir(ref.uri, ref.requested))
     if embedder.family != "sensorlm":
         raise EmbedError(
             f"model {ref.requested}: a {embedder.family!r} model has no embeddings (embed needs a SensorLM model)"

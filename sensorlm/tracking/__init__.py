@@ -23,6 +23,8 @@ _LAZY = {
     "set_alias": "sensorlm.tracking.mlflow_utils",
     "champion_metric": "sensorlm.tracking.mlflow_utils",
     "promote": "sensorlm.tracking.promote",
+    "load_model": "sensorlm.tracking.integrity",
+    "model_digest": "sensorlm.tracking.integrity",
 }
 
 __all__ = ["ModelPackage", "load_model_package", "save_model_package", *_LAZY]

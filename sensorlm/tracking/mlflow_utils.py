@@ -323,7 +323,8 @@ def register_version(
     alias: str | None = None,
     client: MlflowClient | None = None,
 ) -> ModelVersion:
-    """Register a logged model as a new version of `name`, tag it with its metrics, set `alias`.
+    """Register a logged model as a new version of `name`, tag it with the digest of its files
+    (`sensorlm.tracking.integrity`) and its metrics, set `alias`.
 
     If `model` is a ModelInfo already registered under `name` (``log_model(...,
     registered_model_name=name)``), that version is reused instead of registering twice.
@@ -355,11 +356,37 @@ def register_version(
     if version is None:
         mv = mlflow.register_model(uri, name)
         version = str(mv.version)
+    from sensorlm.tracking.integrity import record_digest
+
+    record_digest(client, name, version)  # first: every later load of this version checks it
     for key, value in metric_tags.items():
         client.set_model_version_tag(name, version, key, value)
     if alias:
         client.set_registered_model_alias(name, alias, version)
     return client.get_model_version(name, version)
+
+
+def set_version_tags(client: MlflowClient, name: str, version: str | int, tags: Mapping[str, str]) -> list[str]:
+    """Set tags on a model version; returns the keys the server refused (HTTP 403).
+
+    With sensorlm's auth app the audit tags (``metric.*``, ``eval.*``, ``holdout.*``, ...) are
+    write-once for a job's login: a second evaluation or sweep may not change them.
+
+    Args:
+        client: MLflow client.
+        name: registered model name.
+        version: the version.
+        tags: key -> value.
+    """
+    refused = []
+    for key, value in tags.items():
+        try:
+            client.set_model_version_tag(name, str(version), key, value)
+        except MlflowException as e:
+            if e.error_code != "PERMISSION_DENIED":
+                raise
+            refused.append(key)
+    return refused
 
 
 def _version_source_matches(client: MlflowClient, name: str, version: Any, info: Any) -> bool:

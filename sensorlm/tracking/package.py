@@ -328,3 +328,42 @@ def load_model_package(package_dir: str | Path) -> ModelPackage:
         tokenizer=tokenizer,
         data_stats=data_stats,
     )
+
+
+def read_mlmodel(root: Path) -> dict[str, Any] | None:
+    """The parsed MLmodel file of a logged model directory, or None."""
+    import yaml
+
+    path = root / "MLmodel"
+    if not path.is_file():
+        return None
+    meta = yaml.safe_load(path.read_text())
+    return meta if isinstance(meta, dict) else None
+
+
+def find_package_dir(root: str | Path, what: str) -> Path:
+    """The model package inside a downloaded model: `root` itself, or the pyfunc's "package" artifact.
+
+    Args:
+        root: a package directory or a logged pyfunc model directory (holding ``MLmodel``).
+        what: the model's URI, for messages.
+    """
+    root = Path(root)
+    if (root / CONFIG_FILE).is_file():
+        return root
+    meta = read_mlmodel(root)
+    if meta is not None:
+        artifacts = (meta.get("flavors", {}).get("python_function", {}) or {}).get("artifacts") or {}
+        rel = (artifacts.get("package") or {}).get("path")
+        if rel and (root / rel / CONFIG_FILE).is_file():
+            return root / rel
+    # A package logged as a plain artifact one level down (e.g. runs:/ID/outputs).
+    hits = sorted(p.parent for p in root.glob(f"*/{CONFIG_FILE}")) + sorted(
+        p.parent for p in root.glob(f"artifacts/*/{CONFIG_FILE}")
+    )
+    if len(hits) == 1:
+        return hits[0]
+    raise FileNotFoundError(
+        f"{what}: no model package found in {root} (expected {CONFIG_FILE}, or an MLmodel whose "
+        f"pyfunc artifact 'package' holds one)"
+    )

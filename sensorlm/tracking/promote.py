@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import tempfile
 import time
 from typing import Any
 
@@ -72,13 +73,20 @@ def promote(model_name: str, version: str | int, alias: str = "champion", tracki
 
     Raises:
         PromotionRefused: the server refused (these credentials may not move aliases).
+        ModelIntegrityError: the version's files are not those registered, or it has no digest.
         MlflowException: the model or version does not exist, or another server error.
     """
+    from sensorlm.tracking.integrity import DIGEST_TAG, ModelIntegrityError, download_version
     from sensorlm.tracking.mlflow_utils import get_alias_version
 
     client = MlflowClient(tracking_uri)
     version = str(version)
-    client.get_model_version(model_name, version)  # a clear error for a version that does not exist
+    mv = client.get_model_version(model_name, version)  # a clear error for a version that does not exist
+    if not (mv.tags or {}).get(DIGEST_TAG):
+        raise ModelIntegrityError(f"models:/{model_name}/{version} has no {DIGEST_TAG} tag, so what it holds cannot be "
+                                  "checked; promote a version registered by this sensorlm")
+    with tempfile.TemporaryDirectory(prefix="sensorlm-promote-") as tmp:
+        download_version(client, model_name, version, tmp)  # its files are the ones registered
     holder = get_alias_version(model_name, alias, client=client)
     try:
         client.set_registered_model_alias(model_name, alias, version)
@@ -106,13 +114,16 @@ def add_promote_args(parser) -> None:
 
 def run_promote(args) -> int:
     """``sensorlm promote MODEL VERSION``: 2 when refused, 1 when MLflow fails otherwise."""
+    from sensorlm.config import redact
+    from sensorlm.tracking.integrity import ModelIntegrityError
+
     try:
         done = promote(args.model, args.version, args.alias, args.tracking_uri)
-    except PromotionRefused as e:
+    except (PromotionRefused, ModelIntegrityError) as e:
         print(f"[sensorlm.promote] refused: {e}", flush=True)
         return 2
     except MlflowException as e:
-        print(f"[sensorlm.promote] failed: {e.message}", flush=True)
+        print(f"[sensorlm.promote] failed: {redact(e.message)}", flush=True)
         return 1
     before = f" (was version {done['previous']})" if done["previous"] else ""
     print(f"[sensorlm.promote] {done['model']} version {done['version']} is now @{done['alias']}{before}", flush=True)

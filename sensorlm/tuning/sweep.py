@@ -518,6 +518,8 @@ def best_registered_on_holdout(task: SweepTask, cfg: SweepConfig, client, tracki
     """(score, version) of the best registered version of the sweep's model on the held-out data.
     A version scored before carries the score in tags; any other is loaded from MLflow, scored
     and tagged now; one that cannot run on this data (another input shape, ...) is skipped."""
+    from sensorlm.tracking.mlflow_utils import set_version_tags
+
     key, score_tag = task.holdout_key(), f"holdout.{cfg.metric}"
     best: tuple[float, str] | None = None
     for v in client.search_model_versions(f"name = '{cfg.registered_name}'"):
@@ -532,8 +534,8 @@ def best_registered_on_holdout(task: SweepTask, cfg: SweepConfig, client, tracki
                 continue
             if score is None or not math.isfinite(score):
                 continue
-            client.set_model_version_tag(cfg.registered_name, v.version, HOLDOUT_TAG, key)
-            client.set_model_version_tag(cfg.registered_name, v.version, score_tag, str(score))
+            # write-once for a job's login (infra/mlflow_auth): a refused cache costs a rescore next time
+            set_version_tags(client, cfg.registered_name, v.version, {HOLDOUT_TAG: key, score_tag: str(score)})
         if math.isfinite(score) and (best is None or _better(score, best[0], cfg.mode)):
             best = (score, str(v.version))
     return best

@@ -217,12 +217,13 @@ def test_train_block_job_succeeds_logs_progress_and_registers_a_model(loopback, 
     assert placement[0]["train_shards"] and placement[1]["train_shards"]
     assert not set(placement[0]["train_shards"]) & set(placement[1]["train_shards"])
 
-    # The registered version loads and embeds (artifacts come back through the server).
-    # `models:/` resolves through this process's MLflow URIs (set ones outrank the environment):
-    # point them at the loopback server; tests/conftest.py restores them afterwards.
-    mlflow.set_tracking_uri(loopback.env["MLFLOW_TRACKING_URI"])
-    mlflow.set_registry_uri(loopback.env["MLFLOW_TRACKING_URI"])
-    model = mlflow.pyfunc.load_model("models:/sensorlm/1")
+    # The registered version loads and embeds (artifacts come back through the server), after
+    # its files were checked against the digest the job recorded when it registered them.
+    from sensorlm.tracking import load_model
+    from sensorlm.tracking.integrity import DIGEST_TAG
+
+    assert len(mv.tags[DIGEST_TAG]) == 64
+    model = load_model("models:/sensorlm/1", loopback.env["MLFLOW_TRACKING_URI"])
     text_emb = np.asarray(model.predict({"text": ["A day with running: a run.", "A quiet day overall."]}))
     assert text_emb.shape[0] == 2 and np.all(np.isfinite(text_emb))
     np.testing.assert_allclose(np.linalg.norm(text_emb, axis=1), 1.0, atol=1e-5)

@@ -357,6 +357,7 @@ def test_mlflow_identities_job_user_promoter_and_isolation(servers, tmp_path, mo
     from mlflow import MlflowClient
 
     from sensorlm.tracking import promote as promotion
+    from sensorlm.tracking.integrity import DIGEST_TAG, record_digest
     from sensorlm.tuning import sweep
 
     monkeypatch.setenv("SENSORLM_MLFLOW_ADMIN_USER", ADMIN_USER)
@@ -398,6 +399,25 @@ def test_mlflow_identities_job_user_promoter_and_isolation(servers, tmp_path, mo
         _refused(lambda: client.delete_model_version("ident-model", v1))
         _refused(lambda: client.delete_run(run.info.run_id))
         _refused(lambda: client.create_registered_model("squatted-name"))  # names come from the admin
+        # Renames, descriptions, and the version tags the promotion gate and the load-time check
+        # rely on: MANAGE only. A job may set an audit tag its version lacks (registration writes
+        # metrics and the digest, a first evaluation its scores), never change or delete one.
+        _refused(lambda: client.rename_registered_model("ident-model", "renamed-model"))
+        _refused(lambda: client.update_registered_model("ident-model", description="swapped"))
+        _refused(lambda: client.update_model_version("ident-model", v1, description="swapped"))
+        _refused(lambda: client.set_model_version_tag("ident-model", v1, "metric.loss", "0.01"))
+        _refused(lambda: client.delete_model_version_tag("ident-model", v1, "metric.loss"))
+        _refused(lambda: client.set_model_version_tag("ident-model", v1, "sensorlm.promoted", "champion by a job"))
+        client.set_model_version_tag("ident-model", v1, "eval.zero_shot/accuracy", "0.5")
+        _refused(lambda: client.set_model_version_tag("ident-model", v1, "eval.zero_shot/accuracy", "0.9"))
+        client.set_model_version_tag("ident-model", v1, "notes", "first")
+        client.set_model_version_tag("ident-model", v1, "notes", "second")  # other tags stay the job's to edit
+        for v in (v1, v2):
+            assert len(record_digest(client, "ident-model", v)) == 64  # what registration does
+        _refused(lambda: client.set_model_version_tag("ident-model", v1, DIGEST_TAG, "0" * 64))
+        _refused(lambda: client.delete_model_version_tag("ident-model", v1, DIGEST_TAG))
+        assert client.get_model_version("ident-model", v1).tags["metric.loss"] == "0.5"
+        assert client.get_registered_model("ident-model").name == "ident-model"
         with pytest.raises(promotion.PromotionRefused, match="promoter"):
             promotion.promote("ident-model", v1, tracking_uri=st.url)
 
@@ -433,7 +453,12 @@ def test_mlflow_identities_job_user_promoter_and_isolation(servers, tmp_path, mo
         _as(monkeypatch, *promoter)
         moved = promotion.promote("ident-model", v1, tracking_uri=st.url)
         assert moved["previous"] == v2
-        assert MlflowClient(st.url).get_registered_model("ident-model").aliases["champion"] == v1
+        promoter_client = MlflowClient(st.url)
+        assert promoter_client.get_registered_model("ident-model").aliases["champion"] == v1
+        # MANAGE may correct what a job may not
+        promoter_client.set_model_version_tag("ident-model", v1, "metric.loss", "0.4")
+        promoter_client.update_model_version("ident-model", v1, description="champion since the last sweep")
+        assert promoter_client.get_model_version("ident-model", v1).tags["metric.loss"] == "0.4"
 
         # A second job user, granted its own experiment only: the first's runs are not its to read.
         admin = (ADMIN_USER, ADMIN_PASSWORD)
@@ -508,3 +533,28 @@ def test_shell_wrappers_call_the_script(servers, tmp_path):
     for script in ("start_ray_head.sh", "start_mlflow.sh"):
         usage = subprocess.run(["bash", str(local / script), "--help"], env=env, capture_output=True, text=True)
         assert usage.returncode == 0 and "--state-dir" in usage.stdout
+
+
+def test_auth_app_protects_the_tags_sensorlm_relies_on():
+    """The server-side rule (infra/mlflow_auth) and the client side (sensorlm.tracking.integrity,
+    the sweep's and evaluation's tags) name the same audit tags."""
+    import importlib.util
+
+    from sensorlm.tracking import integrity
+    from sensorlm.tracking.promote import PROMOTED_TAG
+    from sensorlm.tuning.sweep import HOLDOUT_TAG, SPLIT_TAG
+
+    path = Path(__file__).resolve().parents[2] / "infra" / "mlflow_auth" / "sensorlm_mlflow_auth.py"
+    spec = importlib.util.spec_from_file_location("sensorlm_mlflow_auth", path)
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    assert app.AUDIT_TAGS == integrity.AUDIT_TAGS and app.AUDIT_TAG_PREFIXES == integrity.AUDIT_TAG_PREFIXES
+    for key in (PROMOTED_TAG, integrity.DIGEST_TAG, HOLDOUT_TAG, SPLIT_TAG, "metric.val/loss", "eval.run_id",
+                "holdout.val/zero_shot_acc"):
+        assert app.is_audit_tag(key), key
+    for key in ("sensorlm.champion_candidate", "sensorlm.sweep", "notes"):
+        assert not app.is_audit_tag(key), key  # a job nominates and annotates its own versions
+    assert app._rule("/api/2.0/mlflow/registered-models/rename", "POST") == "manage"
+    assert app._rule("/ajax-api/2.0/mlflow/model-versions/update", "PATCH") == "manage"
+    assert app._rule("/api/2.0/mlflow/model-versions/delete-tag", "DELETE") == "tag"
+    assert app._rule("/api/2.0/mlflow/model-versions/get", "GET") is None
