@@ -556,7 +556,7 @@ def import_device_export(
                    schema)
         (tmp / REPORT).write_text(json.dumps({"spec": to_dict(spec), **vars(report)}, indent=1))
         manifest = prepare_dataset("wearable", tmp, parquet=[tmp / "parquet" / "import.parquet"], preset=None,
-                                   log=log, **prepare_kwargs)
+                                   log=log, staging=True, **prepare_kwargs)
         if out.exists():
             out.rmdir()  # empty, checked above
         tmp.rename(out)

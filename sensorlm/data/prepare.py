@@ -118,6 +118,7 @@ def prepare_dataset(
     text_len: int | None = None,
     log: Callable[[str], None] | None = print,
     overwrite: bool = False,
+    staging: bool = False,
 ) -> dict[str, Any]:
     """Build a dataset directory: ``tokenizer.json`` (wearable), shards and ``manifest.json``.
 
@@ -139,6 +140,8 @@ def prepare_dataset(
         text_len: caption length recorded in the manifest as the loader's default (by preset, else 64).
         log: progress printer, or None for silence.
         overwrite: replace an earlier dataset in `out_dir` written with other inputs or settings.
+        staging: `out_dir` is a caller's private staging folder holding this dataset's inputs
+            (``sensorlm import`` builds one, then renames it): its contents are not checked.
 
     Returns:
         the manifest.
@@ -149,7 +152,8 @@ def prepare_dataset(
     out = Path(out_dir)
     if not parquet and preset not in PRESET_DEFAULTS[kind]:
         raise ValueError(f"unknown {kind} preset {preset!r}; choose one of {sorted(PRESET_DEFAULTS[kind])}")
-    claim_output_dir(out, overwrite, log)
+    if not staging:
+        claim_output_dir(out, overwrite, log)
     out.mkdir(parents=True, exist_ok=True)
     if parquet:
         paths = [Path(p) for p in parquet]

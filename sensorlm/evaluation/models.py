@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from sensorlm.config import redact
 from sensorlm.evaluation.common import RUN_ID as _RUN_ID

@@ -182,8 +182,6 @@ def test_a_job_environment_holds_no_admin_or_promoter_secret(loopback):
 
 
 def test_train_block_job_succeeds_logs_progress_and_registers_a_model(loopback, servers, mlflow_client, tmp_path):
-    import mlflow
-
     result = loopback.run("train", timeout_s=900)
     out = result.stdout + result.stderr
     assert result.returncode == 0, _out(result)
