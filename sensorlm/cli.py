@@ -100,7 +100,13 @@ def run_prepare_data(args: argparse.Namespace) -> int:
 
 
 def add_import_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("exports", nargs="+", metavar="EXPORT", help="device export files (CSV or Parquet, long format)")
+    p.add_argument("exports", nargs="+", metavar="EXPORT",
+                   help="device files: long-format CSV/Parquet or a vendor format (see --format)")
+    from sensorlm.data.formats import known_formats
+
+    p.add_argument("--format", default="auto", metavar="NAME",
+                   help=f"auto (each file's own, by content and extension; logged), {', '.join(known_formats())} "
+                        "(docs/data.md, 'Device formats')")
     p.add_argument("--out", required=True, help="new dataset directory (shards, manifest.json, tokenizer.json)")
     p.add_argument("--spec", help="channel spec (YAML/JSON); default: channels from 'name[unit]' column headers")
     p.add_argument("--labels", help="label intervals (subject,start,end,label) or day labels (subject,date,label)")
@@ -133,7 +139,11 @@ def run_import(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise ValueError(f"channel spec: {exc}") from None
     log = None if args.quiet else (lambda msg: print(f"[import] {msg}", flush=True))
-    import_device_export(args.exports, args.out, spec=spec, labels=args.labels, log=log,
+    from sensorlm.data.formats import known_formats
+
+    if args.format != "auto" and args.format not in known_formats():
+        raise ValueError(f"--format {args.format!r}: known formats are auto, {', '.join(known_formats())}")
+    import_device_export(args.exports, args.out, spec=spec, labels=args.labels, log=log, fmt=args.format,
                          max_count=args.max_count, vocab_size=args.vocab_size, text_len=args.text_len)
     if not args.quiet:
         print(f"[import] done: {args.out} (report: {args.out}/import_report.json)", flush=True)

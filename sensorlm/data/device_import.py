@@ -263,51 +263,105 @@ class _Report:
     windows_unlabelled: int = 0
     split_by: str = ""
     splits: dict[str, int] = field(default_factory=dict)
+    formats: dict[str, str] = field(default_factory=dict)  # file -> format read
 
 
-def read_export(paths: Sequence[str | Path], spec: ImportSpec, report: _Report):
-    """One DataFrame (subject, time, channel columns) from every export file, checked."""
+def read_export(paths: Sequence[str | Path], spec: ImportSpec, report: _Report, fmt: str = "auto",
+                log: Callable[[str], None] | None = None):
+    """One DataFrame (subject, time, channel columns) from every export file, checked, and the label
+    intervals the files carry (None if none do).
+
+    Args:
+        paths: the export files.
+        spec: how to read long-format files, and the channels to keep (empty: every channel).
+        report: counts for import_report.json.
+        fmt: a format of `sensorlm.data.formats` for every file, or "auto" (each file's own).
+        log: progress printer.
+    """
     import pandas as pd
 
-    frames = []
+    from sensorlm.data.formats import LONG, detect, get_format
+
+    log = log or (lambda msg: None)
+    frames, carried = [], []
     channels = list(spec.channels)
     for p in map(Path, paths):
-        df = _read_table(p)
-        report.files.append(p.name)
-        if spec.time_column not in df.columns:
-            raise DeviceImportError(f"{p}: no time column '{spec.time_column}' (columns: {list(df.columns)})")
-        if not channels:
-            channels = channels_from_header(df.columns, [spec.time_column, spec.subject_column or ""])
-            if not channels:
-                raise DeviceImportError(
-                    f"{p}: no channel spec given and no 'name[unit]' column headers to read channels from"
-                )
-        out = pd.DataFrame({"time": parse_times(df[spec.time_column], p, spec.time_column, spec.time_format,
-                                                spec.timezone)})
-        if spec.subject_column and spec.subject_column in df.columns:
-            subj = df[spec.subject_column].astype("string").str.strip()
-            if subj.isna().any():
-                i = int(np.flatnonzero(subj.isna().to_numpy())[0])
-                raise DeviceImportError(f"{p}: row {i + 1}: column '{spec.subject_column}' is empty")
-            out["subject"] = subj.to_numpy()
+        name = detect(p) if fmt == "auto" else fmt
+        report.formats[p.name] = name
+        if name == LONG:
+            log(f"{p.name}: long-format table{' (detected)' if fmt == 'auto' else ''}")
+            out, channels = _read_long(p, spec, channels)
         else:
-            out["subject"] = spec.subject or p.stem
-        for ch in channels:
-            col = ch.column or next((c for c in df.columns if c == ch.name or _HEADER.match(str(c)) and
-                                     _HEADER.match(str(c)).group("name") == ch.name), None)
-            if col is None or col not in df.columns:
-                raise DeviceImportError(
-                    f"{p}: the channel spec names column '{ch.column or ch.name}' (channel {ch.name!r}), "
-                    f"which the export lacks (columns: {list(df.columns)})"
-                )
-            out[ch.name] = _numeric(df[col], p, col).to_numpy()
+            form = get_format(name)
+            recording = form.read(p, spec.subject)
+            log(f"{p.name}: {form.description}{' (detected)' if fmt == 'auto' else ''}; "
+                + "; ".join(recording.notes))
+            out, channels = _recording_frame(p, recording, spec, channels)
+            if recording.labels is not None and len(recording.labels):
+                carried.append(recording.labels)
         frames.append(out)
+        report.files.append(p.name)
         report.rows += len(out)
     data = pd.concat(frames, ignore_index=True)
     for ch in channels:
-        if data[ch.name].notna().sum() == 0:
+        if ch.name not in data or data[ch.name].notna().sum() == 0:
             raise DeviceImportError(f"{', '.join(report.files)}: channel {ch.name!r} has no numeric value in any row")
-    return data, channels
+    labels = pd.concat(carried, ignore_index=True) if carried else None
+    return data, channels, labels
+
+
+def _read_long(p: Path, spec: ImportSpec, channels: list[ChannelSpec]):
+    """A long-format CSV/Parquet file as (subject, time, channels); channels from its header if none yet."""
+    import pandas as pd
+
+    df = _read_table(p)
+    if spec.time_column not in df.columns:
+        raise DeviceImportError(f"{p}: no time column '{spec.time_column}' (columns: {list(df.columns)}); a device "
+                                "file of another layout needs --format (docs/data.md, 'Device formats')")
+    if not channels:
+        channels = channels_from_header(df.columns, [spec.time_column, spec.subject_column or ""])
+        if not channels:
+            raise DeviceImportError(
+                f"{p}: no channel spec given and no 'name[unit]' column headers to read channels from"
+            )
+    out = pd.DataFrame({"time": parse_times(df[spec.time_column], p, spec.time_column, spec.time_format,
+                                            spec.timezone)})
+    if spec.subject_column and spec.subject_column in df.columns:
+        subj = df[spec.subject_column].astype("string").str.strip()
+        if subj.isna().any():
+            i = int(np.flatnonzero(subj.isna().to_numpy())[0])
+            raise DeviceImportError(f"{p}: row {i + 1}: column '{spec.subject_column}' is empty")
+        out["subject"] = subj.to_numpy()
+    else:
+        out["subject"] = spec.subject or p.stem
+    for ch in channels:
+        col = ch.column or next((c for c in df.columns if c == ch.name or _HEADER.match(str(c)) and
+                                 _HEADER.match(str(c)).group("name") == ch.name), None)
+        if col is None or col not in df.columns:
+            raise DeviceImportError(
+                f"{p}: the channel spec names column '{ch.column or ch.name}' (channel {ch.name!r}), "
+                f"which the export lacks (columns: {list(df.columns)})"
+            )
+        out[ch.name] = _numeric(df[col], p, col).to_numpy()
+    return out, channels
+
+
+def _recording_frame(p: Path, recording, spec: ImportSpec, channels: list[ChannelSpec]):
+    """A device format's recording as (subject, time, channels): the spec's channels (by ``column``,
+    else name) if it names any, else every channel the format read (added to those of earlier files)."""
+    frame = recording.frame
+    if spec.channels:
+        out = frame[["time", "subject"]].copy()
+        for ch in spec.channels:
+            col = ch.column or ch.name
+            if col not in frame.columns:
+                raise DeviceImportError(f"{p}: the channel spec names {col!r} (channel {ch.name!r}); this file's "
+                                        f"channels are {[c.name for c in recording.channels]}")
+            out[ch.name] = frame[col].to_numpy()
+        return out, channels
+    known = {c.name for c in channels}
+    channels = channels + [ChannelSpec(c.name, c.unit, c.kind) for c in recording.channels if c.name not in known]
+    return frame, channels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,16 +562,18 @@ def import_device_export(
     spec: ImportSpec | None = None,
     labels: str | Path | None = None,
     log: Callable[[str], None] | None = print,
+    fmt: str = "auto",
     **prepare_kwargs: Any,
 ) -> dict[str, Any]:
     """Import device exports (and optional labels) into a dataset directory; return its manifest.
 
     Args:
-        exports: CSV or Parquet files (long format).
+        exports: device files: long-format CSV or Parquet, or any format of `sensorlm.data.formats`.
         out_dir: the dataset directory to create; must not exist yet or be empty.
         spec: how to read them (default: `ImportSpec()`, channels from ``name[unit]`` headers).
         labels: label intervals or day labels (CSV/Parquet), or None.
         log: progress printer, or None.
+        fmt: the format of every file, or "auto": each file's own, by content and extension (logged).
         **prepare_kwargs: more `prepare_dataset` arguments (max_count, dtype, vocab_size, text_len).
     """
     from sensorlm.data.prepare import prepare_dataset
@@ -531,9 +587,13 @@ def import_device_export(
     if not exports:
         raise DeviceImportError("no device export files given")
     report = _Report()
-    data, channels = read_export(exports, spec, report)
+    data, channels, carried = read_export(exports, spec, report, fmt, log)
     report.subjects = sorted(map(str, data["subject"].unique()))
     label_frame = read_labels(labels, spec, report.subjects) if labels else None
+    if carried is not None:  # the labels the device files carry, beside a label file of the user's
+        import pandas as pd
+
+        label_frame = carried if label_frame is None else pd.concat([label_frame, carried], ignore_index=True)
     rows = build_rows(data, channels, spec, label_frame, report)
     if not rows:
         raise DeviceImportError(
