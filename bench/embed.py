@@ -6,10 +6,14 @@
 Writes a temporary dataset of random samples of the preset's shape (tiny: 144x34, paper: 1440x34)
 and a randomly initialised model package (throughput does not depend on the weights), then times:
 
-- ``model``: `SensorLMPyfunc.embed_sensor` in this process on ready arrays (the model alone);
+- ``model``: `SensorLMPyfunc.embed_sensor` in this process on ready arrays of the dataset's own
+  samples (the model alone: the same missing minutes, decoded beforehand), over a shard's distinct
+  batches (the ratios' reference) and on one batch over and over (warm caches, for comparison);
 - ``embed``: the whole `sensorlm.inference.embed.embed` run through Ray Data (read shard, decode,
   embed, write Parquet), with 1..N actors; "per actor" divides by the time actors were busy, "wall"
-  includes Ray Data's start-up and the actor model loads (excludes ``ray.init``).
+  includes Ray Data's start-up and the actor model loads (excludes ``ray.init``), "all actors busy"
+  is the wall rate between the moment the last actor started its first file and the moment the
+  first actor finished its last (`EmbedReport.all_busy_samples_per_s`).
 
 Prints Markdown rows for bench/RESULTS.md and the machine it ran on.
 """
@@ -66,25 +70,35 @@ def build(root: Path, preset: str, n: int, per_shard: int) -> tuple[Path, Path]:
     return data, package
 
 
-def bench_model(package: Path, preset: str, batch: int, device: str, rounds: int = 20) -> float:
-    cfg = model_config(preset)
+def bench_model(package: Path, data: Path, batch: int, device: str, rounds: int = 5) -> tuple[float, float]:
+    """The model alone: `embed_sensor` on the dataset's own samples, decoded beforehand (the same
+    missing minutes, so the same masked attention). Two figures, median of `rounds` passes:
+    one batch embedded over and over (warm caches: the model's best case), and a whole shard's
+    distinct batches in turn (what a stream of samples costs it)."""
+    from sensorlm.inference.inputs import dataset_units, read_samples
+
     pf = SensorLMPyfunc()
     pf.load_package(package)
     pf.to(device)
-    x = np.random.default_rng(1).normal(size=(batch, cfg.sensor.input_len, cfg.sensor.num_channels))
-    x = x.astype(np.float32)
+    units, _ = dataset_units(str(data), None)
+    x = np.stack([s.raw for s in read_samples(units[0], lambda *a: None)])
+    batches = [x[i:i + batch] for i in range(0, len(x) - batch + 1, batch)]
+
+    def timed(chunks) -> float:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for chunk in chunks:
+            pf.embed_sensor(chunk)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return sum(len(c) for c in chunks) / (time.perf_counter() - t0)
+
     with torch.inference_mode():
-        pf.embed_sensor(x)
-        times = []
-        for _ in range(rounds):
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            pf.embed_sensor(x)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-    return batch / float(np.median(times))
+        timed(batches)
+        same = float(np.median([timed([batches[0]] * len(batches)) for _ in range(rounds)]))
+        distinct = float(np.median([timed(batches) for _ in range(rounds)]))
+    return same, distinct
 
 
 def _cpu_name() -> str:
@@ -117,7 +131,7 @@ def main(argv=None) -> int:
         data, package = build(root, args.preset, args.samples, args.per_shard)
         device = "cuda" if args.gpu else "cpu"
         torch.set_num_threads(1)
-        model_rate = bench_model(package, args.preset, args.batch_size, device)
+        model_same, model_rate = bench_model(package, data, args.batch_size, device)
         ray.init(logging_level="ERROR", include_dashboard=False)
         rows = []
         for actors in args.actors:
@@ -125,7 +139,8 @@ def main(argv=None) -> int:
             report = embed(str(package), str(out), dataset=str(data), batch_size=args.batch_size, num_actors=actors,
                            cpus_per_actor=1, gpus_per_actor=1 if args.gpu else 0, log=None)
             assert report.rows == args.samples and not report.bad, report.summary()
-            rows.append((actors, report.samples_per_s_per_actor, report.samples_per_s, report.seconds))
+            rows.append((actors, report.samples_per_s_per_actor, report.samples_per_s, report.seconds,
+                         report.all_busy_samples_per_s))
         ray.shutdown()
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -135,11 +150,19 @@ def main(argv=None) -> int:
           f"preset {args.preset}, {args.samples} samples in shards of {args.per_shard}, batch {args.batch_size}, "
           f"load average {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}")
     unit = "GPU" if args.gpu else "CPU process (1 thread)"
-    print(f"model alone, one {unit}: {model_rate:.0f} samples/s")
-    print("| actors | samples/s per actor (busy) | samples/s (wall) | wall s |")
-    print("|---|---|---|---|")
-    for actors, per, wall, secs in rows:
-        print(f"| {actors} | {per:.0f} | {wall:.0f} | {secs:.1f} |")
+    print(f"model alone, one {unit}: {model_rate:.0f} samples/s over a shard's distinct batches, "
+          f"{model_same:.0f} on one batch over and over")
+    print("| actors | samples/s per actor (busy) | per actor / model alone | samples/s (wall) | wall s | "
+          "samples/s (wall, all actors busy) |")
+    print("|---|---|---|---|---|---|")
+    for actors, per, wall, secs, steady in rows:
+        steady_text = f"{steady:.0f}" if steady else "-"
+        print(f"| {actors} | {per:.0f} | {per / model_rate:.2f} | {wall:.0f} | {secs:.1f} | {steady_text} |")
+    if len(rows) > 1:
+        one = rows[0]
+        for actors, _, wall, _, steady in rows[1:]:
+            print(f"{actors} actors / {one[0]}: wall {wall / one[2]:.2f}x"
+                  + (f", all busy {steady / one[4]:.2f}x" if steady and one[4] else ""))
     return 0
 
 

@@ -279,7 +279,8 @@ def _run_child(side: str, threads: int, args, work: Path, index: int) -> dict[st
     out = work / f"{label}-{index}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", side, "--steps", str(args.steps),
            "--log-every", str(args.log_every), "--data", str(args.data), "--work", str(work),
-           "--name", f"bench-{label}-{index}", "--result", str(out), "--threads", str(threads)]
+           "--name", f"bench-{label}-{index}", "--result", str(out), "--threads", str(threads),
+           "--overrides", *args.overrides]
     if args.profile:
         cmd += ["--profile", str(args.profile)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -316,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="append the runs and the summary here (JSON lines)")
     p.add_argument("--profile", type=Path, default=None,
                    help="instead of timing rounds: one plain and one ray run under cProfile, stats written here")
+    p.add_argument("--overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="run-config overrides for both sides (e.g. scaling.num_workers=1 batch_size=64); the plain "
+                        "loop keeps the same global batch")
     p.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--one", choices=("plain", "ray"), default=None, help=argparse.SUPPRESS)
     p.add_argument("--name", default=None, help=argparse.SUPPRESS)
@@ -327,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--steps {args.steps} / --log-every {args.log_every} leaves no window after --drop {args.drop}")
 
     if args.one:  # a child: one run, result as JSON
-        cfg = bench_config(args.data, args.steps, args.log_every, args.work, args.name)
+        cfg = bench_config(args.data, args.steps, args.log_every, args.work, args.name, args.overrides)
         if args.profile and args.one == "ray":
             from sensorlm.training import loop
 
@@ -352,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     info["load_start"] = loadavg()
     print(f"machine: {info}", flush=True)
-    cfg = bench_config(args.data, args.steps, args.log_every, Path(tempfile.gettempdir()), "check")
+    cfg = bench_config(args.data, args.steps, args.log_every, Path(tempfile.gettempdir()), "check", args.overrides)
     global_batch = cfg.batch_size * cfg.optim.grad_accum * cfg.scaling.num_workers
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)

@@ -355,9 +355,38 @@ class _SampleShuffle:
         yield from buf
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+_NPY_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], bool, int]] = {}  # header -> dtype, shape, fortran, size
+
+
 def _load_npy(data: bytes) -> np.ndarray:
-    # allow_pickle=False: an object array (the only way .npy carries code) raises ValueError
-    return np.load(io.BytesIO(data), allow_pickle=False)
+    """A ``.npy`` member as a writable array. Samples of a dataset share their few headers, so a
+    header is parsed once (``np.lib.format``) and later members are one ``frombuffer`` copy.
+    Object arrays, the only way ``.npy`` carries pickled code, are refused (ValueError)."""
+    if len(data) < 10 or data[:6] != _NPY_MAGIC:
+        raise ValueError("not a .npy member (bad magic)")
+    major = data[6]
+    head_len, start = (int.from_bytes(data[8:10], "little"), 10) if major == 1 else \
+        (int.from_bytes(data[8:12], "little"), 12)
+    header = bytes(data[:start + head_len])
+    known = _NPY_HEADERS.get(header)
+    if known is None:
+        stream = io.BytesIO(header)
+        version = np.lib.format.read_magic(stream)
+        if version not in ((1, 0), (2, 0)):  # 3.0 (utf-8 field names): numpy's own reader, uncached
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(stream)
+        if dtype.hasobject:
+            raise ValueError("object arrays cannot be loaded with allow_pickle=False (they would unpickle)")
+        known = (dtype, shape, fortran, math.prod(shape))
+        if len(_NPY_HEADERS) < 256:
+            _NPY_HEADERS[header] = known
+    dtype, shape, fortran, size = known
+    if len(data) - len(header) != size * dtype.itemsize:
+        raise ValueError(f"truncated .npy: {len(data) - len(header)} data bytes for shape {shape} {dtype}")
+    flat = np.frombuffer(data, dtype=dtype, count=size, offset=len(header))
+    return flat.reshape(shape[::-1]).T.copy() if fortran else flat.reshape(shape).copy()
 
 
 class _Decoder:

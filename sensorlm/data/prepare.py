@@ -23,6 +23,7 @@ PRESET_DEFAULTS: dict[str, dict[str, dict[str, int | None]]] = {
         "tiny": {"vocab_size": 1024, "max_count": 16, "text_len": 48},
         "demo": {"vocab_size": 1024, "max_count": 64, "text_len": 48},
         "small": {"vocab_size": 8000, "max_count": 100, "text_len": 64},
+        "bench": {"vocab_size": 8000, "max_count": 16, "text_len": 64},
         "paper": {"vocab_size": 32000, "max_count": 1000, "text_len": 64},
     },
     "sst": {

@@ -22,7 +22,7 @@ import re
 import tarfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -552,6 +552,64 @@ def _check_manifest_types(manifest: dict[str, Any], origin: str) -> None:
         from sensorlm.data.captioner import check_prompt_template
 
         check_prompt_template(template, f"{origin}: manifest field prompt_template", ShardError)
+
+
+def tar_files(data, origin: str) -> list[tuple[str, memoryview]]:
+    """(name, content) of the regular files of an uncompressed tar held in memory, in order.
+
+    The shards this module writes are plain ustar; reading their 512-byte headers here costs a
+    few microseconds a member where `tarfile` builds an object per member. Every header's checksum
+    is verified (all at once, with numpy: tar blocks are 512-byte aligned); a truncated or corrupt
+    shard raises ShardError naming `origin` and the offset; a member kind beyond files and
+    directories (GNU long names, pax headers) raises too, so such a tar is read with `tarfile`.
+    """
+    view = memoryview(data)
+    at, end = 0, len(data)
+    if end < 1024:
+        raise ShardError(f"{origin}: {end} bytes, not a tar archive")
+    files, headers, stored = [], [], []
+    while at + 512 <= end:
+        header = bytes(view[at:at + 512])
+        if header[0] == 0 and header.count(0) == 512:  # two zero blocks end the archive
+            break
+        try:
+            size = _octal(header[124:136])
+            stored.append(_octal(header[148:156]))
+        except ValueError:
+            raise ShardError(f"{origin}: tar header at byte {at} is corrupt") from None
+        headers.append(at)
+        kind = header[156]
+        body = at + 512
+        if body + size > end:
+            raise ShardError(f"{origin}: truncated: member at byte {at} needs {size} bytes, {end - body} left")
+        if kind in (48, 0):  # "0" or NUL: a regular file
+            name = header[:100].split(b"\0", 1)[0].decode("utf-8")
+            if header[345] and header[257:262] == b"ustar":
+                name = header[345:500].split(b"\0", 1)[0].decode("utf-8") + "/" + name
+            files.append((name, view[body:body + size]))
+        elif kind != 53:  # "5": directories are skipped; anything else is not a plain shard
+            raise ShardError(f"{origin}: tar member kind {chr(kind)!r} at byte {at} (not a plain file)")
+        at = body + (size + 511) // 512 * 512
+    else:
+        if at != end:
+            raise ShardError(f"{origin}: truncated: {end - at} bytes after the last complete member")
+    if headers:
+        import numpy as np
+
+        blocks = np.frombuffer(view, np.uint8, count=end // 512 * 512).reshape(-1, 512)[np.asarray(headers) // 512]
+        # the checksum field itself counts as eight spaces
+        sums = blocks.sum(axis=1, dtype=np.int64) - blocks[:, 148:156].sum(axis=1, dtype=np.int64) + 256
+        bad = np.flatnonzero(sums != np.asarray(stored))
+        if bad.size:
+            raise ShardError(f"{origin}: tar header at byte {headers[int(bad[0])]} fails its checksum")
+    return files
+
+
+def _octal(field: bytes) -> int:
+    try:
+        return int(field.strip(b"\0 "), 8)  # "00000046400\0", "012055\0 ": digits padded by NUL/space
+    except ValueError:
+        return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
 
 
 def read_manifest(source: str | os.PathLike) -> dict[str, Any]:

@@ -220,6 +220,8 @@ WEARABLE_PRESETS: dict[str, WearablePreset] = {
     # The README's main run: tiny sizes, enough held-out subjects to measure zero-shot accuracy.
     "demo": WearablePreset("demo", num_subjects=320, days_per_subject=4, resolution_min=10, val_fraction=0.2),
     "small": WearablePreset("small", num_subjects=200, days_per_subject=7, resolution_min=1, val_fraction=0.2),
+    # Paper-shaped days (1440 x 34) in seconds: throughput runs of the paper preset (bench/gpu/run.sh).
+    "bench": WearablePreset("bench", num_subjects=20, days_per_subject=4, resolution_min=1, val_fraction=0.2),
     # The SensorLM paper's scale (~103k people, ~59.7M hours); sizes only, never built in tests.
     "paper": WearablePreset("paper", num_subjects=103_643, days_per_subject=24, resolution_min=1, val_fraction=0.1),
 }

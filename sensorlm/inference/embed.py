@@ -41,6 +41,7 @@ URI such as ``s3://bucket/embeddings``) is the only state.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -237,6 +238,10 @@ class _EmbedActor:
         self.embedder = load_embedder(self.ref, device)
         self.out, self.batch_size = out, batch_size
         self.fs, self.root = _output_fs(out)
+        # Torch, Ray and the model are here for the actor's life: out of the collector's
+        # generations, each collection walks only what a unit allocates (a third of the time of
+        # reading a shard went to collections walking them: bench/RESULTS.md, "Embed").
+        gc.freeze()
 
     def _metadata(self, kind: str, unit: dict[str, Any]) -> dict[bytes, bytes]:
         e = self.embedder
@@ -275,7 +280,7 @@ class _EmbedActor:
         return table.replace_schema_metadata(self._metadata("sensor", unit))
 
     def process(self, unit: dict[str, Any]) -> dict[str, Any]:
-        start = time.perf_counter()
+        started, start = time.time(), time.perf_counter()
         bad_events: list[dict[str, str]] = []
 
         def bad(reason: str, key: str, detail: str) -> None:
@@ -298,12 +303,15 @@ class _EmbedActor:
                 bad_events.append({"reason": "error", "shard": unit["shard"], "key": "",
                                    "detail": f"{type(exc).__name__}: {detail}"})
         result["seconds"] = time.perf_counter() - start
+        result["span"] = [os.getpid(), started, time.time()]  # which actor, busy from, to (wall clock)
         result["bad"] = json.dumps(bad_events)
         return result
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         rows = [self.process(json.loads(u)) for u in batch["unit"]]
-        return {k: [r[k] for r in rows] for k in ("output", "shard", "status", "rows", "seconds", "bad")}
+        out = {k: [r[k] for r in rows] for k in ("output", "shard", "status", "rows", "seconds", "bad")}
+        out["span"] = [json.dumps(r["span"]) for r in rows]
+        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,6 +347,7 @@ class EmbedReport:
     failed: list[str] = field(default_factory=list)
     seconds: float = 0.0
     busy_seconds: float = 0.0
+    all_busy_samples_per_s: float | None = None  # wall rate while every actor worked (no start-up)
 
     @property
     def samples_per_s(self) -> float:
@@ -522,11 +531,13 @@ def _run_units(pending, ref: ModelRef, out: str, report: EmbedReport, *, batch_s
                                "device": device, "threads": max(1, math.floor(cpus_per_actor))},
     )
     start = time.perf_counter()
+    spans = []
     for row in ds.iter_rows():
         bad = json.loads(row["bad"])
         report.bad_count += len(bad)
         report.bad.extend(bad[: MAX_REPORTED_BAD - len(report.bad)])
         report.busy_seconds += float(row["seconds"])
+        spans.append((*json.loads(row["span"]), int(row["rows"])))
         if row["status"] == "written":
             report.written.append(row["output"])
             report.rows += int(row["rows"])
@@ -537,6 +548,29 @@ def _run_units(pending, ref: ModelRef, out: str, report: EmbedReport, *, batch_s
         first = f"; {bad[0]['reason']}: {bad[0]['detail']}" if bad and row["status"] != "written" else ""
         log(f"{row['shard']}: {row['status']}, {int(row['rows'])} rows, {len(bad)} skipped{first}")
     report.seconds = time.perf_counter() - start
+    report.all_busy_samples_per_s = all_busy_rate(spans)
+
+
+def all_busy_rate(spans: list[tuple[int, float, float, int]]) -> float | None:
+    """Rows per second of wall time while every actor was at work: from the latest first start to
+    the earliest last end over the actors, each unit counted by its share of time in that window
+    (start-up and the tail where actors ran out of units left out). None for too short a run.
+
+    Args:
+        spans: (actor pid, unit start, unit end, rows) of every unit, wall-clock seconds.
+    """
+    actors: dict[int, list] = {}
+    for pid, t0, t1, rows in spans:
+        actors.setdefault(pid, []).append((t0, t1, rows))
+    if not actors:
+        return None
+    lo = max(min(t0 for t0, _, _ in units) for units in actors.values())
+    hi = min(max(t1 for _, t1, _ in units) for units in actors.values())
+    if hi <= lo:
+        return None
+    rows = sum(n * max(0.0, min(t1, hi) - max(t0, lo)) / (t1 - t0)
+               for units in actors.values() for t0, t1, n in units if t1 > t0)
+    return rows / (hi - lo)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ raises `BadInput`.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
 import tarfile
 from dataclasses import dataclass
@@ -148,11 +150,13 @@ class Sample:
     raw: np.ndarray  # (T, C) float32 in raw units, NaN = missing minute
 
 
-def _raw_sensor(sensor: np.ndarray, missing: np.ndarray) -> np.ndarray:
+def _raw_sensor(sensor: np.ndarray, missing: np.ndarray, owned: bool = False) -> np.ndarray:
+    """`sensor` as float32 with NaN at missing minutes (the pyfunc's convention); `owned`: `sensor`
+    is a fresh float32 array of the caller's, changed in place."""
     import numpy as np
 
-    raw = np.array(sensor, dtype=np.float32)
-    raw[np.asarray(missing).astype(bool)] = np.nan  # the pyfunc's convention for a missing minute
+    raw = sensor if owned and sensor.dtype == np.float32 else np.array(sensor, dtype=np.float32)
+    raw[np.asarray(missing).astype(bool)] = np.nan
     return raw
 
 
@@ -177,7 +181,7 @@ def _decode_shard_sample(key: str, members: dict[str, bytes], shape: tuple[int, 
             return None
     try:
         sensor, missing = _load_npy(members["sensor.npy"]), _load_npy(members["missing.npy"])
-        meta = json.loads(members["json"].decode("utf-8"))
+        meta = json.loads(bytes(members["json"]))
     except Exception as exc:
         bad("decode_error", key, f"{type(exc).__name__}: {exc}")
         return None
@@ -191,7 +195,91 @@ def _decode_shard_sample(key: str, members: dict[str, bytes], shape: tuple[int, 
     if not isinstance(meta, dict):
         bad("bad_json", key, "json is not an object")
         return None
-    return Sample(key=key, raw=_raw_sensor(sensor, missing), **_sample_fields(meta, split))
+    return Sample(key=key, raw=_raw_sensor(sensor, missing, owned=True), **_sample_fields(meta, split))
+
+
+def _npy_payloads(members: list[Any], shape: tuple[int, ...], kinds: str):
+    """The .npy members that share the first one's header (the same dtype and `shape`) as one
+    (N, *shape) array, decoded with one copy, and the indices of those that do not (decoded one by
+    one instead); (None, all indices) when the first one is not of a dtype kind in `kinds`."""
+    import numpy as np
+
+    from sensorlm.data.loader import _load_npy
+
+    first = members[0]
+    try:
+        probe = _load_npy(first)
+    except ValueError:
+        return None, [], list(range(len(members)))
+    if probe.shape != shape or probe.dtype.kind not in kinds or probe.dtype.hasobject:
+        return None, [], list(range(len(members)))
+    head = len(first) - probe.nbytes
+    header = bytes(first[:head])
+    same = [i for i, m in enumerate(members) if len(m) == len(first) and m[:head] == header]
+    block = np.empty((len(same), *shape), dtype=np.float32 if kinds == "f" else probe.dtype)
+    for row, i in enumerate(same):  # one copy each, straight from the shard into the block
+        block[row] = np.frombuffer(members[i], dtype=probe.dtype, offset=head).reshape(shape)
+    others = sorted(set(range(len(members))) - set(same))
+    return block, same, others
+
+
+def _decode_shard(entries: list[tuple[str, dict[str, Any]]], shape: tuple[int, int], split: str,
+                  bad: Callable[[str, str, str], None]) -> list[Sample]:
+    """The samples of one shard, in order. Samples whose arrays share the usual headers are decoded
+    and checked as one block (a shard's samples all have them); any other goes one by one."""
+    import numpy as np
+
+    complete = []
+    for key, members in entries:
+        absent = [n for n in ("sensor.npy", "missing.npy", "json") if n not in members]
+        if absent:
+            bad("missing_member", key, f"no {absent[0]} member")
+        else:
+            complete.append((key, members))
+    if not complete:
+        return []
+    sensors = _npy_payloads([m["sensor.npy"] for _, m in complete], shape, "f")
+    flags = _npy_payloads([m["missing.npy"] for _, m in complete], shape[:1], "ub")
+    if sensors[0] is None or flags[0] is None or sensors[1] != flags[1]:
+        return [s for key, m in complete if (s := _decode_shard_sample(key, m, shape, split, bad)) is not None]
+    raw, fast, _ = sensors  # float32, the block's own memory
+    finite = np.isfinite(raw).all(axis=(1, 2))
+    raw[flags[0].astype(bool)] = np.nan  # the pyfunc's convention for a missing minute
+    row = {i: r for r, i in enumerate(fast)}
+    out = []
+    for i, (key, members) in enumerate(complete):
+        if i not in row:
+            sample = _decode_shard_sample(key, members, shape, split, bad)
+        elif not finite[row[i]]:
+            n = int((~np.isfinite(raw[row[i]])).sum())
+            bad("non_finite", key, f"sensor, {n} NaN/inf values")
+            continue
+        else:
+            try:
+                meta = json.loads(bytes(members["json"]))
+            except ValueError as exc:
+                bad("decode_error", key, f"{type(exc).__name__}: {exc}")
+                continue
+            if not isinstance(meta, dict):
+                bad("bad_json", key, "json is not an object")
+                continue
+            sample = Sample(key=key, raw=raw[row[i]], **_sample_fields(meta, split))
+        if sample is not None:
+            out.append(sample)
+    return out
+
+
+def _read_whole(url: str):
+    """A shard's bytes: a local file mapped (the page cache's own pages, no copy), else read."""
+    if "://" not in url and not url.startswith("pipe:"):
+        import mmap
+
+        with open(url, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                return b""
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    with _open_stream(url) as stream:
+        return stream.read()
 
 
 def _open_stream(url: str):
@@ -206,27 +294,32 @@ def _shard_samples(unit: dict[str, Any], bad: Callable[[str, str, str], None]) -
     """Samples of a webdataset shard; members are grouped by key as webdataset does (name up to the
     first dot). The whole shard is read before anything is yielded, so a truncated shard is
     skipped whole rather than embedded in part."""
+    from sensorlm.data.shards import ShardError, tar_files
+
     shape = tuple(unit["shape"])
-    samples: list[Sample] = []
+    entries: list[tuple[str, dict[str, Any]]] = []
+
+    def flush(key, members):
+        entries.append((key, members))
+
     try:
-        with _open_stream(unit["input"]) as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
-            key, members = None, {}
-            for info in tar:
-                if not info.isfile():
-                    continue
-                base = info.name.rsplit("/", 1)[-1]
-                k, _, ext = base.partition(".")
-                if k != key and key is not None:
-                    s = _decode_shard_sample(key, members, shape, unit["split"], bad)
-                    if s is not None:
-                        samples.append(s)
-                    members = {}
-                key = k
-                members[ext] = tar.extractfile(info).read()
-            if key is not None:
-                s = _decode_shard_sample(key, members, shape, unit["split"], bad)
-                if s is not None:
-                    samples.append(s)
+        data = _read_whole(unit["input"])
+        try:
+            files = tar_files(data, unit["input"])
+        except ShardError:  # not a plain ustar shard (long names, pax): the standard library reads it
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+                files = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+        key, members = None, {}
+        for name, content in files:
+            k, _, ext = name.rsplit("/", 1)[-1].partition(".")
+            if k != key and key is not None:
+                flush(key, members)
+                members = {}
+            key = k
+            members[ext] = content
+        if key is not None:
+            flush(key, members)
+        samples = _decode_shard(entries, shape, unit["split"], bad)
     except FileNotFoundError:
         raise BadInput("missing_shard", f"{unit['input']}: not found") from None
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:

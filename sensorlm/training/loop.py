@@ -6,6 +6,7 @@ differs between families (data, loss, validation) comes from their record in `fa
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -256,6 +257,9 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
     run_start, start_step = time.perf_counter(), step
     last_val: dict[str, float] = {}
     scalars: dict[str, torch.Tensor] = {}
+    # Ray, DeepSpeed, MLflow and the model live as long as the worker: out of the collector's
+    # generations, its collections walk only what the steps allocate (bench/RESULTS.md, "CPU train step").
+    gc.freeze()
     engine.train()
     while step < cfg.steps:
         for _ in range(cfg.optim.grad_accum):
@@ -304,6 +308,8 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
             }
             if skip_mode:
                 metrics["train/non_finite_steps_skipped"] = float(skipped_steps)
+            if device.type == "cuda":  # this rank's high-water mark since the start (GPU sizing)
+                metrics["perf/peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             if rank == 0:
                 rate = (step - start_step) / (time.perf_counter() - run_start)
                 print(

@@ -434,3 +434,38 @@ def test_pipe_template_quotes_names(tmp_path):
     from sensorlm.data.loader import DatasetLocation
 
     assert DatasetLocation("pipe:cat /data/{name}").url("train-000000.tar") == "pipe:cat /data/train-000000.tar"
+
+
+@pytest.mark.parametrize("arr", [np.arange(144 * 34, dtype=np.float32).reshape(144, 34), np.arange(6, dtype=np.uint8),
+                                 np.asfortranarray(np.arange(12.0).reshape(3, 4)), np.ones((2, 3, 4), np.float16),
+                                 np.array(5.0)], ids=["float32", "uint8", "fortran", "float16", "scalar"])
+def test_npy_members_decode_like_numpy_and_are_writable(arr):
+    from sensorlm.data.loader import _load_npy
+
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    for version in (None, (2, 0)):
+        data = buf.getvalue()
+        if version is not None:
+            out = io.BytesIO()
+            np.lib.format.write_array(out, arr, version=version)
+            data = out.getvalue()
+        for _ in range(2):  # the second read takes the cached header
+            got = _load_npy(data)
+            assert got.dtype == arr.dtype and got.shape == arr.shape and np.array_equal(got, arr)
+            got[...] = 0  # a copy of its own, never a view of the shard
+
+
+def test_npy_members_refuse_objects_and_truncation():
+    from sensorlm.data.loader import _load_npy
+
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="allow_pickle=False"):
+        _load_npy(buf.getvalue())
+    buf = io.BytesIO()
+    np.save(buf, np.zeros(10, np.float32))
+    with pytest.raises(ValueError, match=r"truncated .npy: 36 data bytes for shape \(10,\) float32"):
+        _load_npy(buf.getvalue()[:-4])
+    with pytest.raises(ValueError, match="bad magic"):
+        _load_npy(b"PK\x03\x04" + bytes(100))

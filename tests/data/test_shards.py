@@ -203,3 +203,39 @@ def test_manifest_names_and_field_types_are_checked(tmp_path):
     refused(lambda m: m.update(splits=[]), "splits must be an object")
     refused(lambda m: m.update(activities="walking"), "activities must be a list of label strings")
     refused(lambda m: m.update(prompt_template="{label.__class__}"), r"prompt_template .*unknown placeholder")
+
+
+def test_tar_files_reads_what_tarfile_reads_and_refuses_damage(tmp_path):
+    """The shard reader `sensorlm embed` uses: the same members as `tarfile`, and a one-line
+    ShardError for a bad checksum, a truncated member, a link, or a file too short to be a tar."""
+    from sensorlm.data.shards import ShardError, tar_files
+
+    path = tmp_path / "s.tar"
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, payload in (("a.sensor.npy", b"x" * 700), ("a.json", b"{}"), ("dir/b.txt", b"hello")):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+        info = tarfile.TarInfo("sub")
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    data = path.read_bytes()
+    with tarfile.open(path) as tar:
+        expected = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
+    assert [(n, bytes(v)) for n, v in tar_files(data, "s.tar")] == expected
+
+    damaged = bytearray(data)
+    damaged[10] ^= 0x01  # a byte of the first member's name: its header checksum no longer holds
+    with pytest.raises(ShardError, match=r"s.tar: tar header at byte 0 fails its checksum"):
+        tar_files(bytes(damaged), "s.tar")
+    with pytest.raises(ShardError, match=r"s.tar: truncated: member at byte 0 needs 700 bytes"):
+        tar_files(data[:1100], "s.tar")
+    with pytest.raises(ShardError, match=r"s.tar: 100 bytes, not a tar archive"):
+        tar_files(data[:100], "s.tar")
+    link = tmp_path / "l.tar"
+    with tarfile.open(link, "w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo("x")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(info)
+    with pytest.raises(ShardError, match=r"tar member kind '2' at byte 0 \(not a plain file\)"):
+        tar_files(link.read_bytes(), "l.tar")

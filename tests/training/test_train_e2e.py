@@ -50,6 +50,8 @@ def _cfg(base, tmp_path, data_dir, *overrides):
             "data.num_workers=0",
             "scaling.cpus_per_worker=1",
             "checkpoint.best_metric=null",  # these runs checkpoint between validations
+            # the distributed layout (the README's config runs one worker): 2 ranks, ZeRO-2
+            "scaling.num_workers=2", "batch_size=32", "scaling.zero_stage=2",
             *overrides,
         ],
     )
@@ -216,7 +218,7 @@ def test_own_device_export_to_registered_model_and_zero_shot(ray_session, tmp_pa
                           "--quiet"]) == 0
     assert train_main(["--config", "configs/sensorlm_tiny.yaml", f"data.path={data}", "data.synthetic=null",
                        "steps=80", "optim.warmup_steps=20", "log_every=20", "eval_every=40",
-                       "checkpoint.every_steps=80", "batch_size=16", f"storage_path={tmp_path / 'ray'}",
+                       "checkpoint.every_steps=80", "batch_size=32", f"storage_path={tmp_path / 'ray'}",
                        f"tracking.tracking_uri={db}", "tracking.system_metrics=false", "data.num_workers=0"]) == 0
     out = capsys.readouterr().out
     assert "model input follows the data: sensorlm_tiny sensor (120, 7) patch (6, 7)" in out
