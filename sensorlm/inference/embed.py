@@ -61,6 +61,7 @@ from sensorlm.inference.inputs import (
     dataset_units,
     parquet_units,
     read_samples,
+    stack_raw,
     text_units,
 )
 
@@ -260,7 +261,6 @@ class _EmbedActor:
         return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
 
     def _unit_table(self, unit: dict[str, Any], bad: Callable[[str, str, str], None]):
-        import numpy as np
         import pyarrow as pa
 
         if unit["type"] == "text":
@@ -268,7 +268,7 @@ class _EmbedActor:
             table = pa.table({"prompt": pa.array(unit["prompts"], pa.string()), "embedding": _embedding_array(emb)})
             return table.replace_schema_metadata(self._metadata("text", unit))
         samples = read_samples(unit, bad)
-        emb = self._embed(lambda chunk: self.embedder.embed_sensor(np.stack([s.raw for s in chunk])), samples)
+        emb = self._embed(lambda chunk: self.embedder.embed_sensor(stack_raw(chunk)), samples)
         table = pa.table({
             "key": pa.array([s.key for s in samples], pa.string()),
             "split": pa.array([s.split for s in samples], pa.string()),

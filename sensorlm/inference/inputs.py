@@ -148,6 +148,19 @@ class Sample:
     day: int | None
     label: str | None
     raw: np.ndarray  # (T, C) float32 in raw units, NaN = missing minute
+    block: np.ndarray | None = None  # the decoded (N, T, C) block `raw` is row `row` of, if any
+    row: int = -1
+
+
+def stack_raw(samples: Sequence[Sample]) -> np.ndarray:
+    """(N, T, C) of the samples' raw days: a view when they are consecutive rows of one decoded
+    block (a shard's samples are), else a stacked copy."""
+    import numpy as np
+
+    block, first = samples[0].block, samples[0].row
+    if block is not None and all(s.block is block and s.row == first + i for i, s in enumerate(samples)):
+        return block[first:first + len(samples)]
+    return np.stack([s.raw for s in samples])
 
 
 def _raw_sensor(sensor: np.ndarray, missing: np.ndarray, owned: bool = False) -> np.ndarray:
@@ -263,7 +276,7 @@ def _decode_shard(entries: list[tuple[str, dict[str, Any]]], shape: tuple[int, i
             if not isinstance(meta, dict):
                 bad("bad_json", key, "json is not an object")
                 continue
-            sample = Sample(key=key, raw=raw[row[i]], **_sample_fields(meta, split))
+            sample = Sample(key=key, raw=raw[row[i]], block=raw, row=row[i], **_sample_fields(meta, split))
         if sample is not None:
             out.append(sample)
     return out

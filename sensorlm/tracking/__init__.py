@@ -23,7 +23,7 @@ _LAZY = {
     "set_alias": "sensorlm.tracking.mlflow_utils",
     "champion_metric": "sensorlm.tracking.mlflow_utils",
     "promote": "sensorlm.tracking.promote",
-    "load_model": "sensorlm.tracking.integrity",
+    "load_model": "sensorlm.tracking.loading",
     "model_digest": "sensorlm.tracking.integrity",
 }
 

@@ -5,7 +5,7 @@ weights or the code of a version after the promoter gave it ``@champion``. At re
 digest of the whole logged model (weights, config, tokenizer, data stats, the pyfunc's code and
 the sensorlm source it carries, MLmodel) is recorded as the version tag `DIGEST_TAG`; the tag is
 write-once for a job (the auth app's rule, infra/mlflow_auth) and every load of a registered
-version (evaluate, embed, export, sweeps, promote, `load_model`) recomputes it from the files it
+version (evaluate, embed, export, sweeps, promote, `loading.load_model`) recomputes it from the files it
 downloaded and refuses a mismatch.
 """
 
@@ -133,58 +133,3 @@ def record_digest(client: Any, name: str, version: str | int) -> str:
         digest = model_digest(_download(client, client.get_model_version_download_uri(name, str(version)), tmp))
     client.set_model_version_tag(name, str(version), DIGEST_TAG, digest)
     return digest
-
-
-def load_model(model_uri: str, tracking_uri: str | None = None):
-    """A registered version as sensorlm's pyfunc, verified first and built from its package with
-    this installation's code: ``load_model("models:/sensorlm@champion").predict({"text": [...]})``.
-    (``mlflow.pyfunc.load_model`` runs the code stored with the model and checks nothing.)
-
-    Args:
-        model_uri: ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``.
-        tracking_uri: the registry (default: `resolve_tracking_uri`'s choice).
-
-    Raises:
-        ModelIntegrityError: the version's files differ from those registered.
-        ValueError: a URI of another form.
-    """
-    import re
-
-    from mlflow.tracking import MlflowClient
-
-    from sensorlm.tracking.mlflow_utils import resolve_tracking_uri
-    from sensorlm.tracking.package import find_package_dir
-    from sensorlm.tracking.pyfunc import SensorLMPyfunc
-
-    m = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@([A-Za-z0-9_-]+))", str(model_uri).strip())
-    if not m:
-        raise ValueError(f"model URI {model_uri!r}: expected models:/NAME/VERSION or models:/NAME@ALIAS")
-    uri = resolve_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    version = m[2] or client.get_model_version_by_alias(m[1], m[3]).version
-    model = SensorLMPyfunc()
-    with tempfile.TemporaryDirectory(prefix="sensorlm-load-") as tmp:
-        model.load_package(find_package_dir(download_version(client, m[1], version, tmp), model_uri))
-    return VerifiedModel(model, f"models:/{m[1]}/{version}")
-
-
-class VerifiedModel:
-    """A verified registered version: ``predict(inputs)`` as MLflow's loaded pyfunc offers it, and
-    the family handler's helpers (``embed_text``, ``to``, ...).
-
-    Args:
-        pyfunc: the `SensorLMPyfunc` loaded from the verified package.
-        uri: the pinned ``models:/NAME/VERSION``.
-    """
-
-    def __init__(self, pyfunc: Any, uri: str):
-        self.pyfunc, self.uri = pyfunc, uri
-
-    def predict(self, model_input: Any) -> Any:
-        """Embeddings or maps of `model_input` (see `sensorlm.tracking.pyfunc` for the keys)."""
-        return self.pyfunc.predict(None, model_input)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "pyfunc":
-            raise AttributeError(name)
-        return getattr(self.pyfunc, name)

@@ -17,7 +17,8 @@ from safetensors.torch import load_file, save_file
 from sensorlm.cli import main as cli_main
 from sensorlm.data.prepare import prepare_synthetic
 from sensorlm.models import create_model, model_config
-from sensorlm.tracking.integrity import DIGEST_TAG, ModelIntegrityError, load_model, model_digest
+from sensorlm.tracking.integrity import DIGEST_TAG, ModelIntegrityError, model_digest
+from sensorlm.tracking.loading import load_model
 from sensorlm.tracking.mlflow_utils import register_version, setup_experiment
 from sensorlm.tracking.package import save_model_package
 from sensorlm.tracking.pyfunc import log_model_package
