@@ -135,8 +135,9 @@ def check_validation_split(cfg: TrainConfig, manifest: Mapping[str, Any], origin
     what = "the 'val' split" + (f" ({part}-numbered shards: data.val_part={cfg.data.val_part})" if part else "")
     if n < workers:
         raise ConfigError(
-            f"{origin}: {what} has {n} samples, fewer than the {workers} workers (each validates at "
-            "least one); hold out more data, write smaller shards or use fewer workers"
+            f"{origin}: {what} has {n} samples, fewer than the {workers} "
+            f"{'worker' if workers == 1 else 'workers'} (each validates at least one); hold out more data, "
+            "write smaller shards or use fewer workers"
         )
 
 

@@ -280,3 +280,45 @@ def write_geneactiv(path: Path, hours: float = 50, hz: int = 1, still_hours: tup
     path.write_text("\n".join(lines) + "\n")
     g = raw / 256
     return np.maximum(np.linalg.norm(g, axis=1) - 1, 0) * 1000
+
+
+# --------------------------------------------------------------------------------------------- Axivity CWA
+
+
+def _cwa_time(t: datetime) -> int:
+    return ((t.year - 2000) << 26) | (t.month << 22) | (t.day << 17) | (t.hour << 12) | (t.minute << 6) | t.second
+
+
+def write_cwa(path: Path, hours: float = 3, hz: int = 25, still_hours: tuple[int, int] = (1, 2)) -> np.ndarray:
+    """An AX3 recording at `hz` (unpacked 3 x int16 samples, 1/256 g, 80 a sector), lying still for
+    `still_hours`; returns the per-sample ENMO in mg. Layout: the 1024-byte "MD" header, then
+    512-byte "AX" sectors whose 16-bit words sum to zero (OpenMovement's CWA format)."""
+    per_sector = 80
+    n = int(hours * 3600 * hz) // per_sector * per_sector
+    rng = np.random.default_rng(8)
+    t = np.arange(n) / hz
+    swing = 0.4 * np.sin(2 * np.pi * 0.5 * t)
+    xyz = np.stack([swing + rng.normal(0, 0.02, n), rng.normal(0, 0.02, n), 1.0 + 0.5 * swing], axis=1)
+    still = (t >= still_hours[0] * 3600) & (t < still_hours[1] * 3600)
+    xyz[still] = [0.0, 0.0, 1.0]
+    raw = np.clip(np.round(xyz * 256), -32768, 32767).astype("<i2")
+    rate_byte = 0x40 | (15 - int(np.log2(3200 / hz)))  # +-8 g, rate = 3200 / 2^(15 - bits)
+    header = bytearray(1024)
+    header[0:2] = b"MD"
+    struct.pack_into("<HBHIHIII", header, 2, 1020, 0x00, 4242, 7, 0, _cwa_time(START), 0, 0)
+    header[36] = rate_byte
+    sectors = []
+    for s in range(n // per_sector):
+        block = bytearray(512)
+        first = s * per_sector  # its first sample; the timestamp names the sample on a whole second
+        second = -(-first // hz)
+        at = START + timedelta(seconds=second)
+        struct.pack_into("<2sHHIIIHHBBBBhH", block, 0, b"AX", 508, 0, 7, s, _cwa_time(at), 100, 300, 0, 200,
+                         rate_byte, 0x32, second * hz - first, per_sector)
+        block[30:30 + per_sector * 6] = raw[s * per_sector:(s + 1) * per_sector].tobytes()
+        words = np.frombuffer(bytes(block[:510]), "<u2").astype(np.int64).sum()
+        struct.pack_into("<H", block, 510, (-int(words)) & 0xFFFF)
+        sectors.append(bytes(block))
+    path.write_bytes(bytes(header) + b"".join(sectors))
+    g = raw.astype(np.float64) / 256
+    return np.maximum(np.linalg.norm(g, axis=1) - 1, 0) * 1000

@@ -28,6 +28,7 @@ write_actigraph_csv, write_acttrust, write_actiware = (device_files.write_actigr
                                                        device_files.write_actiware)
 write_agd, write_apple_health, write_awd = device_files.write_agd, device_files.write_apple_health, device_files.write_awd
 write_biobank, write_fit, write_geneactiv = device_files.write_biobank, device_files.write_fit, device_files.write_geneactiv
+write_cwa = device_files.write_cwa
 
 
 def _import(files, out: Path, **spec):
@@ -165,6 +166,18 @@ def test_raw_accelerometry_reduced_to_minute_enmo_and_nonwear(tmp_path):
     assert still.sum() == 120, "the two still hours, and nothing else, are non-wear"
     manifest, report = _import([path], tmp_path / "ds")
     assert _channels(manifest) == {"enmo": "mg", "light": "lux", "nonwear": "flag"} and report["formats"]["s07.bin"] == "geneactiv"
+
+
+def test_axivity_cwa_reduced_the_same_way(tmp_path):
+    """An AX3 file written here (the 1024-byte header, 512-byte sectors with their checksums)."""
+    path = tmp_path / "s08.cwa"
+    enmo = write_cwa(path, hours=30, hz=25, still_hours=(1, 2))
+    assert detect(path) == "cwa"
+    rec = get_format("cwa").read(path, None)
+    np.testing.assert_allclose(rec.frame["enmo"].to_numpy(), enmo.reshape(-1, 25 * 60).mean(axis=1), rtol=1e-4, atol=1e-3)
+    nonwear = rec.frame.set_index("time")["nonwear"]
+    assert nonwear.sum() == 60 and nonwear[pd.Timestamp(START) + pd.Timedelta(hours=1)] == 1
+    assert _channels(_import([path], tmp_path / "ds", window_minutes=360, stride_minutes=360)[0]) == {"enmo": "mg", "nonwear": "flag"}
 
 
 def test_cli_import_names_the_format_it_detected(tmp_path, capsys):

@@ -60,10 +60,12 @@ def test_deepspeed_config_from_typed_config(tmp_path):
 
     user = tmp_path / "ds.json"
     user.write_text('{"zero_optimization": {"reduce_bucket_size": 1000}, "gradient_clipping": 0.5}')
-    cfg = load_train_config("sensorlm_tiny", [f"scaling.deepspeed_config={user}"])
+    cfg = load_train_config("sensorlm_tiny", [f"scaling.deepspeed_config={user}", "scaling.zero_stage=2"])
     ds = build_deepspeed_config(cfg, 1)
     assert ds["gradient_clipping"] == 0.5
     assert ds["zero_optimization"] == {"stage": 2, "overlap_comm": False, "contiguous_gradients": True, "reduce_bucket_size": 1000}
+    shipped = build_deepspeed_config(load_train_config("sensorlm_tiny"), 1)  # the embedded default: one rank
+    assert shipped["zero_optimization"]["stage"] == 0 and shipped["train_batch_size"] == 64
 
 
 def test_missing_user_deepspeed_file_is_named():

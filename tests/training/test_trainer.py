@@ -33,12 +33,12 @@ def test_empty_or_too_small_validation_is_refused_before_ray(tmp_path, no_ray):
 
     data = tmp_path / "noval"
     _fx.write_wearable(data, n=16, val_every=0)  # no 'val' split at all
-    with pytest.raises(ConfigError, match=r"the 'val' split has 0 samples, fewer than the 2 workers"):
+    with pytest.raises(ConfigError, match=r"the 'val' split has 0 samples, fewer than the 1 worker \("):
         train(_cfg(tmp_path, data))
     data = tmp_path / "oneval"
     _fx.write_wearable(data, n=16, val_every=16)  # one val sample for two workers
     with pytest.raises(ConfigError, match=r"the 'val' split has 1 samples, fewer than the 2 workers"):
-        train(_cfg(tmp_path, data))
+        train(_cfg(tmp_path, data, "scaling.num_workers=2"))
 
 
 def test_ctrl_c_leaves_the_run_killed_and_a_finished_run_is_not_retrained(tmp_path, monkeypatch, capsys):
