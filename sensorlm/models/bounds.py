@@ -30,6 +30,24 @@ def check_scale_bounds(low: float | None, high: float | None, low_name: str, hig
         raise ConfigError(f"{low_name} ({low}) is above {high_name} ({high})")
 
 
+def clamp_init(value: float, low: float | None, high: float | None, name: str, low_name: str, high_name: str) -> float:
+    """`value` (a scale's initial value) clamped into [low, high], with a warning naming both when it
+    was outside: a model never runs a forward at a scale its bounds exclude (a sweep may draw an
+    initial value and bounds that disagree; the trainer's clamp would only act after step 1)."""
+    clamped = value
+    if low is not None and clamped < low:
+        clamped = low
+    if high is not None and clamped > high:
+        clamped = high
+    if clamped != value:
+        import warnings
+
+        bound = low_name if clamped == low else high_name
+        warnings.warn(f"{name} {value:g} is outside [{low_name}={low}, {high_name}={high}]: the model starts at "
+                      f"{bound} {clamped:g}", stacklevel=3)
+    return clamped
+
+
 def log_bounds(param: str, low: float | None, high: float | None) -> Bounds:
     """{param: (log low, log high)} for a parameter that holds the log of a scale; {} if unbounded."""
     if low is None and high is None:

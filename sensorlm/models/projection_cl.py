@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sensorlm.losses import clip_loss
-from sensorlm.models.bounds import log_bounds
+from sensorlm.models.bounds import clamp_init, log_bounds
 from sensorlm.models.registry import register_preset
 
 
@@ -143,7 +143,8 @@ class ProjectionCL(nn.Module):
         head_kwargs = dict(num_layers=num_layers, hidden_dim=hidden, bias=bias, dropout=dropout)
         self.proj_a = _check_head(_build_head(self.modality_dims[0], embed_dim, **head_kwargs), "proj_a")
         self.proj_b = _check_head(_build_head(self.modality_dims[1], embed_dim, **head_kwargs), "proj_b")
-        self.init_value = math.log(logit_scale_init)
+        self.init_value = math.log(clamp_init(logit_scale_init, min_logit_scale, max_logit_scale, "logit_scale_init",
+                                              "min_logit_scale", "max_logit_scale"))
         # Shape (1,), not 0-dim: DeepSpeed 0.19.8 fails on 0-dim parameters.
         self.logit_scale = nn.Parameter(torch.full((1,), self.init_value))
 

@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sensorlm.config import ConfigError, from_dict
-from sensorlm.models.bounds import check_scale_bounds, log_bounds
+from sensorlm.models.bounds import check_scale_bounds, clamp_init, log_bounds
 from sensorlm.models.registry import register_preset
 from sensorlm.models.sensor_encoder import SensorEncoder, SensorEncoderConfig
 from sensorlm.models.text_encoder import TextEncoder, TextEncoderConfig
@@ -115,7 +115,9 @@ class SensorLM(nn.Module):
         sensor_dim = self.sensor_encoder.embed_dim
         # Only when the towers' widths differ (not in the paper preset, both 768).
         self.sensor_proj = nn.Linear(sensor_dim, cfg.text.embed_dim) if sensor_dim != cfg.text.embed_dim else None
-        self.t_prime = nn.Parameter(torch.full((1,), float(cfg.t_prime_init)), requires_grad=cfg.learn_temperature)
+        t_init = clamp_init(math.exp(cfg.t_prime_init), cfg.temperature_min, cfg.temperature_max,
+                            "the initial temperature exp(t_prime_init)", "temperature_min", "temperature_max")
+        self.t_prime = nn.Parameter(torch.full((1,), math.log(t_init)), requires_grad=cfg.learn_temperature)
         self.bias = nn.Parameter(torch.full((1,), float(cfg.bias_init)))
 
     @property

@@ -79,10 +79,13 @@ def fit_model_to_data(cfg: TrainConfig, manifest: Mapping[str, Any], origin: str
     if cfg.task != "sensorlm":
         return cfg
     if not manifest.get("activities") and cfg.checkpoint.best_metric == "val/zero_shot_acc":
-        raise ConfigError(
-            f"{origin}: the dataset has no labels, so val/zero_shot_acc is never reported; set "
-            "checkpoint.best_metric=val/loss checkpoint.best_mode=min (or import labels)"
-        )
+        # Unlabelled recordings are what SensorLM pretrains on: the README's command just works,
+        # ranking checkpoints by what validation does report.
+        cfg = dataclasses.replace(cfg, checkpoint=dataclasses.replace(cfg.checkpoint, best_metric="val/loss",
+                                                                       best_mode="min"))
+        if log:
+            log(f"[sensorlm] {origin}: the dataset has no labels, so checkpoints are ranked by val/loss "
+                "(lower is better) instead of val/zero_shot_acc")
     shape_list = (manifest.get("sample_shape") or {}).get("sensor")
     if not shape_list or len(shape_list) != 2:
         raise ConfigError(f"{origin}: sample_shape has no 2-D 'sensor' entry; is this a wearable dataset?")

@@ -141,15 +141,16 @@ def test_encode_shapes():
     assert m.encode_b(torch.randn(2, 3, 5)).shape == (2, 3, 8)
 
 
-@pytest.mark.parametrize("init", [3.0, 25.0])
-def test_logits_are_scale_times_cosine(init):
+@pytest.mark.parametrize("init, scale", [(3.0, 3.0), (25.0, 10.0)])  # 25 is above the default max of 10
+@pytest.mark.filterwarnings("ignore:logit_scale_init 25 is outside")
+def test_logits_are_scale_times_cosine(init, scale):
     m = _tiny(logit_scale_init=init, num_layers=2)
     m.eval()
     fa, fb = torch.randn(4, 6), torch.randn(4, 5)
     lab, lba = m(fa, fb)
     with torch.no_grad():
         cos = _unit(m.proj_a(fa)) @ _unit(m.proj_b(fb)).T
-    torch.testing.assert_close(lab, init * cos)
+    torch.testing.assert_close(lab, scale * cos)
     torch.testing.assert_close(lba, lab.T)
 
 
@@ -249,3 +250,14 @@ def test_config_errors_and_round_trip():
     cfg = from_dict(ProjectionCLConfig, to_dict(ProjectionCLConfig(embed_dim=16, modality_dims=(4, 3))))
     assert cfg.modality_dims == (4, 3)
     assert cfg.build().encode_a(torch.randn(2, 4)).shape == (2, 16)
+
+
+def test_an_initial_scale_outside_its_bounds_starts_at_the_bound():
+    """The forward never runs at a scale the bounds exclude: ProjectionCL(logit_scale_init=100,
+    max_logit_scale=10) starts at 10 (with a warning naming both), not at 100 until the first clamp."""
+    with pytest.warns(UserWarning, match=r"logit_scale_init 100 is outside \[min_logit_scale=None, max_logit_scale=10\]"):
+        model = ProjectionCL(8, (4, 4), logit_scale_init=100, max_logit_scale=10)
+    assert float(model.logit_scale.detach().exp()) == pytest.approx(10.0)
+    with pytest.warns(UserWarning, match="the model starts at min_logit_scale 2"):
+        model = ProjectionCL(8, (4, 4), logit_scale_init=0.5, min_logit_scale=2, max_logit_scale=10)
+    assert float(model.logit_scale.detach().exp()) == pytest.approx(2.0)

@@ -189,3 +189,18 @@ def test_bf16_autocast_forward_on_cpu(tiny):
     assert all(torch.isfinite(v).all() for v in out.values())
     assert loss.dtype == torch.float32
     torch.testing.assert_close(out["sensor_emb"].float(), ref["sensor_emb"], atol=0.05, rtol=0)
+
+
+def test_an_initial_temperature_outside_its_bounds_starts_at_the_bound():
+    import math
+
+    import pytest
+
+    from sensorlm.models import create_model
+
+    with pytest.warns(UserWarning, match=r"exp\(t_prime_init\) 10 is outside \[temperature_min=None, temperature_max=5.0\]"):
+        model = create_model("sensorlm_tiny", temperature_max=5.0)
+    assert float(model.t_prime.detach()) == pytest.approx(math.log(5.0))
+    with pytest.warns(UserWarning, match="starts at temperature_min 20"):
+        model = create_model("sensorlm_tiny", temperature_min=20.0, temperature_max=50.0)
+    assert float(model.t_prime.detach().exp()) == pytest.approx(20.0)

@@ -60,10 +60,16 @@ def test_override_against_the_data_is_one_line():
         fit_model_to_data(cfg, _manifest(vocab=2000), log=None)
 
 
-def test_unlabelled_data_with_a_zero_shot_checkpoint_rule_is_one_line():
+def test_unlabelled_data_ranks_checkpoints_by_validation_loss():
+    """The README's config (best metric val/zero_shot_acc) on unlabelled recordings: one line, and
+    checkpoints ranked by val/loss instead of a refusal."""
+    said = []
     cfg = load_train_config("sensorlm_tiny", ["checkpoint.best_metric=val/zero_shot_acc"])
-    with pytest.raises(ConfigError, match="the dataset has no labels, so val/zero_shot_acc is never reported"):
-        fit_model_to_data(cfg, _manifest(labels=()), log=None)
+    fitted = fit_model_to_data(cfg, _manifest(labels=()), log=said.append)
+    assert (fitted.checkpoint.best_metric, fitted.checkpoint.best_mode) == ("val/loss", "min")
+    assert any("the dataset has no labels, so checkpoints are ranked by val/loss" in line for line in said)
+    labelled = fit_model_to_data(cfg, _manifest(), log=None)  # labels: the rule stays
+    assert (labelled.checkpoint.best_metric, labelled.checkpoint.best_mode) == ("val/zero_shot_acc", "max")
     cfg = load_train_config("sensorlm_tiny", ["checkpoint.best_metric=val/loss", "checkpoint.best_mode=min"])
     assert fit_model_to_data(cfg, _manifest(labels=()), log=None).model.overrides
 

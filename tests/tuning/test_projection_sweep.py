@@ -47,7 +47,7 @@ def _projection_cfg(root, name):
         "base_overrides": [
             "steps=20", "eval_every=10", "log_every=10", "batch_size=32", "optim.warmup_steps=2",
             f"data.path={root / 'pairs'}", "tracking.system_metrics=false", "scaling.zero_stage=2",
-            "model.overrides.logit_scale_init=20.0",  # above every searched max: clamped back at step 1
+            "model.overrides.logit_scale_init=20.0",  # above every searched max: clamped at construction
         ],
         "searcher": "optuna",  # the model-based searcher; its state must survive the restore too
         "num_samples": 2,
