@@ -99,7 +99,8 @@ def zero_shot_classification(sensor_emb, class_text_emb, labels, class_names: Se
         )
     y = _as_labels("labels", labels, s.shape[0], k)
 
-    pred = np.argmax(_l2n(s) @ _l2n(t).T, axis=1)
+    scores = _l2n(s) @ _l2n(t).T
+    pred = np.argmax(scores, axis=1)
     confusion = np.zeros((k, k), dtype=np.int64)
     np.add.at(confusion, (y, pred), 1)
 
@@ -116,7 +117,81 @@ def zero_shot_classification(sensor_emb, class_text_emb, labels, class_names: Se
         },
         "confusion": confusion,
         "predictions": pred,
+        "scores": scores,
     }
+
+
+def classification_scores(labels, predictions, scores, num_classes: int) -> dict[str, float]:
+    """Accuracy beside its baselines and the class-balanced views of it.
+
+    Args:
+        labels: (N,) true class indices in [0, K).
+        predictions: (N,) predicted class indices.
+        scores: (N, K) class scores (for zero-shot: the cosine similarity to each class prompt).
+        num_classes: K.
+
+    Returns:
+        ``accuracy``; ``majority_share`` (the accuracy of always answering the most frequent true
+        class: the baseline to beat); ``balanced_accuracy`` (mean recall over the classes present);
+        ``macro_f1`` (mean F1 over the classes present); ``macro_auroc`` (one-vs-rest AUROC of each
+        class's score column, averaged over the classes with both positives and negatives: the
+        SensorLM paper's zero-shot protocol; NaN with fewer than two such classes).
+    """
+    from scipy.stats import rankdata
+
+    y, p = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
+    sc = np.asarray(scores, dtype=np.float64)
+    k = num_classes
+    confusion = np.bincount(y * k + p, minlength=k * k).reshape(k, k)  # rows: true, columns: predicted
+    support, predicted, tp = confusion.sum(1), confusion.sum(0), np.diag(confusion)
+    present = support > 0
+    f1 = np.divide(2 * tp, support + predicted, out=np.zeros(k), where=(support + predicted) > 0)
+    aurocs = []
+    for c in np.flatnonzero(present & (support < len(y))):  # one-vs-rest, by the rank-sum (ties averaged)
+        ranks = rankdata(sc[:, c])
+        pos = y == c
+        n_pos, n_neg = pos.sum(), (~pos).sum()
+        aurocs.append((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return {
+        "accuracy": float(tp.sum() / len(y)),
+        "majority_share": float(support.max() / len(y)),
+        "balanced_accuracy": float(np.mean(tp[present] / support[present])),
+        "macro_f1": float(np.mean(f1[present])),
+        "macro_auroc": float(np.mean(aurocs)) if len(aurocs) >= 2 else float("nan"),
+    }
+
+
+def bootstrap_intervals(labels, predictions, scores, num_classes: int, *, groups=None, resamples: int = 1000,
+                        level: float = 0.95, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of every `classification_scores` metric.
+
+    Args:
+        labels, predictions, scores, num_classes: as `classification_scores`.
+        groups: (N,) a group per sample (e.g. the subject): whole groups are resampled, so windows of
+            one person move together; None resamples windows.
+        resamples: bootstrap resamples.
+        level: the interval's coverage, e.g. 0.95.
+        seed: the resampling seed (the same windows and seed give the same interval).
+
+    Returns:
+        ``{metric: (low, high)}``; a metric undefined in a resample (one class drawn) is left out
+        of that resample's values.
+    """
+    y, p, sc = np.asarray(labels), np.asarray(predictions), np.asarray(scores)
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        units = [np.array([i]) for i in range(len(y))]
+    else:
+        g = np.asarray(groups)
+        units = [np.flatnonzero(g == u) for u in np.unique(g)]
+    draws: dict[str, list[float]] = {}
+    for _ in range(resamples):
+        idx = np.concatenate([units[i] for i in rng.integers(0, len(units), len(units))])
+        for k, v in classification_scores(y[idx], p[idx], sc[idx], num_classes).items():
+            if np.isfinite(v):
+                draws.setdefault(k, []).append(v)
+    tail = (1 - level) / 2 * 100
+    return {k: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) for k, v in draws.items()}
 
 
 # --------------------------------------------------------------------------- retrieval

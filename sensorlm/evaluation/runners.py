@@ -118,9 +118,10 @@ def _report_skips(loader, split: str, notes: list[str]) -> float:
 
 @torch.no_grad()
 def _embed_wearable(model, loader, device, max_samples: int | None, keep: int) -> dict[str, Any]:
-    sensor, text, labels, raw_x, raw_m = [], [], [], [], []
+    sensor, text, labels, keys, raw_x, raw_m = [], [], [], [], [], []
     n = 0
     for batch in loader:
+        keys.extend(batch.get("key") or [""] * batch["sensor"].shape[0])
         x, miss = batch["sensor"].to(device), batch["missing"].to(device)
         sensor.append(model.encode_sensor(x, miss).float().cpu().numpy())
         if "input_ids" in batch:
@@ -140,11 +141,30 @@ def _embed_wearable(model, loader, device, max_samples: int | None, keep: int) -
         "n": limit,
         "sensor": np.concatenate(sensor)[:limit],
         "labels": np.concatenate(labels)[:limit],
+        "keys": keys[:limit],
         "text": np.concatenate(text)[:limit] if text else None,
     }
     if raw_x:
         out["raw_sensor"] = torch.cat(raw_x)
         out["raw_missing"] = torch.cat(raw_m)
+    return out
+
+
+def _scores_with_intervals(prefix: str, labels, predictions, scores, num_classes: int, keys: list[str],
+                           notes: list[str]) -> dict[str, float]:
+    """Accuracy beside the majority-class share, balanced accuracy, macro-F1 and macro AUROC, each
+    with a 95% bootstrap interval (``<metric>_ci_low`` / ``_ci_high``) over subjects when there are
+    at least 5 (a key's part before its last "_": sensorlm's importers and generators name keys
+    so), else over windows."""
+    from sensorlm.evaluation.metrics import bootstrap_intervals, classification_scores
+
+    subjects = [k.rsplit("_", 1)[0] for k in keys]
+    groups = subjects if len(set(subjects)) >= 5 and all(subjects) else None
+    notes.append(f"{prefix}: 95% bootstrap intervals over {'subjects' if groups else 'windows'} "
+                 f"({len(set(subjects)) if groups else len(labels)}), 1000 resamples")
+    out = {f"{prefix}/{k}": v for k, v in classification_scores(labels, predictions, scores, num_classes).items()}
+    for k, (low, high) in bootstrap_intervals(labels, predictions, scores, num_classes, groups=groups).items():
+        out[f"{prefix}/{k}_ci_low"], out[f"{prefix}/{k}_ci_high"] = low, high
     return out
 
 
@@ -185,13 +205,14 @@ def evaluate_sensorlm(package, data, split, manifest, opts, device, notes) -> tu
     if not labelled.any():
         raise ValueError(f"dataset {data}: split {split!r} has no labelled sample for zero-shot classification")
     metrics["eval/num_labelled_samples"] = float(labelled.sum())
+    keys = [k for k, keep in zip(ev["keys"], labelled) if keep]
     ev = {**ev, "sensor": sensor_all[labelled], "labels": labels_all[labelled], "n": int(labelled.sum())}
     zs = zero_shot_classification(ev["sensor"], class_emb, ev["labels"], activities)
-    metrics["zero_shot/accuracy"] = zs["accuracy"]
-    metrics["zero_shot/macro_f1"] = zs["macro_f1"]
     for name, row in zs["per_class"].items():
         for k, v in row.items():
             metrics[f"zero_shot/per_class/{name}/{k}"] = float(v)
+    metrics.update(_scores_with_intervals("zero_shot", ev["labels"], zs["predictions"], zs["scores"],
+                                          len(activities), keys, notes))
 
     if ev["text"] is not None:
         for k, v in bidirectional_retrieval(sensor_all, ev["text"], ("sensor", "text"), opts["ks"]).items():

@@ -77,6 +77,8 @@ class SensorLMTask:
         # a dummy sensor batch rides along with the prompts.
         class_emb = None
         sums = torch.zeros(4, device=self.device, dtype=torch.float64)  # loss*n, correct, n, labelled
+        k = len(self.activities)
+        confusion = torch.zeros(k * k, device=self.device, dtype=torch.float64)  # true * k + predicted
         for batch in batches:
             b = _to(batch, self.device, input_dtype(engine), ("sensor",))
             out = engine(b["sensor"], b["input_ids"], b["attention_mask"], b.get("missing"), validate=False)
@@ -91,18 +93,33 @@ class SensorLMTask:
             if class_emb is not None:
                 pred = (out["sensor_emb"].float() @ class_emb.T).argmax(dim=1)
                 correct = ((pred == b["label"]) & labelled).sum().double()
+                cells = b["label"][labelled].long() * k + pred[labelled]
+                confusion.index_add_(0, cells, torch.ones_like(cells, dtype=torch.float64))
             else:
                 correct = torch.zeros((), device=self.device, dtype=torch.float64)
             sums += torch.stack([loss.double() * n, correct, torch.tensor(n, device=self.device, dtype=torch.float64),
                                  labelled.sum().double()])
         all_reduce_sum(sums)
+        all_reduce_sum(confusion)
         n = sums[2].item()
         # no readable validation sample is no score (NaN stops the run), never a perfect loss of 0
         out = {"val/loss": sums[0].item() / n if n else float("nan"), "val/samples": n,
                "val/labelled_samples": sums[3].item()}
         if self.activities and sums[3].item() > 0:
             out["val/zero_shot_acc"] = sums[1].item() / sums[3].item()
+            out.update(_class_balanced(confusion.view(k, k).cpu()))
         return out
+
+
+def _class_balanced(confusion: torch.Tensor) -> dict[str, float]:
+    """Beside accuracy: the majority class's share (what always answering it scores), balanced
+    accuracy and macro-F1 over the classes present, from the all-reduced confusion counts."""
+    support, predicted, tp = confusion.sum(1), confusion.sum(0), confusion.diag()
+    present = support > 0
+    f1 = torch.where(support + predicted > 0, 2 * tp / (support + predicted).clamp_min(1), torch.zeros_like(tp))
+    return {"val/majority_share": float(support.max() / support.sum()),
+            "val/zero_shot_balanced_acc": float((tp[present] / support[present]).mean()),
+            "val/zero_shot_macro_f1": float(f1[present].mean())}
 
 
 class SSTTask:
