@@ -18,6 +18,7 @@ manifest's ``import`` field.
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 import shutil
@@ -264,6 +265,7 @@ class _Report:
     split_by: str = ""
     splits: dict[str, int] = field(default_factory=dict)
     formats: dict[str, str] = field(default_factory=dict)  # file -> format read
+    label_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> label -> windows
 
 
 def read_export(paths: Sequence[str | Path], spec: ImportSpec, report: _Report, fmt: str = "auto",
@@ -461,12 +463,38 @@ def _windows(spec: ImportSpec, grid_frame):
         start = start + stride
 
 
-def _assign_splits(units: list, seed: int, val_fraction: float) -> dict:
+def _assign_splits(units: list, seed: int, val_fraction: float, unit_labels: dict | None = None) -> dict:
+    """Validation units, seeded, stratified by label: every label found in two or more units gets
+    one of them in validation and keeps one in training (rarest labels first; this may take
+    validation past `val_fraction`, never past half the units), then random units fill validation
+    up to `val_fraction`; a unit whose label would leave training is skipped."""
     order = sorted(units)
     rng = np.random.default_rng(seed)
     rng.shuffle(order)
     n_val = max(1, int(round(val_fraction * len(order))))
-    return {u: ("val" if i < n_val else "train") for i, u in enumerate(order)}
+    labels_of = {u: set((unit_labels or {}).get(u, ())) for u in order}
+    holders = {}
+    for u in order:
+        for lab in labels_of[u]:
+            holders.setdefault(lab, []).append(u)
+    val: list = []
+
+    def keeps_training(u) -> bool:  # moving u to val leaves every one of its labels a training unit
+        return all(any(h not in val and h != u for h in holders[lab]) for lab in labels_of[u])
+
+    for lab in sorted(holders, key=lambda lab: (len(holders[lab]), lab)):
+        # coverage may take validation past val_fraction, never past half the units
+        if len(holders[lab]) < 2 or any(h in val for h in holders[lab]) or len(val) >= max(n_val, len(order) // 2):
+            continue
+        pick = next((h for h in holders[lab] if keeps_training(h)), None)
+        if pick is not None:
+            val.append(pick)
+    for u in order:
+        if len(val) >= n_val:
+            break
+        if u not in val and keeps_training(u):
+            val.append(u)
+    return {u: ("val" if u in val else "train") for u in order}
 
 
 def _key(subject: str, start) -> str:
@@ -548,11 +576,21 @@ def _split_rows(rows: list[dict], spec: ImportSpec, report: _Report) -> None:
             f"cannot hold out a validation split by {by}: the export has {len(units)} {by}(s) with kept windows"
             + ("; use split.by=day" if by == "subject" else "")
         )
-    assign = _assign_splits(units, spec.split.seed, spec.split.val_fraction)
+    def unit(r):
+        return r["_unit"][0] if by == "subject" else r["_unit"]
+
+    unit_labels: dict = {}
     for r in rows:
-        r["split"] = assign[r["_unit"][0] if by == "subject" else r["_unit"]]
+        if r["primary_activity"]:
+            unit_labels.setdefault(unit(r), set()).add(r["primary_activity"])
+    assign = _assign_splits(units, spec.split.seed, spec.split.val_fraction, unit_labels)
+    for r in rows:
+        r["split"] = assign[unit(r)]
     report.split_by = by
     report.splits = {s: sum(r["split"] == s for r in rows) for s in ("train", "val")}
+    report.label_counts = {s: dict(sorted(collections.Counter(r["primary_activity"] for r in rows
+                                                               if r["split"] == s and r["primary_activity"]).items()))
+                           for s in ("train", "val")}
 
 
 def import_device_export(

@@ -174,3 +174,26 @@ def test_cli_import_errors_are_one_line(tmp_path, capsys):
     assert cli_main(["import", str(_csv(tmp_path, rows)), "--out", str(tmp_path / "ds")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("sensorlm import: error: ") and "row 3: column 'time' = 'noon'" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_day_split_is_stratified_so_every_label_can_be_scored(tmp_path, seed):
+    """One person, 12 days; 'exercise' on 2 days and 'travel' on 3, 'rest' the others: whatever the
+    seed, validation holds a day of each label found on two or more days and training keeps one."""
+    times = pd.date_range("2024-01-01", periods=12 * 96, freq="15min")
+    rows = {"time": times.strftime("%Y-%m-%d %H:%M:%S"), "subject": ["p1"] * len(times),
+            "hr[bpm]": np.linspace(60, 90, len(times))}
+    export = _csv(tmp_path, rows, "export.csv")
+    day_label = {2: "exercise", 9: "exercise", 4: "travel", 5: "travel", 11: "travel"}
+    labels = pd.DataFrame({"subject": "p1", "date": [f"2024-01-{d + 1:02d}" for d in range(12)],
+                           "label": [day_label.get(d, "rest") for d in range(12)]})
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    spec = load_import_spec(None, grid_seconds=900)
+    spec.split.seed = seed
+    import_device_export([export], tmp_path / "ds", spec=spec, labels=tmp_path / "labels.csv", log=None)
+    report = json.loads((tmp_path / "ds" / "import_report.json").read_text())
+    counts = report["label_counts"]
+    assert report["split_by"] == "day" and report["splits"]["val"] >= 2
+    for label in ("exercise", "travel", "rest"):
+        assert counts["val"].get(label, 0) >= 1 and counts["train"].get(label, 0) >= 1, counts
+    assert sum(counts["train"].values()) + sum(counts["val"].values()) == 12
