@@ -165,7 +165,7 @@ class TrackedRun:
 
 
 def register(run: TrackedRun, package_dir: str | Path, name: str, metrics: Mapping[str, Any],
-             alias: str | None = None) -> tuple[str, str]:
+             alias: str | None = None, tags: Mapping[str, str] | None = None) -> tuple[str, str]:
     """Log a model package as a pyfunc under `run` and register it as a new version of `name`.
 
     Args:
@@ -174,6 +174,7 @@ def register(run: TrackedRun, package_dir: str | Path, name: str, metrics: Mappi
         name: the registered model.
         metrics: numbers stored as version tags ``metric.<key>``.
         alias: an alias to point at the new version (None: none).
+        tags: more version tags (e.g. the checkpoint's step).
 
     Returns:
         (``models:/<name>/<version>``, version).
@@ -192,5 +193,7 @@ def register(run: TrackedRun, package_dir: str | Path, name: str, metrics: Mappi
     numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
     version = register_version(info.model_uri, name, numeric, alias=alias, client=MlflowClient(run.uri))
     version_id = str(getattr(version, "version", version))
+    for key, value in (tags or {}).items():
+        MlflowClient(run.uri).set_model_version_tag(name, version_id, key, value)
     print(f"[sensorlm] registered model {name} version {version_id}", flush=True)
     return f"models:/{name}/{version_id}", version_id

@@ -485,7 +485,9 @@ def _save_and_report(engine, cfg: TrainConfig, run: dict, step: int, data_seed: 
         rng_dir = Path(tmp) / RNG_DIR
         rng_dir.mkdir(exist_ok=True)
         (rng_dir / f"rank{rank}.json").write_text(json.dumps(rng_state()))  # Ray merges every rank's files
-        if final:
+        # The final checkpoint always carries the package; with a best metric every validated one
+        # does too, so the best of them can be registered (trainer.best_package).
+        if final or (cfg.checkpoint.best_metric and cfg.checkpoint.best_metric in val):
             _export_package(engine, cfg, run, Path(tmp) / "package", rank)
         barrier()
         metrics = {"step": step, **val}

@@ -7,6 +7,7 @@ and on a cluster (``ray job submit``; ``RAY_ADDRESS`` and ``MLFLOW_TRACKING_URI`
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -193,6 +194,21 @@ def package_of(result) -> str | None:
     return str(package) if package.is_dir() else None
 
 
+def best_package(result, metric: str | None, mode: str) -> tuple[str | None, dict]:
+    """The package to register and its checkpoint's metrics: with a best metric, the best of the
+    kept checkpoints that hold a package by that metric (ties: the later step); else the final one."""
+    final = (package_of(result), dict(result.metrics or {}))
+    if not metric:
+        return final
+    scored = [(ckpt, m) for ckpt, m in (getattr(result, "best_checkpoints", None) or [])
+              if metric in m and math.isfinite(float(m[metric])) and (Path(ckpt.path) / "package").is_dir()]
+    if not scored:
+        return final
+    sign = 1.0 if mode == "max" else -1.0
+    ckpt, metrics = max(scored, key=lambda cm: (sign * float(cm[1][metric]), int(cm[1].get("step", 0))))
+    return str(Path(ckpt.path) / "package"), dict(metrics)
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Run a whole training job described by `cfg` and return where its results are."""
     from sensorlm.ray_runtime import init_ray
@@ -223,11 +239,19 @@ def train(cfg: TrainConfig) -> TrainResult:
             failure = run_failure(uri, run_id)
             if failure:
                 raise RunFailed(failure)
-            package_dir = package_of(result)
+            package_dir, chosen = best_package(result, cfg.checkpoint.best_metric, cfg.checkpoint.best_mode)
+            step = int(chosen.get("step", metrics.get("step", cfg.steps)))
+            if cfg.checkpoint.best_metric and cfg.checkpoint.best_metric in chosen:
+                final_step = int(metrics.get("step", cfg.steps))
+                print(f"[sensorlm] the registered model is the checkpoint of step {step} (best "
+                      f"{cfg.checkpoint.best_metric} {float(chosen[cfg.checkpoint.best_metric]):.4f}"
+                      + (f"; the last step, {final_step}, scored {float(metrics[cfg.checkpoint.best_metric]):.4f})"
+                         if step != final_step and cfg.checkpoint.best_metric in metrics else ")"), flush=True)
             model_uri = version = None
             if package_dir and cfg.tracking.register:
-                model_uri, version = register(run, package_dir, cfg.registered_name, metrics)
-            run.set_tags({"sensorlm.final_step": str(metrics.get("step", cfg.steps)),
+                model_uri, version = register(run, package_dir, cfg.registered_name, chosen,
+                                              tags={"sensorlm.step": str(step)})
+            run.set_tags({"sensorlm.final_step": str(metrics.get("step", cfg.steps)), "sensorlm.registered_step": str(step),
                           **({"sensorlm.model_uri": model_uri} if model_uri else {})})
             run.end("FINISHED")
     except KeyboardInterrupt:  # the run is KILLED and resumable by name, like after `ray job stop`

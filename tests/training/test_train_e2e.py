@@ -278,3 +278,26 @@ def test_non_finite_run_fails_registers_nothing_and_rank1_skips_are_logged(ray_s
     assert any(e["rank"] == 1 and e["key"] == "bad0" and e["shard"] in rank1 and e["reason"] == "wrong_shape"
                for e in events), events
 
+
+
+def test_the_best_checkpoint_by_its_metric_is_registered(ray_session, wearable_dir, tmp_path, capsys):
+    """With checkpoint.best_metric the registered weights are the best validated checkpoint's, not
+    the last step's; the log and the version say which step. (best_mode=min on the zero-shot
+    accuracy makes the chosen step a known one here: the lowest accuracy, the later of ties.)"""
+    from mlflow.tracking import MlflowClient
+
+    from sensorlm.training.trainer import train
+
+    cfg = _cfg("sensorlm_tiny", tmp_path, wearable_dir, "name=best-ckpt", "steps=6", "log_every=2", "eval_every=2",
+               "checkpoint.every_steps=2", "checkpoint.keep_last=3", "checkpoint.best_metric=val/zero_shot_acc",
+               "checkpoint.best_mode=min", "scaling.num_workers=1", "batch_size=16")
+    result = train(cfg)
+    history = _metric_history(cfg, result.run_id, "val/zero_shot_acc")
+    low = min(v for _, v in history)
+    expected = max(step for step, v in history if v == low)
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    version = client.get_model_version("sensorlm", result.model_version)
+    assert version.tags["sensorlm.step"] == str(expected)
+    assert float(version.tags["metric.val/zero_shot_acc"]) == pytest.approx(low)
+    assert client.get_run(result.run_id).data.tags["sensorlm.registered_step"] == str(expected)
+    assert f"the registered model is the checkpoint of step {expected}" in capsys.readouterr().out
