@@ -181,12 +181,17 @@ def _history(client, run_id: str, key: str) -> list[tuple[float, float]]:
     return sorted((float(m.step), float(m.value)) for m in client.get_metric_history(run_id, key))
 
 
+# Counts and baselines of the validation split, not curves of the model.
+_NOT_CURVES = ("val/samples", "val/labelled_samples", "val/majority_share")
+
+
 def _convergence_curves(client, run_id: str) -> dict[str, list[tuple[float, float]]]:
-    """train/loss and every val/* metric of a training run (val/samples is a count, not a curve)."""
+    """train/loss and the val/* metrics of a training run that describe the model (no counts, no
+    baselines) and change over the run: a constant line is no curve."""
     keys = sorted(client.get_run(run_id).data.metrics)
-    wanted = [k for k in keys if k == "train/loss" or (k.startswith("val/") and k != "val/samples")]
+    wanted = [k for k in keys if k == "train/loss" or (k.startswith("val/") and k not in _NOT_CURVES)]
     curves = {k: _history(client, run_id, k) for k in wanted}
-    return {k: v for k, v in curves.items() if v}
+    return {k: v for k, v in curves.items() if v and len({value for _, value in v}) > 1}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -435,3 +435,13 @@ def test_data_only_locations(location, ok):
     from sensorlm.data.loader import is_data_only_location
 
     assert is_data_only_location(location) is ok
+
+
+def test_convergence_plots_only_what_changes_and_describes_the_model(env):
+    from sensorlm.evaluation.evaluate import _convergence_curves
+
+    run_id, _ = _training_run(env["store"], "curves", {
+        "train/loss": [2.0, 1.0], "val/loss": [2.1, 1.5], "val/samples": [32, 32], "val/labelled_samples": [30, 30],
+        "val/majority_share": [0.2, 0.2], "val/zero_shot_acc": [0.3, 0.3], "val/zero_shot_macro_f1": [0.1, 0.4]})
+    curves = _convergence_curves(MlflowClient(env["store"]), run_id)
+    assert set(curves) == {"train/loss", "val/loss", "val/zero_shot_macro_f1"}
