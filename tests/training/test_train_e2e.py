@@ -155,9 +155,9 @@ def test_zero3_worker_death_restarts_from_checkpoint_exactly_and_registers(ray_s
 
 def test_readme_sensorlm_run_learns(ray_session, tmp_path, capfd):
     """The README's main job, unchanged but for where it writes: zero-shot activity accuracy on
-    held-out subjects well above chance (10 activities: 0.10). README states the figures: 0.54 to
-    0.68 over seeds, and one CI run at 0.29, hence the bound of 2.5x chance. Its log (every rank's,
-    forwarded by Ray) carries no traceback and no Python warning."""
+    held-out subjects well above chance (10 activities: 0.10). README states the figures: 0.83 to
+    0.93 over seeds 0-4 on the development machine; the bound, 0.6, leaves room for another
+    machine's arithmetic. Its log carries no traceback and no Python warning."""
     import re
 
     from sensorlm.training.trainer import train
@@ -175,9 +175,9 @@ def test_readme_sensorlm_run_learns(ray_session, tmp_path, capfd):
     assert not re.findall(r".*\bWARNING\b.*", log), re.findall(r".*\bWARNING\b.*", log)[:5]  # Ray's own
     assert "Reporting training result" not in log  # Ray Train's INFO line per report and rank
     assert "first step done" in log and "validation val/loss" in log
-    chance = 1 / 10
     assert result.metrics["step"] == cfg.steps
-    assert result.metrics["val/zero_shot_acc"] >= 2.5 * chance, result.metrics
+    assert result.metrics["val/zero_shot_acc"] >= 0.6, result.metrics
+    assert result.metrics["val/zero_shot_acc"] > result.metrics["val/majority_share"] + 0.3, result.metrics
     assert result.model_uri == "models:/sensorlm/1"
 
 
