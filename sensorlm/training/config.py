@@ -171,7 +171,9 @@ class CheckpointSection:
 
     Without ``best_metric`` Ray keeps the last ``keep_last``; with it, the ``keep_last`` best by
     that reported metric (e.g. ``val/zero_shot_acc``, ``best_mode: max``) and always the latest,
-    which resuming needs.
+    which resuming needs. ``early_stop_patience`` > 0 ends the run once ``best_metric`` has not
+    improved by more than ``early_stop_min_delta`` for that many validations in a row; the best
+    checkpoint is then registered as usual.
     """
 
     every_steps: int = 50
@@ -179,8 +181,17 @@ class CheckpointSection:
     max_failures: int = 1
     best_metric: str | None = None
     best_mode: Literal["max", "min"] = "max"
+    early_stop_patience: int = 0  # 0 = train all steps
+    early_stop_min_delta: float = 0.0
 
     def __post_init__(self):
+        if self.early_stop_patience < 0:
+            raise ConfigError(f"checkpoint.early_stop_patience must be >= 0 (0 = off), got {self.early_stop_patience}")
+        if not (self.early_stop_min_delta >= 0 and math.isfinite(self.early_stop_min_delta)):
+            raise ConfigError(f"checkpoint.early_stop_min_delta must be a finite number >= 0, got {self.early_stop_min_delta}")
+        if self.early_stop_patience and not self.best_metric:
+            raise ConfigError("checkpoint.early_stop_patience needs checkpoint.best_metric, the metric it watches "
+                              "(e.g. checkpoint.best_metric=val/loss checkpoint.best_mode=min)")
         if self.every_steps < 1:
             raise ConfigError(f"checkpoint.every_steps must be >= 1, got {self.every_steps}")
         if self.keep_last < 1:

@@ -22,6 +22,7 @@ from sensorlm.config import from_dict
 from sensorlm.training.config import TrainConfig
 from sensorlm.training.deepspeed_config import build_deepspeed_config
 from sensorlm.training.distributed import barrier
+from sensorlm.training.early_stopping import EarlyStopping
 from sensorlm.training.rng import rng_state, set_rng_state
 
 CKPT_TAG = "ds"
@@ -212,6 +213,9 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
     install_safe_loading(engine)
 
     step, data_seed = 0, cfg.data.seed
+    ck = cfg.checkpoint
+    early = (EarlyStopping(ck.best_metric, ck.best_mode, ck.early_stop_patience, ck.early_stop_min_delta)
+             if ck.early_stop_patience else None)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as ckpt_dir:
@@ -219,6 +223,8 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
             rng_file = Path(ckpt_dir) / RNG_DIR / f"rank{rank}.json"
             rng = json.loads(rng_file.read_text()) if rng_file.is_file() else None
         step = int(client_state["step"])
+        if early is not None and client_state.get("early_stopping"):
+            early.load_state_dict(client_state["early_stopping"])  # count on from where it left off
         if cfg.data.resume == "exact":
             data_seed = int(client_state["data_seed"])  # the same stream, fast-forwarded below
             if rng is not None and int(client_state.get("world_size", world)) == world:
@@ -256,6 +262,7 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
     shards_read: set[str] = set()
     run_start, start_step = time.perf_counter(), step
     last_val: dict[str, float] = {}
+    stopped_early = False
     scalars: dict[str, torch.Tensor] = {}
     # Ray, DeepSpeed, MLflow and the model live as long as the worker: out of the collector's
     # generations, its collections walk only what the steps allocate (bench/RESULTS.md, "CPU train step").
@@ -336,11 +343,22 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
             if rank == 0:
                 print("[sensorlm] validation " + " ".join(f"{k} {v:.4f}" for k, v in last_val.items()), flush=True)
                 logger.log(last_val, step)
+            # the validation metrics are reduced over the ranks, so every rank decides the same
+            if early is not None and early.metric in last_val and early.update(last_val[early.metric], step):
+                stopped_early = step < cfg.steps
+                if stopped_early and rank == 0:
+                    print(f"[sensorlm] {early.reason(step)}", flush=True)
+                    logger.log({"train/early_stopped_at_step": float(step)}, step)
 
-        if step % cfg.checkpoint.every_steps == 0 or step == cfg.steps:
+        final = step == cfg.steps or stopped_early
+        if step % cfg.checkpoint.every_steps == 0 or final:
             validated = step % cfg.eval_every == 0 or step == cfg.steps
             # the validation metrics of this step, never an earlier one's
-            _save_and_report(engine, cfg, run, step, data_seed, last_val if validated else {}, final=step == cfg.steps)
+            _save_and_report(engine, cfg, run, step, data_seed, last_val if validated else {}, final=final,
+                             state={"early_stopping": early.state_dict()} if early is not None else {},
+                             extra={"early_stopped": 1.0} if stopped_early else {})
+        if stopped_early:
+            break
     _log_data_placement(logger, ctx, shards_read, device)
     skips.log_events(logger, device)
     logger.close()
@@ -474,14 +492,17 @@ def _maybe_fail(cfg: TrainConfig, run: dict, step: int, rank: int) -> None:
             os._exit(1)  # a hard death, as from an OOM kill, not a Python exception
 
 
-def _save_and_report(engine, cfg: TrainConfig, run: dict, step: int, data_seed: int, val: dict, final: bool) -> None:
-    """Collective DeepSpeed save on every rank, then one Ray report per rank (Ray merges dirs)."""
+def _save_and_report(engine, cfg: TrainConfig, run: dict, step: int, data_seed: int, val: dict, final: bool,
+                     state: dict | None = None, extra: dict | None = None) -> None:
+    """Collective DeepSpeed save on every rank, then one Ray report per rank (Ray merges dirs).
+    ``state`` joins the checkpoint's client state, ``extra`` the reported metrics."""
     import ray.train
 
     rank = ray.train.get_context().get_world_rank()
     with tempfile.TemporaryDirectory(prefix="sensorlm-ckpt-") as tmp:
         engine.save_checkpoint(tmp, tag=CKPT_TAG,
-                               client_state={"step": step, "data_seed": data_seed, "world_size": ray.train.get_context().get_world_size()})
+                               client_state={"step": step, "data_seed": data_seed,
+                                             "world_size": ray.train.get_context().get_world_size(), **(state or {})})
         rng_dir = Path(tmp) / RNG_DIR
         rng_dir.mkdir(exist_ok=True)
         (rng_dir / f"rank{rank}.json").write_text(json.dumps(rng_state()))  # Ray merges every rank's files
@@ -490,7 +511,7 @@ def _save_and_report(engine, cfg: TrainConfig, run: dict, step: int, data_seed: 
         if final or (cfg.checkpoint.best_metric and cfg.checkpoint.best_metric in val):
             _export_package(engine, cfg, run, Path(tmp) / "package", rank)
         barrier()
-        metrics = {"step": step, **val}
+        metrics = {"step": step, **val, **(extra or {})}
         has_files = any(Path(tmp).iterdir())
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if has_files else None)
 

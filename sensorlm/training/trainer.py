@@ -251,8 +251,9 @@ def train(cfg: TrainConfig) -> TrainResult:
             if package_dir and cfg.tracking.register:
                 model_uri, version = register(run, package_dir, cfg.registered_name, chosen,
                                               tags={"sensorlm.step": str(step)})
+            stopped = {"sensorlm.early_stopped_step": str(int(metrics["step"]))} if metrics.get("early_stopped") else {}
             run.set_tags({"sensorlm.final_step": str(metrics.get("step", cfg.steps)), "sensorlm.registered_step": str(step),
-                          **({"sensorlm.model_uri": model_uri} if model_uri else {})})
+                          **stopped, **({"sensorlm.model_uri": model_uri} if model_uri else {})})
             run.end("FINISHED")
     except KeyboardInterrupt:  # the run is KILLED and resumable by name, like after `ray job stop`
         print(f"[sensorlm] interrupted: MLflow run {run_id} is KILLED; rerun with name={run_name} to resume", flush=True)
@@ -262,8 +263,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 
 def finished_run(cfg: TrainConfig, run_name: str) -> TrainResult | None:
-    """The result of a run of this name that already FINISHED at least `cfg.steps` (rerunning it
-    would train nothing and register the same weights again), or None."""
+    """The result of a run of this name that already FINISHED at least `cfg.steps`, or stopped
+    early (rerunning it would train nothing and register the same weights again), or None."""
     from sensorlm.tracking.mlflow_utils import resolve_tracking_uri
     from sensorlm.tracking.run import find_run
 
@@ -274,12 +275,14 @@ def finished_run(cfg: TrainConfig, run_name: str) -> TrainResult | None:
     if run is None or run.info.status != "FINISHED":
         return None
     final = int(run.data.tags.get("sensorlm.final_step", "0") or 0)
-    if final < cfg.steps:
+    stopped = "sensorlm.early_stopped_step" in run.data.tags
+    if final < cfg.steps and not stopped:
         return None  # asked for more steps: continue from the last checkpoint
     model_uri = run.data.tags.get("sensorlm.model_uri")
-    print(f"[sensorlm] run {run_name} already finished at step {final} (MLflow run {run.info.run_id}"
-          f"{', ' + model_uri if model_uri else ''}); nothing to do. Set steps above {final} to continue it.",
-          flush=True)
+    how = "stopped early" if stopped else "already finished"
+    hint = ("Use a new name to train again." if stopped else f"Set steps above {final} to continue it.")
+    print(f"[sensorlm] run {run_name} {how} at step {final} (MLflow run {run.info.run_id}"
+          f"{', ' + model_uri if model_uri else ''}); nothing to do. {hint}", flush=True)
     version = model_uri.rsplit("/", 1)[-1] if model_uri else None
     return TrainResult(run.info.run_id, dict(run.data.metrics), None, None, model_uri, version, uri)
 

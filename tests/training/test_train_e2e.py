@@ -301,3 +301,35 @@ def test_the_best_checkpoint_by_its_metric_is_registered(ray_session, wearable_d
     assert float(version.tags["metric.val/zero_shot_acc"]) == pytest.approx(low)
     assert client.get_run(result.run_id).data.tags["sensorlm.registered_step"] == str(expected)
     assert f"the registered model is the checkpoint of step {expected}" in capsys.readouterr().out
+
+
+def test_early_stopping_ends_the_run_registers_its_best_and_a_rerun_does_nothing(ray_session, wearable_dir, tmp_path,
+                                                                                 capsys):
+    """checkpoint.early_stop_patience ends the run at the first validation that does not improve by
+    min_delta (huge here, so that is the second one, at step 4 of 20); the log, the MLflow run and
+    the registered version say so, and a rerun of the same name trains nothing."""
+    from mlflow.tracking import MlflowClient
+
+    from sensorlm.training.trainer import train
+
+    cfg = _cfg("sensorlm_tiny", tmp_path, wearable_dir, "name=early-stop", "steps=20", "log_every=2", "eval_every=2",
+               "checkpoint.every_steps=2", "checkpoint.keep_last=3", "checkpoint.best_metric=val/loss",
+               "checkpoint.best_mode=min", "checkpoint.early_stop_patience=1", "checkpoint.early_stop_min_delta=1e9",
+               "scaling.num_workers=1", "batch_size=16")
+    result = train(cfg)
+    out = capsys.readouterr().out
+    assert "early stop at step 4: val/loss has not improved on its best" in out
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["sensorlm.early_stopped_step"] == "4" and run.data.tags["sensorlm.final_step"] == "4"
+    assert run.data.metrics["train/early_stopped_at_step"] == 4.0
+    history = dict(_metric_history(cfg, result.run_id, "val/loss"))
+    assert sorted(history) == [2, 4]  # no training past the stop
+    best = min(history, key=lambda s: (history[s], -s))
+    version = client.get_model_version("sensorlm", result.model_version)
+    assert version.tags["sensorlm.step"] == str(best)
+
+    again = train(cfg)
+    assert "run early-stop stopped early at step 4" in capsys.readouterr().out
+    assert again.run_id == result.run_id and again.model_version == result.model_version
