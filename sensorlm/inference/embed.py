@@ -45,8 +45,6 @@ import gc
 import json
 import math
 import os
-import re
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -70,7 +68,6 @@ if TYPE_CHECKING:
 
 # numpy, torch, ray, mlflow and pyarrow are imported where used: `sensorlm --help` imports this module.
 
-MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_-]+))/?\Z")
 MODEL_FILE = "_embed_model.json"  # the pinned model of the folder's embeddings
 REPORT_FILE = "_embed_report.json"  # "_": pyarrow skips it when reading the folder
 IMPORT_DIR = "_import"
@@ -117,6 +114,8 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> ModelRef:
         import mlflow
         from mlflow.tracking import MlflowClient
 
+        from sensorlm.tracking.loading import MODEL_URI
+
         m = MODEL_URI.match(model)
         if not m:
             raise EmbedError(f"model {model!r}: expected models:/name/version or models:/name@alias")
@@ -156,18 +155,12 @@ def load_embedder(ref: ModelRef, device: str = "cpu"):
     from sensorlm.tracking.package import find_package_dir
     from sensorlm.tracking.pyfunc import SensorLMPyfunc
 
-    embedder = SensorLMPyfunc()
     if ref.kind == "registry":
-        from mlflow.tracking import MlflowClient
+        from sensorlm.tracking.loading import load_model
 
-        from sensorlm.tracking.integrity import download_version
-
-        m = MODEL_URI.match(ref.uri)
-        client = MlflowClient(tracking_uri=ref.tracking_uri, registry_uri=ref.tracking_uri)
-        with tempfile.TemporaryDirectory(prefix="sensorlm-embed-") as tmp:
-            local = download_version(client, m["name"], m["version"], tmp)
-            embedder.load_package(find_package_dir(local, ref.requested))
+        embedder = load_model(ref.uri, ref.tracking_uri).pyfunc
     else:
+        embedder = SensorLMPyfunc()
         embedder.load_package(find_package_dir(ref.uri, ref.requested))
     if embedder.family != "sensorlm":
         raise EmbedError(

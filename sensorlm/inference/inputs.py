@@ -10,6 +10,7 @@ raises `BadInput`.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
@@ -182,19 +183,28 @@ def _sample_fields(meta: dict[str, Any], split: str | None) -> dict[str, Any]:
             "label": str(label) if label not in (None, "") else None}
 
 
+def _sample_meta(key: str, members: dict[str, Any], bad: Callable[[str, str, str], None]) -> dict | None:
+    """A sample's ``json`` member as a dict, or None after reporting why not."""
+    try:
+        meta = json.loads(bytes(members["json"]))
+    except ValueError as exc:
+        bad("decode_error", key, f"{type(exc).__name__}: {exc}")
+        return None
+    if not isinstance(meta, dict):
+        bad("bad_json", key, "json is not an object")
+        return None
+    return meta
+
+
 def _decode_shard_sample(key: str, members: dict[str, bytes], shape: tuple[int, int], split: str,
                          bad: Callable[[str, str, str], None]) -> Sample | None:
+    """One sample with all three members, decoded and checked on its own."""
     import numpy as np
 
     from sensorlm.data.loader import _load_npy
 
-    for name in ("sensor.npy", "missing.npy", "json"):
-        if name not in members:
-            bad("missing_member", key, f"no {name} member")
-            return None
     try:
         sensor, missing = _load_npy(members["sensor.npy"]), _load_npy(members["missing.npy"])
-        meta = json.loads(bytes(members["json"]))
     except Exception as exc:
         bad("decode_error", key, f"{type(exc).__name__}: {exc}")
         return None
@@ -205,16 +215,16 @@ def _decode_shard_sample(key: str, members: dict[str, bytes], shape: tuple[int, 
         bad("non_finite" if sensor.dtype.kind == "f" else "wrong_dtype", key, f"sensor dtype {sensor.dtype}, "
             f"{int((~np.isfinite(sensor)).sum()) if sensor.dtype.kind == 'f' else 0} NaN/inf values")
         return None
-    if not isinstance(meta, dict):
-        bad("bad_json", key, "json is not an object")
+    meta = _sample_meta(key, members, bad)
+    if meta is None:
         return None
     return Sample(key=key, raw=_raw_sensor(sensor, missing, owned=True), **_sample_fields(meta, split))
 
 
 def _npy_payloads(members: list[Any], shape: tuple[int, ...], kinds: str):
     """The .npy members that share the first one's header (the same dtype and `shape`) as one
-    (N, *shape) array, decoded with one copy, and the indices of those that do not (decoded one by
-    one instead); (None, all indices) when the first one is not of a dtype kind in `kinds`."""
+    (N, *shape) array, decoded with one copy, and their indices (the others are decoded one by one);
+    (None, []) when the first one is not of a dtype kind in `kinds`."""
     import numpy as np
 
     from sensorlm.data.loader import _load_npy
@@ -223,17 +233,16 @@ def _npy_payloads(members: list[Any], shape: tuple[int, ...], kinds: str):
     try:
         probe = _load_npy(first)
     except ValueError:
-        return None, [], list(range(len(members)))
+        return None, []
     if probe.shape != shape or probe.dtype.kind not in kinds or probe.dtype.hasobject:
-        return None, [], list(range(len(members)))
+        return None, []
     head = len(first) - probe.nbytes
     header = bytes(first[:head])
     same = [i for i, m in enumerate(members) if len(m) == len(first) and m[:head] == header]
     block = np.empty((len(same), *shape), dtype=np.float32 if kinds == "f" else probe.dtype)
     for row, i in enumerate(same):  # one copy each, straight from the shard into the block
         block[row] = np.frombuffer(members[i], dtype=probe.dtype, offset=head).reshape(shape)
-    others = sorted(set(range(len(members))) - set(same))
-    return block, same, others
+    return block, same
 
 
 def _decode_shard(entries: list[tuple[str, dict[str, Any]]], shape: tuple[int, int], split: str,
@@ -255,7 +264,7 @@ def _decode_shard(entries: list[tuple[str, dict[str, Any]]], shape: tuple[int, i
     flags = _npy_payloads([m["missing.npy"] for _, m in complete], shape[:1], "ub")
     if sensors[0] is None or flags[0] is None or sensors[1] != flags[1]:
         return [s for key, m in complete if (s := _decode_shard_sample(key, m, shape, split, bad)) is not None]
-    raw, fast, _ = sensors  # float32, the block's own memory
+    raw, fast = sensors  # float32, the block's own memory
     finite = np.isfinite(raw).all(axis=(1, 2))
     raw[flags[0].astype(bool)] = np.nan  # the pyfunc's convention for a missing minute
     row = {i: r for r, i in enumerate(fast)}
@@ -267,15 +276,9 @@ def _decode_shard(entries: list[tuple[str, dict[str, Any]]], shape: tuple[int, i
             n = int((~np.isfinite(raw[row[i]])).sum())
             bad("non_finite", key, f"sensor, {n} NaN/inf values")
             continue
+        elif (meta := _sample_meta(key, members, bad)) is None:
+            continue
         else:
-            try:
-                meta = json.loads(bytes(members["json"]))
-            except ValueError as exc:
-                bad("decode_error", key, f"{type(exc).__name__}: {exc}")
-                continue
-            if not isinstance(meta, dict):
-                bad("bad_json", key, "json is not an object")
-                continue
             sample = Sample(key=key, raw=raw[row[i]], block=raw, row=row[i], **_sample_fields(meta, split))
         if sample is not None:
             out.append(sample)
@@ -310,11 +313,6 @@ def _shard_samples(unit: dict[str, Any], bad: Callable[[str, str, str], None]) -
     from sensorlm.data.shards import ShardError, tar_files
 
     shape = tuple(unit["shape"])
-    entries: list[tuple[str, dict[str, Any]]] = []
-
-    def flush(key, members):
-        entries.append((key, members))
-
     try:
         data = _read_whole(unit["input"])
         try:
@@ -322,16 +320,9 @@ def _shard_samples(unit: dict[str, Any], bad: Callable[[str, str, str], None]) -
         except ShardError:  # not a plain ustar shard (long names, pax): the standard library reads it
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
                 files = [(m.name, tar.extractfile(m).read()) for m in tar if m.isfile()]
-        key, members = None, {}
-        for name, content in files:
-            k, _, ext = name.rsplit("/", 1)[-1].partition(".")
-            if k != key and key is not None:
-                flush(key, members)
-                members = {}
-            key = k
-            members[ext] = content
-        if key is not None:
-            flush(key, members)
+        parts = [(*name.rsplit("/", 1)[-1].partition(".")[::2], content) for name, content in files]
+        entries = [(key, {ext: content for _, ext, content in group})
+                   for key, group in itertools.groupby(parts, key=lambda p: p[0])]
         samples = _decode_shard(entries, shape, unit["split"], bad)
     except FileNotFoundError:
         raise BadInput("missing_shard", f"{unit['input']}: not found") from None

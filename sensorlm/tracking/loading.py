@@ -10,6 +10,9 @@ from typing import Any
 
 from sensorlm.tracking.integrity import download_version
 
+# models:/NAME/VERSION or models:/NAME@ALIAS ("\Z", not "$": no trailing newline)
+MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_-]+))/?\Z")
+
 
 def load_model(model_uri: str, tracking_uri: str | None = None):
     """A registered version as sensorlm's pyfunc, verified first and built from its package with
@@ -30,16 +33,16 @@ def load_model(model_uri: str, tracking_uri: str | None = None):
     from sensorlm.tracking.package import find_package_dir
     from sensorlm.tracking.pyfunc import SensorLMPyfunc
 
-    m = re.fullmatch(r"models:/([^/@]+)(?:/(\d+)|@([A-Za-z0-9_-]+))", str(model_uri).strip())
+    m = MODEL_URI.match(str(model_uri).strip())
     if not m:
         raise ValueError(f"model URI {model_uri!r}: expected models:/NAME/VERSION or models:/NAME@ALIAS")
     uri = resolve_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    version = m[2] or client.get_model_version_by_alias(m[1], m[3]).version
+    version = m["version"] or client.get_model_version_by_alias(m["name"], m["alias"]).version
     model = SensorLMPyfunc()
     with tempfile.TemporaryDirectory(prefix="sensorlm-load-") as tmp:
-        model.load_package(find_package_dir(download_version(client, m[1], version, tmp), model_uri))
-    return VerifiedModel(model, f"models:/{m[1]}/{version}")
+        model.load_package(find_package_dir(download_version(client, m["name"], version, tmp), model_uri))
+    return VerifiedModel(model, f"models:/{m['name']}/{version}")
 
 
 class VerifiedModel:

@@ -76,15 +76,14 @@ class SensorLMTask:
         # Through the engine's forward (not module.encode_text) so ZeRO-3 gathers the weights:
         # a dummy sensor batch rides along with the prompts.
         class_emb = None
-        sums = torch.zeros(4, device=self.device, dtype=torch.float64)  # loss*n, correct, n, labelled
+        sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss*n, n, labelled
         k = len(self.activities)
         confusion = torch.zeros(k * k, device=self.device, dtype=torch.float64)  # true * k + predicted
         for batch in batches:
             b = _to(batch, self.device, input_dtype(engine), ("sensor",))
             out = engine(b["sensor"], b["input_ids"], b["attention_mask"], b.get("missing"), validate=False)
             if class_emb is None and self._prompts:
-                k = ids.shape[0]
-                sensor = b["sensor"][:1].expand(k, -1, -1)
+                sensor = b["sensor"][:1].expand(ids.shape[0], -1, -1)
                 class_emb = engine(sensor, ids, mask, validate=False)["text_emb"].float()
             n = out["sensor_emb"].shape[0]
             # Local loss: ranks' last validation batches may differ in size, so no all-gather here.
@@ -92,21 +91,18 @@ class SensorLMTask:
             labelled = b["label"] >= 0
             if class_emb is not None:
                 pred = (out["sensor_emb"].float() @ class_emb.T).argmax(dim=1)
-                correct = ((pred == b["label"]) & labelled).sum().double()
                 cells = b["label"][labelled].long() * k + pred[labelled]
                 confusion.index_add_(0, cells, torch.ones_like(cells, dtype=torch.float64))
-            else:
-                correct = torch.zeros((), device=self.device, dtype=torch.float64)
-            sums += torch.stack([loss.double() * n, correct, torch.tensor(n, device=self.device, dtype=torch.float64),
+            sums += torch.stack([loss.double() * n, torch.tensor(n, device=self.device, dtype=torch.float64),
                                  labelled.sum().double()])
         all_reduce_sum(sums)
         all_reduce_sum(confusion)
-        n = sums[2].item()
+        n, labelled_n = sums[1].item(), sums[2].item()
         # no readable validation sample is no score (NaN stops the run), never a perfect loss of 0
         out = {"val/loss": sums[0].item() / n if n else float("nan"), "val/samples": n,
-               "val/labelled_samples": sums[3].item()}
-        if self.activities and sums[3].item() > 0:
-            out["val/zero_shot_acc"] = sums[1].item() / sums[3].item()
+               "val/labelled_samples": labelled_n}
+        if self.activities and labelled_n > 0:
+            out["val/zero_shot_acc"] = confusion.view(k, k).trace().item() / labelled_n
             out.update(_class_balanced(confusion.view(k, k).cpu()))
         return out
 

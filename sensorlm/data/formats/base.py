@@ -106,20 +106,16 @@ def epoch_labels(subject: str, times: "pd.Series", labels: Sequence[Any], epoch:
     """
     import pandas as pd
 
-    rows = []
-    start = prev = None
-    last_time = None
-    for t, lab in zip(times, labels):
-        lab = None if lab is None or (isinstance(lab, float) and lab != lab) or lab == "" else str(lab)
-        gap = last_time is not None and t - last_time > epoch
-        if lab != prev or gap:
-            if prev is not None:
-                rows.append((subject, start, last_time + epoch, prev))
-            start, prev = t, lab
-        last_time = t
-    if prev is not None:
-        rows.append((subject, start, last_time + epoch, prev))
-    return pd.DataFrame(rows, columns=["subject", "start", "end", "label"])
+    t = pd.Series(pd.to_datetime(list(times)))
+    lab = pd.Series(list(labels), dtype=object).map(lambda x: None if x is None or x != x or x == "" else str(x))
+    # a run ends where the label changes or an epoch is missing; unlabelled runs are dropped
+    run = ((lab.fillna("\0") != lab.fillna("\0").shift()) | (t.diff() > epoch)).cumsum()
+    runs = pd.DataFrame({"start": t, "last": t, "label": lab}).groupby(run, sort=False).agg(
+        {"start": "first", "last": "last", "label": "first"})
+    runs = runs[runs["label"].notna()]
+    return pd.DataFrame({"subject": subject, "start": runs["start"].to_numpy(),
+                         "end": (runs["last"] + epoch).to_numpy(), "label": runs["label"].to_numpy()},
+                        columns=["subject", "start", "end", "label"])
 
 
 def check_epochs(path: Path, times: "pd.Series", epoch: "pd.Timedelta", what: str, first_row: int = 1) -> None:
