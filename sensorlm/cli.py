@@ -8,6 +8,7 @@ modules inside ``run`` so that ``sensorlm --help`` stays fast).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -118,6 +119,9 @@ def add_import_args(p: argparse.ArgumentParser) -> None:
                    help="a window's main label must cover this fraction of it (default 0: the most-covering label)")
     p.add_argument("--prompt-template", help="zero-shot prompt with a {label} placeholder (default 'A day with {label}.')")
     p.add_argument("--split-by", choices=["auto", "subject", "day"], help="validation split unit (default auto)")
+    p.add_argument("--folds", type=_positive_int,
+                   help="deal the split units into K folds (splits fold0..fold{K-1}) for k-fold validation: "
+                        "train with data.fold=k/K (default: one train/val split)")
     p.add_argument("--max-count", type=_positive_int, default=64, help="maximum samples per shard (default 64)")
     p.add_argument("--vocab-size", type=_positive_int, default=1024, help="tokenizer vocabulary (default 1024)")
     p.add_argument("--text-len", type=_positive_int, help="caption tokens recorded as the loader default")
@@ -136,6 +140,8 @@ def run_import(args: argparse.Namespace) -> int:
         )
         if args.split_by:
             spec.split.by = args.split_by
+        if args.folds:
+            spec.split = dataclasses.replace(spec.split, folds=args.folds)  # checked there
     except ConfigError as exc:
         raise ValueError(f"channel spec: {exc}") from None
     log = None if args.quiet else (lambda msg: print(f"[import] {msg}", flush=True))

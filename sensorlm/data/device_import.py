@@ -28,6 +28,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
+from sensorlm.data.folds import assign_folds, fold_split
 from sensorlm.config import ConfigError, from_dict, load_yaml, to_dict
 from sensorlm.data.captioner import (
     check_prompt_template,
@@ -84,15 +85,19 @@ class ChannelSpec:
 @dataclass
 class SplitSpec:
     """How windows are split into train and val: by ``subject``, by ``day`` (subject-day), or
-    ``auto`` (by subject with 5 or more subjects, else by day)."""
+    ``auto`` (by subject with 5 or more subjects, else by day). ``folds`` >= 2 deals the units
+    into that many folds instead (`sensorlm.data.folds`; ``val_fraction`` is then unused)."""
 
     by: Literal["auto", "subject", "day"] = "auto"
     val_fraction: float = 0.2
     seed: int = 0
+    folds: int = 0
 
     def __post_init__(self):
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"split.val_fraction must lie in (0, 1), got {self.val_fraction}")
+        if self.folds == 1 or self.folds < 0:
+            raise ConfigError(f"split.folds must be 0 (one train/val split) or >= 2, got {self.folds}")
 
 
 @dataclass
@@ -583,14 +588,23 @@ def _split_rows(rows: list[dict], spec: ImportSpec, report: _Report) -> None:
     for r in rows:
         if r["primary_activity"]:
             unit_labels.setdefault(unit(r), set()).add(r["primary_activity"])
-    assign = _assign_splits(units, spec.split.seed, spec.split.val_fraction, unit_labels)
+    folds = spec.split.folds
+    if folds:
+        if len(units) < folds:
+            raise DeviceImportError(f"cannot deal {folds} folds by {by}: the export has {len(units)} {by}(s) with "
+                                    "kept windows")
+        assign = {u: fold_split(k) for u, k in assign_folds(units, spec.split.seed, folds, unit_labels).items()}
+        names = [fold_split(k) for k in range(folds)]
+    else:
+        assign = _assign_splits(units, spec.split.seed, spec.split.val_fraction, unit_labels)
+        names = ["train", "val"]
     for r in rows:
         r["split"] = assign[unit(r)]
     report.split_by = by
-    report.splits = {s: sum(r["split"] == s for r in rows) for s in ("train", "val")}
+    report.splits = {s: sum(r["split"] == s for r in rows) for s in names}
     report.label_counts = {s: dict(sorted(collections.Counter(r["primary_activity"] for r in rows
                                                                if r["split"] == s and r["primary_activity"]).items()))
-                           for s in ("train", "val")}
+                           for s in names}
 
 
 def import_device_export(
@@ -642,7 +656,8 @@ def import_device_export(
     label_set = sorted({r["primary_activity"] for r in rows if r["primary_activity"]})
     prompts = {lab: prompt_for(lab, spec.prompt_template) for lab in label_set}
     extra = {"channel_kinds": {c.name: c.kind for c in channels}, "prompt_template": spec.prompt_template,
-             "prompts": prompts, "step_minutes": spec.step_min, "import": vars(report)}
+             "prompts": prompts, "step_minutes": spec.step_min, "import": vars(report),
+             **({"folds": spec.split.folds} if spec.split.folds else {})}
     schema = schema_for("wearable", seq_len=spec.seq_len, channels=[(c.name, c.unit) for c in channels],
                         activities=label_set, extra=extra)
 
@@ -662,8 +677,9 @@ def import_device_export(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     r = report
+    split_counts = ", ".join(f"{n} {s}" for s, n in r.splits.items())
     log(f"import: {r.rows} rows of {len(r.subjects)} subjects -> {r.windows_kept} windows "
-        f"({r.splits.get('train', 0)} train, {r.splits.get('val', 0)} val by {r.split_by}); dropped "
+        f"({split_counts} by {r.split_by}); dropped "
         f"{r.windows_dropped_low_coverage} under coverage {spec.min_coverage}, {r.windows_dropped_empty} empty; "
         f"{r.duplicate_timestamps} duplicate timestamps averaged, {r.out_of_order_rows} out-of-order rows sorted; "
         f"{r.windows_labelled} labelled windows ({len(label_set)} labels), {r.labels_outside_data} label "

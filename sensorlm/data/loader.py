@@ -41,7 +41,7 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from sensorlm.data.captioner import compose, normalize_levels
+from sensorlm.data.augment import Augment
 from sensorlm.data.shards import MANIFEST, check_file_name, parse_manifest
 from sensorlm.data.tokenizer import SensorTokenizer, tokenizer_from_str
 
@@ -393,12 +393,11 @@ class _Decoder:
     """Decode, validate and normalise one kind of sample; bad ones are counted or raise."""
 
     def __init__(self, manifest: dict[str, Any], stats: _WorkerStats, strict: bool, max_bad_streak: int = 0,
-                 shard_names: dict[str, str] | None = None, caption_mix: dict[str, float] | None = None,
+                 shard_names: dict[str, str] | None = None, augment: Augment | None = None,
                  seed: int = 0, rank: int = 0):
         self.max_bad_streak = max_bad_streak
-        self.caption_mix = {k: float(w) for k, w in (caption_mix or {}).items() if w > 0}
-        self._mix_keys, self._mix_weights = list(self.caption_mix), list(self.caption_mix.values())
-        self.seed, self.rank, self._rng = seed, rank, None
+        self.augment = augment
+        self.seed, self.rank, self._rng, self._sensor_rng = seed, rank, None, None
         self.shard_names = shard_names or {}  # url -> manifest shard name, for batch["shard"]
         self.kind = manifest["kind"]
         self.stats, self.strict = stats, strict
@@ -417,19 +416,18 @@ class _Decoder:
             self.inv_std = np.float32(1.0 / st["std"])
         self.allowed = allowed
 
-    def _pick_caption(self, meta: dict[str, Any], caption: str) -> str:
-        """One of the caption keys, drawn by `caption_mix` weights from the stored levels (the full
-        caption when the sample stores no levels or the drawn combination is empty)."""
-        if not self.caption_mix:
-            return caption
-        levels = normalize_levels(meta.get("captions"))
-        if levels is None:
+    def _augment(self, meta: dict[str, Any], caption: str, x: np.ndarray, missing: np.ndarray) -> str:
+        """The training sample's changes (`sensorlm.data.augment`), each from its own seeded stream
+        per rank and loader worker, so a resumed run replays them."""
+        if self.augment is None:
             return caption
         if self._rng is None:
             worker, _ = _worker_id()
             self._rng = random.Random(f"captions/{self.seed}/{self.rank}/{worker}")
-        key = self._rng.choices(self._mix_keys, self._mix_weights)[0]
-        return compose(levels, key) or caption
+            self._sensor_rng = random.Random(f"augment/{self.seed}/{self.rank}/{worker}")
+        if self.augment.changes_sensor:
+            self.augment.sensor(x, missing, self._sensor_rng)
+        return self.augment.caption(meta, caption, self._rng)
 
     def bad(self, reason: str, sample: dict[str, Any], detail: str) -> None:
         url, key = sample.get("__url__"), sample.get("__key__")
@@ -538,9 +536,9 @@ class _Decoder:
             if label is None:
                 self.bad("bad_label", sample, f"primary_activity {activity!r} not in manifest")
                 return None
-            caption = self._pick_caption(meta, caption)
             x = (sensor - self.mean) * self.inv_std
             x[missing] = 0.0
+            caption = self._augment(meta, caption, x, missing)
             return {"key": key, "sensor": x, "missing": missing, "caption": caption, "label": label}
         out: dict[str, Any] = {"key": key}
         for name in ("daily", "target", "clim"):
@@ -753,7 +751,7 @@ def make_loader(
     pin_memory: bool | None = None,
     prefetch_factor: int = 2,
     manifest: dict[str, Any] | None = None,
-    caption_mix: dict[str, float] | None = None,
+    augment: Augment | None = None,
     split_samples: bool = False,
     shard_part: str | None = None,
 ) -> ShardLoader:
@@ -784,8 +782,8 @@ def make_loader(
         pin_memory: pin batch tensors (default: when CUDA is available).
         prefetch_factor: batches prefetched per worker.
         manifest: use this manifest instead of reading the dataset's.
-        caption_mix: wearable: caption key (`sensorlm.data.captioner.CAPTION_KEYS`) -> weight; each
-            sample's caption is drawn from its stored levels by these weights (None: the full caption).
+        augment: wearable training samples' changes (`sensorlm.data.augment.Augment`: caption mix,
+            crop in time, channel dropout); None = samples as stored.
         shard_part: ``even`` or ``odd``: only the split's even- or odd-numbered shards (a sweep
             selects on one part of the validation split and promotes champions on the other).
         split_samples: split by sample instead of by shard (every rank reads every shard): ranks get
@@ -854,7 +852,7 @@ def make_loader(
         _SampleShuffle(shuffle_buffer, seed, rank, src) if shuffle and shuffle_buffer > 0 else None,
         _Decoder(manifest, stats, strict,
                  max_bad_streak=max(1000, 3 * manifest["splits"][split]["num_samples"]) if resampled else 0,
-                 shard_names=dict(zip(urls, (s["name"] for s in shards))), caption_mix=caption_mix, seed=seed,
+                 shard_names=dict(zip(urls, (s["name"] for s in shards))), augment=augment, seed=seed,
                  rank=rank),
         _Batcher(manifest["kind"], batch_size, drop_last, stats, tok, text_len),
     )

@@ -175,7 +175,9 @@ def prepare_dataset(
     extra.update({k: v for k, v in info.extra.items() if k != "generator"})
     if kind == "wearable":
         vocab = vocab_size or defaults.get("vocab_size") or DEFAULT_VOCAB
-        tok = train_tokenizer((c for s in sources for c in s.captions("train")), vocab)
+        # a k-fold dataset has no one training split: its tokenizer reads every fold's captions
+        corpus = None if extra.get("folds") else "train"
+        tok = train_tokenizer((c for s in sources for c in s.captions(corpus)), vocab)
         tok.save(out / TOKENIZER_FILE)
         log(f"tokenizer: {tok.vocab_size} ids (asked for at most {vocab}) -> {out / TOKENIZER_FILE}")
         extra.update(

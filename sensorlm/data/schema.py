@@ -66,6 +66,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sensorlm.data.folds import FOLD_SPLIT
+
 SCHEMA_VERSION = 1
 KINDS = ("wearable", "sst")
 SPLITS = ("train", "val", "test")
@@ -142,7 +144,7 @@ SST_COLUMNS = (
 
 COLUMNS = {"wearable": WEARABLE_COLUMNS, "sst": SST_COLUMNS}
 # JSON schema metadata carried into `DatasetInfo.extra` and from there into the manifest
-EXTRA_METADATA = ("generator", "channel_kinds", "step_minutes", "prompt_template", "prompts", "import")
+EXTRA_METADATA = ("generator", "channel_kinds", "step_minutes", "prompt_template", "prompts", "import", "folds")
 
 # metadata keys
 _M = "sensorlm."
@@ -500,8 +502,8 @@ class ParquetSource:
         if not KEY_PATTERN.match(key):
             raise self._fail(row, key, "column 'key' may hold only letters, digits, '_' and '-'")
         split = cols["split"][i]
-        if split not in SPLITS:
-            raise self._fail(row, key, f"column 'split' = {split!r}, expected one of {SPLITS}")
+        if split not in SPLITS and not FOLD_SPLIT.match(split):
+            raise self._fail(row, key, f"column 'split' = {split!r}, expected one of {SPLITS} or fold<k>")
         extra = self._json_col(cols, "meta", i, row, key, dict) or {}
         if self.kind == "wearable":
             t, c = self.info.seq_len, len(self.info.channels)

@@ -14,6 +14,7 @@ per-channel statistics are computed in the same single streaming pass over all s
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import json
@@ -342,8 +343,8 @@ def write_shards(
     shapes = info.shapes()
     channel_stats = RunningStats(len(info.channels)) if info.kind == "wearable" else RunningStats(1)
     all_stats = RunningStats(len(info.channels)) if info.kind == "wearable" else RunningStats(1)
-    counts = {s: 0 for s in SPLITS}
-    in_shard = {s: 0 for s in SPLITS}  # position inside the current kept shard during skipping
+    counts = collections.Counter({s: 0 for s in SPLITS})  # and fold<k> splits (sensorlm.data.folds)
+    in_shard = collections.Counter()  # position inside the current kept shard during skipping
 
     def save_progress():
         _atomic_write_text(

@@ -20,6 +20,8 @@ class EvalConfig:
     Args:
         data: dataset directory or URL (None: the training run's ``data.path`` when it exists here).
         split: the split to evaluate.
+        fold: ``k/K`` on a dataset imported with ``--folds K``: fold k is ``val``, the other folds
+            ``train`` (None: the training run's ``data.fold`` when it has one).
         tracking_uri: MLflow tracking URI (None: ``$MLFLOW_TRACKING_URI``, else ./mlflow.db).
         experiment: MLflow experiment of the evaluation run (None: ``<name>-evaluation``).
         out_dir: local folder for PNGs and metrics.json (None: ``outputs/eval/<name>-v<version>``).
@@ -38,6 +40,7 @@ class EvalConfig:
 
     data: str | None = None
     split: str = "val"
+    fold: str | None = None
     tracking_uri: str | None = None
     experiment: str | None = None
     out_dir: str | None = None
@@ -56,6 +59,13 @@ class EvalConfig:
     device: str | None = None
 
     def __post_init__(self):
+        if self.fold is not None:
+            from sensorlm.data.folds import parse_fold
+
+            try:
+                parse_fold(self.fold, "fold")
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         for name, low in (("batch_size", 1), ("max_train", 1), ("tsne_max", 3), ("rollout_samples", 0),
                           ("map_samples", 0)):
             value = getattr(self, name)

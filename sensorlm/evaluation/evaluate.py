@@ -51,7 +51,9 @@ __all__ = [
 
 from sensorlm.evaluation.common import RUN_ID as _RUN_ID, is_local as _is_local, metric_key, say as _say  # noqa: E402,F401
 from sensorlm.evaluation.models import _ACCEPTED, ResolvedModel, _not_found, resolve_model  # noqa: E402,F401
-from sensorlm.evaluation.runners import _check_compatible, _eval_manifest, _load_manifest, _resolve_data  # noqa: E402
+from sensorlm.evaluation.runners import (  # noqa: E402
+    _check_compatible, _eval_manifest, _fold_manifest, _load_manifest, _resolve_data,
+)
 
 # Training-run metrics compared across runs by --compare: (key, higher is better).
 ABLATION_METRICS = {
@@ -291,6 +293,7 @@ def evaluate_model(
     data: str | Path | None = None,
     split: str = "val",
     *,
+    fold: str | None = None,
     tracking_uri: str | None = None,
     out_dir: str | Path | None = None,
     experiment: str | None = None,
@@ -315,6 +318,8 @@ def evaluate_model(
         data: dataset directory or URL; default the training run's ``data.path`` param when that
             exists here. Not used by ProjectionCL.
         split: the split to evaluate.
+        fold: ``k/K``: evaluate a k-fold dataset as fold k sees it (None: the training run's
+            ``data.fold``, if any; `sensorlm.data.folds`).
         tracking_uri: MLflow tracking URI (default ``$MLFLOW_TRACKING_URI``, else ./mlflow.db).
         out_dir: local folder for PNGs and metrics.json (default
             ``outputs/eval/<name>-v<version>``).
@@ -343,7 +348,7 @@ def evaluate_model(
     from sensorlm.tracking.mlflow_utils import check_tracking_server, resolve_tracking_uri, run_tags
 
     # one validated config whichever way the options came (keywords here, YAML and flags in the CLI)
-    cfg = EvalConfig(data=data, split=split, tracking_uri=tracking_uri, out_dir=out_dir, experiment=experiment,
+    cfg = EvalConfig(data=data, split=split, fold=fold, tracking_uri=tracking_uri, out_dir=out_dir, experiment=experiment,
                      compare=list(compare), rollout_samples=rollout_samples, map_samples=map_samples, log=log,
                      batch_size=batch_size, max_samples=max_samples, max_train=max_train, shots=list(shots),
                      ks=list(ks), tsne_max=tsne_max, embeddings_a=embeddings_a, embeddings_b=embeddings_b,
@@ -382,6 +387,7 @@ def evaluate_model(
     if embeddings_a is None and embeddings_b is None:
         data_str = _resolve_data(data, client, resolved.training_run_id)
         manifest = _load_manifest(data_str, FAMILIES[family])
+        manifest = _fold_manifest(manifest, cfg.fold, client, resolved.training_run_id, data_str, notes)
         _check_compatible(package, manifest, data_str, split)
         manifest = _eval_manifest(package, manifest, notes)
         _say(f"evaluating {model_uri} ({package.preset}) on {data_str} split {split!r}")
@@ -483,6 +489,7 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="resolve the model and options, print them, exit")
     parser.add_argument("--data", help="dataset directory or URL (default: the training run's data.path)")
     parser.add_argument("--split", help="split to evaluate (default val)")
+    parser.add_argument("--fold", help="k/K: a k-fold dataset as fold k sees it (default: the training run's data.fold)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     parser.add_argument("--experiment", help="experiment of the evaluation run (default NAME-evaluation)")
     parser.add_argument("--out", help="local output folder (default outputs/eval/NAME-vVERSION)")
@@ -507,7 +514,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from sensorlm.evaluation.config import load_eval_config
 
     cfg = load_eval_config(
-        args.config, args.overrides, data=args.data, split=args.split, tracking_uri=args.tracking_uri,
+        args.config, args.overrides, data=args.data, split=args.split, fold=args.fold, tracking_uri=args.tracking_uri,
         experiment=args.experiment, out_dir=args.out, compare=args.compare, rollout_samples=args.rollout_samples,
         map_samples=args.map_samples, log=False if args.no_log else None, batch_size=args.batch_size,
         max_samples=args.max_samples, max_train=args.max_train, shots=args.shots, embeddings_a=args.embeddings_a,

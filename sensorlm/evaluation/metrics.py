@@ -20,6 +20,7 @@ __all__ = [
     "climatology_baseline",
     "observed_mean_baseline",
     "sst_baseline_skills",
+    "paired_bootstrap_difference",
 ]
 
 
@@ -192,6 +193,34 @@ def bootstrap_intervals(labels, predictions, scores, num_classes: int, *, groups
                 draws.setdefault(k, []).append(v)
     tail = (1 - level) / 2 * 100
     return {k: (float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))) for k, v in draws.items()}
+
+
+def paired_bootstrap_difference(new, old, *, resamples: int = 2000, level: float = 0.95,
+                                seed: int = 0) -> tuple[float, float, float]:
+    """The difference of two models' mean per-window outcomes on the same windows, with a paired
+    percentile bootstrap interval: each resample draws windows once and scores both models on
+    them, so what the windows share (easy or hard ones) cancels out of the difference.
+
+    Args:
+        new, old: (N,) outcomes of one window each (e.g. 1.0 = classified correctly), row i of
+            both on the same window.
+        resamples: bootstrap resamples.
+        level: the interval's coverage, e.g. 0.95.
+        seed: the resampling seed (the same outcomes and seed give the same interval).
+
+    Returns:
+        ``(difference, low, high)`` of mean(new) - mean(old).
+    """
+    a, b = np.asarray(new, dtype=np.float64), np.asarray(old, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape or a.size == 0:
+        raise ValueError(f"paired outcomes: expected two (N,) arrays of one shape, N > 0, got {a.shape} and {b.shape}")
+    diff = a - b
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2**22 // diff.size)  # resamples drawn at once: index memory stays ~32 MB
+    draws = np.concatenate([diff[rng.integers(0, diff.size, (min(chunk, resamples - i), diff.size))].mean(axis=1)
+                            for i in range(0, resamples, chunk)])
+    tail = (1 - level) / 2 * 100
+    return float(diff.mean()), float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))
 
 
 # --------------------------------------------------------------------------- retrieval

@@ -44,6 +44,24 @@ def _resolve_data(data: str | Path | None, client, training_run_id: str | None) 
     raise ValueError("no dataset given (--data) and none recorded in the training run's params (data.path)")
 
 
+def _fold_manifest(manifest: dict[str, Any], fold: str | None, client, training_run_id: str | None, data: str,
+                   notes: list[str]) -> dict[str, Any]:
+    """The manifest as fold k of a k-fold dataset sees it (`sensorlm.data.folds`): `fold`, else
+    the training run's ``data.fold``; a dataset without folds is returned as it is."""
+    from sensorlm.data.folds import fold_view
+
+    if fold is None and manifest.get("folds") and client is not None and training_run_id:
+        recorded = client.get_run(training_run_id).data.params.get("data.fold")
+        if recorded not in (None, "", "None"):
+            fold = recorded
+            notes.append(f"fold {fold}: the training run's data.fold")
+    if manifest.get("folds") and not fold:
+        k = manifest["folds"]
+        raise ValueError(f"{data}: the dataset is {k} folds (fold0..fold{k - 1}), no train/val split: choose the "
+                         f"validation fold with --fold k/{k}")
+    return fold_view(manifest, fold, f"{data}/manifest.json") if fold else manifest
+
+
 def _load_manifest(data: str, family) -> dict[str, Any]:
     if _is_local(data):
         path = Path(data).expanduser()

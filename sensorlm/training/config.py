@@ -25,6 +25,27 @@ class ModelSection:
 
 
 @dataclass
+class AugmentSection:
+    """Training-time changes to wearable windows (`sensorlm.data.augment`); off by default.
+
+    Args:
+        crop_min_fraction: a random crop in time keeps a contiguous span of at least this
+            fraction of the window and marks the rest missing; 1 = no crop.
+        channel_dropout: each channel is set to its mean (0 after normalisation) with this
+            probability, never all of them; 0 = none.
+    """
+
+    crop_min_fraction: float = 1.0
+    channel_dropout: float = 0.0
+
+    def __post_init__(self):
+        if isinstance(self.crop_min_fraction, bool) or not 0 < self.crop_min_fraction <= 1:
+            raise ConfigError(f"data.augment.crop_min_fraction must lie in (0, 1], got {self.crop_min_fraction!r}")
+        if isinstance(self.channel_dropout, bool) or not 0 <= self.channel_dropout < 1:
+            raise ConfigError(f"data.augment.channel_dropout must lie in [0, 1), got {self.channel_dropout!r}")
+
+
+@dataclass
 class DataSection:
     """Where the webdataset shards are and how to stream them.
 
@@ -49,6 +70,9 @@ class DataSection:
         val_part: which validation shards a run reads: ``all``; ``selection`` (even-numbered) is
             what sweep trials validate on, so ``holdout`` (odd-numbered) stays unseen by model
             selection and decides champions.
+        fold: ``k/K`` on a dataset imported with ``--folds K``: validate on fold k, train on the
+            other folds (`sensorlm.data.folds`); None = the dataset's train/val split.
+        augment: random crops in time and channel dropout of training windows (`AugmentSection`).
     """
 
     path: str = "data/wearable_tiny"
@@ -62,9 +86,18 @@ class DataSection:
     prompt_template: str | None = None
     resume: Literal["exact", "fresh"] = "exact"
     val_part: Literal["all", "selection", "holdout"] = "all"
+    fold: str | None = None
+    augment: AugmentSection = field(default_factory=AugmentSection)
 
     def __post_init__(self):
         from sensorlm.data.captioner import CAPTION_KEYS
+        from sensorlm.data.folds import parse_fold
+
+        if self.fold is not None:
+            try:
+                parse_fold(self.fold)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
 
         for key, weight in self.caption_mix.items():
             if key not in CAPTION_KEYS:

@@ -133,16 +133,18 @@ def _pairs_manifest(dataset) -> dict:
 
 
 def _shard_loader(cfg, dataset, manifest, split, rank, world, seed, text_len, part, tokenizer=None):
+    from sensorlm.data.augment import Augment
     from sensorlm.data.loader import make_loader
 
     train = split == "train"
+    aug = cfg.data.augment
     return make_loader(
         str(dataset), split, cfg.batch_size, rank=rank, world_size=world, num_workers=cfg.data.num_workers,
         seed=seed, shuffle=train, shuffle_buffer=cfg.data.shuffle_buffer if train else 0,
         resampled=train,  # step-based training draws shards forever; validation reads each once
         drop_last=train,  # the all-gathered contrastive loss needs equal batches on every rank
         text_len=text_len, strict=cfg.data.strict, manifest=manifest, tokenizer=tokenizer,
-        caption_mix=cfg.data.caption_mix if train else None,
+        augment=Augment(cfg.data.caption_mix, aug.crop_min_fraction, aug.channel_dropout) if train else None,
         split_samples=not train,  # validation: equal shares per rank even from one or uneven shards
         shard_part=None if train else part,
     )

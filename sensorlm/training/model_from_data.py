@@ -136,6 +136,10 @@ def check_validation_split(cfg: TrainConfig, manifest: Mapping[str, Any], origin
     n = sum(int(s.get("samples", 0)) for s in shards)
     workers = cfg.scaling.num_workers
     what = "the 'val' split" + (f" ({part}-numbered shards: data.val_part={cfg.data.val_part})" if part else "")
+    if manifest.get("folds") and not manifest.get("fold"):
+        k = manifest["folds"]
+        raise ConfigError(f"{origin}: the dataset is {k} folds (fold0..fold{k - 1}), no train/val split: "
+                          f"choose the validation fold with data.fold=k/{k} (0 <= k < {k})")
     if n < workers:
         raise ConfigError(
             f"{origin}: {what} has {n} samples, fewer than the {workers} "

@@ -68,7 +68,11 @@ class SensorLMTask:
         return list(self._prompts)
 
     @torch.no_grad()
-    def evaluate(self, engine, batches: Iterable[dict]) -> dict[str, float]:
+    def evaluate(self, engine, batches: Iterable[dict], per_window: dict[str, dict[str, float]] | None = None
+                 ) -> dict[str, float]:
+        """Validation metrics; `per_window` (given in one process, e.g. the sweep's held-out
+        scoring) is filled with each labelled window's zero-shot outcome (1.0 = correct) under
+        ``"val/zero_shot_acc"``, by sample key, for a paired comparison of two models."""
         if self._prompts:
             ids, mask = self.tokenizer.encode(self.prompts(), self.text_len)
             ids = torch.as_tensor(ids, device=self.device)
@@ -93,6 +97,10 @@ class SensorLMTask:
                 pred = (out["sensor_emb"].float() @ class_emb.T).argmax(dim=1)
                 cells = b["label"][labelled].long() * k + pred[labelled]
                 confusion.index_add_(0, cells, torch.ones_like(cells, dtype=torch.float64))
+                if per_window is not None:
+                    hits = (pred == b["label"].long())[labelled].double().tolist()
+                    keys = [k for k, keep in zip(batch["key"], labelled.tolist()) if keep]
+                    per_window.setdefault("val/zero_shot_acc", {}).update(zip(keys, hits))
             sums += torch.stack([loss.double() * n, torch.tensor(n, device=self.device, dtype=torch.float64),
                                  labelled.sum().double()])
         all_reduce_sum(sums)
@@ -157,7 +165,10 @@ class SSTTask:
         return torch.where(n > 0, mean, b["clim"])
 
     @torch.no_grad()
-    def evaluate(self, engine, batches: Iterable[dict]) -> dict[str, float]:
+    def evaluate(self, engine, batches: Iterable[dict], per_window: dict[str, dict[str, float]] | None = None
+                 ) -> dict[str, float]:
+        """Validation RMSEs; `per_window` stays empty (an RMSE over pixels is no mean of
+        per-window outcomes, so two models are compared on the point values)."""
         # squared-error sums per (predictor, region), then the pixel count of each region
         P, R = len(self._PREDICTORS), len(self._REGIONS)
         sums = torch.zeros(P * R + R, device=self.device, dtype=torch.float64)
@@ -200,7 +211,10 @@ class ProjectionTask:
         return loss, {"logit_scale": out["logit_scale"].detach().float().reshape(())}
 
     @torch.no_grad()
-    def evaluate(self, engine, batches: Iterable[dict]) -> dict[str, float]:
+    def evaluate(self, engine, batches: Iterable[dict], per_window: dict[str, dict[str, float]] | None = None
+                 ) -> dict[str, float]:
+        """Validation loss and recall@1 both ways; `per_window` (one process) is filled with
+        each pair's recall@1 hits by row number, under both recall metrics."""
         from sensorlm.training.distributed import all_gather_rows, all_reduce_sum
 
         batch = next(iter(batches), None)  # one batch, on every rank: its slice of the validation part
@@ -212,6 +226,11 @@ class ProjectionTask:
         keys, offset = all_gather_rows(torch.cat([za, zb], dim=1))  # both sides in one exchange
         keys_a, keys_b = keys.split([za.shape[1], zb.shape[1]], dim=1)
         mine = retrieval_sums(za, zb, keys_a, keys_b, offset, scale)
+        if per_window is not None:
+            for name, (q, k) in (("val/recall_at_1", (za, keys_b)), ("val/recall_at_1_b2a", (zb, keys_a))):
+                hits = (q @ k.T).argmax(dim=1) == torch.arange(offset, offset + q.shape[0], device=q.device)
+                per_window.setdefault(name, {}).update(
+                    (str(offset + i), float(h)) for i, h in enumerate(hits.tolist()))
         # every rank's sums and row count add up to the metrics over all N pairs
         totals = all_reduce_sum(torch.cat([mine, mine.new_tensor([za.shape[0]])])).tolist()
         return _retrieval_metrics(totals[:4], int(totals[4]), float(scale.reshape(()).item()))

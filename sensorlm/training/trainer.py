@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sensorlm.config import to_dict
+from sensorlm.config import ConfigError, to_dict
 from sensorlm.training.config import TrainConfig
 from sensorlm.training.deepspeed_config import build_deepspeed_config
 from sensorlm.training.families import get_family
@@ -81,6 +81,13 @@ def data_decides_model(cfg: TrainConfig, dataset) -> tuple[TrainConfig, dict]:
     family = get_family(cfg.task)
     manifest = family.read_manifest(dataset)
     origin = f"{dataset}/manifest.json"
+    if cfg.data.fold:  # k-fold: validate on fold k, train on the others (a view; nothing copied)
+        from sensorlm.data.folds import fold_view
+
+        try:
+            manifest = fold_view(manifest, cfg.data.fold, origin)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     cfg = family.fit_to_data(cfg, manifest, origin)
     family.check_split(cfg, manifest, origin)
     return cfg, manifest

@@ -138,6 +138,29 @@ class ResourcesSection:
 
 
 @dataclass
+class PromotionSection:
+    """How sure the champion gate must be (`sensorlm.tuning.gate`).
+
+    Args:
+        confidence: the paired bootstrap interval's coverage: the winner takes the alias only
+            when this interval of its held-out improvement over the best registered version
+            excludes zero.
+        resamples: bootstrap resamples.
+        seed: the resampling seed (the same models and data give the same decision).
+    """
+
+    confidence: float = 0.95
+    resamples: int = 2000
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.5 <= self.confidence < 1:
+            raise ConfigError(f"promotion.confidence must be in [0.5, 1), got {self.confidence}")
+        if self.resamples < 100:
+            raise ConfigError(f"promotion.resamples must be >= 100, got {self.resamples}")
+
+
+@dataclass
 class SweepTracking:
     """MLflow for the sweep: one parent run, one child run per trial, the winner registered.
 
@@ -175,6 +198,8 @@ class SweepConfig:
             metric and its natural direction).
         seed: seed of the searcher.
         storage_path: folder of sweep folders.
+        asha / resources / tracking: see their sections.
+        promotion: how sure the champion gate must be (`PromotionSection`).
         params: parameter name -> `ParamSpec` (see the module docstring for the names).
     """
 
@@ -192,6 +217,7 @@ class SweepConfig:
     asha: AshaSection = field(default_factory=AshaSection)
     resources: ResourcesSection = field(default_factory=ResourcesSection)
     tracking: SweepTracking = field(default_factory=SweepTracking)
+    promotion: PromotionSection = field(default_factory=PromotionSection)
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):

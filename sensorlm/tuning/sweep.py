@@ -38,6 +38,7 @@ from urllib.parse import unquote
 
 from sensorlm.config import ConfigError, flatten, redact, to_dict
 from sensorlm.ray_runtime import init_ray
+from sensorlm.tuning.gate import HoldoutScore, decide
 from sensorlm.tuning.space import SweepConfig
 
 META_FILE = "sweep.json"
@@ -45,7 +46,6 @@ TRIAL_ID_TAG = "sensorlm.trial_id"
 SWEEP_TAG = "sensorlm.sweep"
 ROLE_TAG = "sensorlm.sweep_role"
 SPLIT_TAG = "sensorlm.val_split"
-HOLDOUT_TAG = "sensorlm.holdout_split"  # with "holdout.<metric>": a version's score on held-out data
 # Keys that may differ when a sweep is resumed (where it is stored is how it was found).
 _RESUME_FREE_KEYS = ("storage_path",)
 
@@ -66,6 +66,9 @@ class TrialRow:
         params: the trial's sampled search parameters.
         run_id: its MLflow child run.
         package_dir: the model package in its final checkpoint (completed trials).
+        holdout: the sweep metric on the held-out part of the validation data (completed
+            trials of a task that holds data out): reported beside the selection score, never
+            used to pick the best trial.
     """
 
     trial_id: str
@@ -75,6 +78,7 @@ class TrialRow:
     params: dict[str, Any]
     run_id: str | None = None
     package_dir: str | None = None
+    holdout: float | None = None
 
 
 @dataclass
@@ -155,8 +159,9 @@ class SweepTask(ABC):
         has none (its champions then compare on the selection metric)."""
         return None
 
-    def holdout_score(self, package: Any) -> float | None:
-        """The sweep metric of a loaded model package on the held-out data (see `holdout_key`)."""
+    def holdout_score(self, package: Any) -> HoldoutScore | None:
+        """The sweep metric of a loaded model package on the held-out data (see `holdout_key`),
+        with its per-window outcomes where the metric is their mean (`sensorlm.tuning.gate`)."""
         return None
 
     def load_version(self, model_uri: str, tracking_uri: str) -> Any:
@@ -315,17 +320,22 @@ def best_completed(rows: list[TrialRow], metric: str, mode: str) -> TrialRow | N
 # Results table and plot
 
 
-def write_results_csv(rows: list[TrialRow], param_names: list[str], path: Path) -> Path:
-    """One line per trial: id, status, last step, metrics, params, MLflow run, package."""
+def write_results_csv(rows: list[TrialRow], param_names: list[str], path: Path, metric: str | None = None) -> Path:
+    """One line per trial: id, status, last step, metrics (the selection part's), the sweep
+    `metric` on the held-out part beside them (``holdout.<metric>``, where scored), params,
+    MLflow run, package."""
     metric_names = sorted({k for r in rows for k in r.metrics})
+    held = metric is not None and any(r.holdout is not None for r in rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["trial_id", "status", "step", *metric_names, *[f"param.{p}" for p in param_names], "run_id", "package_dir"])
+        writer.writerow(["trial_id", "status", "step", *metric_names, *([f"holdout.{metric}"] if held else []),
+                         *[f"param.{p}" for p in param_names], "run_id", "package_dir"])
         for r in rows:
             writer.writerow([
                 r.trial_id, r.status, "" if r.step is None else r.step,
                 *["" if r.metrics.get(m) is None else repr(float(r.metrics[m])) for m in metric_names],
+                *(["" if r.holdout is None else repr(float(r.holdout))] if held else []),
                 *[r.params.get(p, "") for p in param_names],
                 r.run_id or "", r.package_dir or "",
             ])
@@ -502,60 +512,38 @@ def _log_results(tracking_uri: str, parent_run_id: str, cfg: SweepConfig, rows: 
     for i, r in enumerate(rows):
         if r.metrics.get(cfg.metric) is not None:
             metrics.append(Metric(f"trial/{cfg.metric}", r.metrics[cfg.metric], ts, i))
+        if r.holdout is not None and math.isfinite(r.holdout):  # beside it: the held-out part's
+            metrics.append(Metric(f"trial_holdout/{cfg.metric}", r.holdout, ts, i))
     if best is not None:
         metrics.append(Metric(f"best/{cfg.metric}", best.metrics[cfg.metric], ts, 0))
+        if best.holdout is not None and math.isfinite(best.holdout):
+            metrics.append(Metric(f"best_holdout/{cfg.metric}", best.holdout, ts, 0))
         client.set_tag(parent_run_id, "sensorlm.best_trial", best.trial_id)
         if best.run_id:
             client.set_tag(parent_run_id, "sensorlm.best_run_id", best.run_id)
     client.log_batch(parent_run_id, metrics=metrics, synchronous=True)
 
 
-def _better(a: float, b: float, mode: str) -> bool:
-    return a > b if mode == "max" else a < b
+def score_holdout(task: SweepTask, rows: list[TrialRow]) -> dict[str, HoldoutScore]:
+    """Every completed trial's sweep metric on the held-out part (`TrialRow.holdout`), so the
+    results show whether selection ranked models or noise; the best is still picked on the
+    selection part alone."""
+    from sensorlm.tracking.package import load_model_package
 
-
-def best_registered_on_holdout(task: SweepTask, cfg: SweepConfig, client, tracking_uri: str) -> tuple[float, str] | None:
-    """(score, version) of the best registered version of the sweep's model on the held-out data.
-    A version scored before carries the score in tags; any other is loaded from MLflow, scored
-    and tagged now; one that cannot run on this data (another input shape, ...) is skipped."""
-    from sensorlm.tracking.mlflow_utils import set_version_tags
-
-    key, score_tag = task.holdout_key(), f"holdout.{cfg.metric}"
-    best: tuple[float, str] | None = None
-    for v in client.search_model_versions(f"name = '{cfg.registered_name}'"):
-        tags = v.tags or {}
-        if tags.get(HOLDOUT_TAG) == key and score_tag in tags:
-            score = float(tags[score_tag])
-        else:
-            try:
-                score = task.holdout_score(task.load_version(f"models:/{cfg.registered_name}/{v.version}", tracking_uri))
-            except (ValueError, FileNotFoundError, KeyError) as e:
-                _say(f"version {v.version} not compared on the held-out data: {' '.join(str(e).split())[:200]}")
-                continue
-            if score is None or not math.isfinite(score):
-                continue
-            # write-once for a job's login (infra/mlflow_auth): a refused cache costs a rescore next time
-            set_version_tags(client, cfg.registered_name, v.version, {HOLDOUT_TAG: key, score_tag: str(score)})
-        if math.isfinite(score) and (best is None or _better(score, best[0], cfg.mode)):
-            best = (score, str(v.version))
-    return best
-
-
-def holdout_decision(new_score: float, best: tuple[float, str] | None, metric: str, mode: str) -> tuple[bool, str]:
-    """Promote only on a real improvement over every registered version on the held-out data."""
-    if not math.isfinite(new_score):
-        return False, f"held-out {metric} is {new_score}"
-    if best is None:
-        return True, f"held-out {metric} {new_score:.6g}; no registered version scored on the held-out data"
-    score, version = best
-    if _better(new_score, score, mode):
-        return True, f"held-out {metric} {new_score:.6g} beats the best registered version's {score:.6g} (version {version})"
-    return False, (f"held-out {metric} {new_score:.6g} does not beat the best registered version's {score:.6g} "
-                   f"(version {version}, {mode} is better)")
+    if task.holdout_key() is None:
+        return {}
+    scores = {}
+    for r in rows:
+        if r.status == "completed" and r.package_dir:
+            score = task.holdout_score(load_model_package(r.package_dir))
+            if score is not None:
+                scores[r.trial_id], r.holdout = score, score.value
+    return scores
 
 
 def _register_best(task: SweepTask, cfg: SweepConfig, best: TrialRow, tracking_uri: str, name: str,
-                   parent_run_id: str | None = None) -> tuple[str, str, bool, str]:
+                   parent_run_id: str | None = None, best_holdout: HoldoutScore | None = None
+                   ) -> tuple[str, str, bool, str]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -570,10 +558,11 @@ def _register_best(task: SweepTask, cfg: SweepConfig, best: TrialRow, tracking_u
     if task.holdout_key() is not None:
         # Selection saw the validation data the trials reported on; the champion is decided on
         # data it did not see, against the best version ever registered, not only the holder.
-        new_score = task.holdout_score(load_model_package(best.package_dir))
-        promote, reason = holdout_decision(new_score, best_registered_on_holdout(task, cfg, client, tracking_uri),
-                                           cfg.metric, cfg.mode)
-        tags.update({HOLDOUT_TAG: task.holdout_key(), f"holdout.{cfg.metric}": str(new_score)})
+        if best_holdout is None:
+            best_holdout = task.holdout_score(load_model_package(best.package_dir))
+        gate = decide(task, cfg, best_holdout, client, tracking_uri)
+        promote, reason = gate.promote, gate.reason
+        tags.update(gate.tags)
     else:
         # Read the holder before registering: the decision is about the version that held it.
         holder = get_alias_version(cfg.registered_name, alias, client=client)
@@ -693,7 +682,8 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
             _print_summary(result, cfg)
             return result
         _finalize_child_runs(tracking_uri, rows, runs)
-        csv_path = write_results_csv(rows, list(cfg.params), results_dir / "trials.csv")
+        holdout = score_holdout(task, rows) if complete else {}
+        csv_path = write_results_csv(rows, list(cfg.params), results_dir / "trials.csv", cfg.metric)
         plot = plot_metric_vs_params(rows, cfg, results_dir / "metric_vs_params.png") if rows else None
         result = SweepResult(name, sweep_dir, parent_run_id, tracking_uri, complete, rows, best, results_csv=csv_path, plot=plot)
         if not complete:
@@ -709,7 +699,8 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
         elif not cfg.tracking.register:
             result.decision = f"best trial {best.trial_id}; registration is off (tracking.register=false)"
         else:
-            model_uri, version, promoted, reason = _register_best(task, cfg, best, tracking_uri, name, parent_run_id)
+            model_uri, version, promoted, reason = _register_best(task, cfg, best, tracking_uri, name, parent_run_id,
+                                                                  holdout.get(best.trial_id))
             result.model_uri, result.model_version, result.promoted, result.decision = model_uri, version, promoted, reason
         meta.update(finished=True, registration={"model_uri": result.model_uri, "version": result.model_version,
                                                  "promoted": result.promoted, "decision": result.decision})
@@ -752,7 +743,13 @@ def _print_summary(result: SweepResult, cfg: SweepConfig) -> None:
          f"{counts['error']} failed")
     if result.best is not None:
         params = ", ".join(f"{k}={v}" for k, v in result.best.params.items())
-        _say(f"best trial {result.best.trial_id}: {cfg.metric} {result.best.metrics[cfg.metric]:.6g} ({params})")
+        held = "" if result.best.holdout is None else f", {result.best.holdout:.6g} on the held-out part"
+        _say(f"best trial {result.best.trial_id}: {cfg.metric} {result.best.metrics[cfg.metric]:.6g} on the selection "
+             f"part{held} ({params})")
+        scored = [r for r in result.trials if r.holdout is not None and r.metrics.get(cfg.metric) is not None]
+        if len(scored) > 1:
+            _say("completed trials, selection | held out: " + ", ".join(
+                f"{r.trial_id} {r.metrics[cfg.metric]:.3g} | {r.holdout:.3g}" for r in scored))
     _say(f"registration: {result.decision}")
     _say(f"results: {result.results_csv}  (MLflow parent run {result.parent_run_id} at {redact(result.tracking_uri)})")
 

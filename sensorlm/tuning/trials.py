@@ -19,6 +19,7 @@ from typing import Any, Callable
 from sensorlm.config import ConfigError, from_dict, to_dict
 from sensorlm.training.config import TrainConfig, load_train_config
 from sensorlm.training.families import get_family
+from sensorlm.tuning.gate import HoldoutScore
 from sensorlm.tuning.space import SweepConfig, check_bound_candidates
 from sensorlm.tuning.sweep import SweepTask, TrialRow, log_trial_params, trial_tags
 
@@ -186,9 +187,10 @@ class TrainSweep(SweepTask):
         prompts = self.base.data.prompt_template or "dataset"
         return f"dataset_manifest_sha256={self.manifest_sha256};split=val;part=holdout;prompts={prompts}"
 
-    def holdout_score(self, package) -> float | None:
+    def holdout_score(self, package) -> HoldoutScore | None:
         """The sweep metric on the held-out part of the validation split, in this process (one
-        rank, CPU), through the family's own loader and task."""
+        rank, CPU), through the family's own loader and task, with its per-window outcomes where
+        the task gives them."""
         import torch
 
         from sensorlm.models import model_config
@@ -199,7 +201,9 @@ class TrainSweep(SweepTask):
         task = self.family.task(cfg, self.manifest, device, mcfg, package.tokenizer)
         batches = self.family.loader(cfg, cfg.data.path, self.manifest, "val", 0, 1, cfg.data.seed,
                                      self.family.text_len(mcfg), "odd", tokenizer=package.tokenizer)
-        return task.evaluate(package.model.eval(), batches).get(self.cfg.metric)
+        per_window: dict[str, dict[str, float]] = {}
+        value = task.evaluate(package.model.eval(), batches, per_window=per_window).get(self.cfg.metric)
+        return None if value is None else HoldoutScore(float(value), per_window.get(self.cfg.metric))
 
     def base_config(self) -> dict[str, Any]:
         return to_dict(self.base)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from sensorlm.data.augment import Augment
 from sensorlm.data.loader import DataError, SkipReport, make_loader
 from sensorlm.data.shards import MANIFEST, encode_npy, encode_sample, load_manifest
 from sensorlm.data.tokenizer import load_tokenizer
@@ -245,15 +246,58 @@ def test_caption_mix_draws_stored_levels(tmp_path):
         s.meta["captions"] = levels
     _fx.write_wearable_samples(d, samples)
     mixed = make_loader(d, "train", 16, shuffle=False, num_workers=0, seed=3,
-                        caption_mix={"low": 1, "high_summary": 1, "all": 2})
+                        augment=Augment({"low": 1, "high_summary": 1, "all": 2}))
     got = next(iter(mixed))["caption"]
     allowed = {compose(levels, k).lower() for k in ("low", "high_summary", "all")}
     assert set(c.lower() for c in got) <= allowed and len(set(got)) == 3
     plain = next(iter(make_loader(d, "train", 16, shuffle=False, num_workers=0)))["caption"]
     assert plain == [s.text for s in samples]  # no mix: the full caption as written
     again = next(iter(make_loader(d, "train", 16, shuffle=False, num_workers=0, seed=3,
-                                  caption_mix={"low": 1, "high_summary": 1, "all": 2})))["caption"]
+                                  augment=Augment({"low": 1, "high_summary": 1, "all": 2}))))["caption"]
     assert again == got  # same seed, same draws
+
+
+def test_crops_in_time_and_channel_dropout_change_training_windows_only(tmp_path):
+    d = tmp_path / "ds"
+    samples = list(wearable_samples(32))
+    for s in samples:
+        s.arrays["missing"][:] = 0  # every step observed: what is missing below is the crop's
+    _fx.write_wearable_samples(d, samples)
+    plain = next(iter(make_loader(d, "train", 32, shuffle=False, num_workers=0)))
+    aug = Augment(crop_min_fraction=0.5, channel_dropout=0.3)
+    batch = next(iter(make_loader(d, "train", 32, shuffle=False, num_workers=0, seed=5, augment=aug)))
+    t, c = batch["sensor"].shape[1:]
+    kept = (~batch["missing"]).sum(dim=1)
+    assert kept.min() >= t // 2 and kept.max() <= t and (kept < t).any()
+    for i in range(32):
+        observed = torch.nonzero(~batch["missing"][i]).flatten()
+        assert (observed.diff() == 1).all()  # one contiguous span
+        assert (batch["sensor"][i][batch["missing"][i]] == 0).all()
+        span = batch["sensor"][i][observed]
+        dropped = (span == 0).all(dim=0)
+        assert dropped.sum() < c  # never every channel
+        same = torch.isclose(span[:, ~dropped], plain["sensor"][i][observed][:, ~dropped])
+        assert same.all()  # the rest is the stored window
+    assert 0.1 < float(((batch["sensor"] == 0).all(dim=1)).float().mean()) < 0.5  # about 30% of channels
+    again = next(iter(make_loader(d, "train", 32, shuffle=False, num_workers=0, seed=5, augment=aug)))
+    assert torch.equal(again["sensor"], batch["sensor"]) and torch.equal(again["missing"], batch["missing"])
+    with pytest.raises(ValueError, match=r"crop_min_fraction must lie in \(0, 1\], got 0"):
+        Augment(crop_min_fraction=0)
+    with pytest.raises(ValueError, match=r"channel_dropout must lie in \[0, 1\), got 1"):
+        Augment(channel_dropout=1)
+
+
+def test_a_crop_never_leaves_a_window_without_data():
+    import random
+
+    x = np.ones((10, 2), np.float32)
+    missing = np.ones(10, bool)
+    missing[0] = False  # one observed step, at the start
+    aug = Augment(crop_min_fraction=0.1)
+    for seed in range(50):
+        m, a = missing.copy(), x.copy()
+        aug.sensor(a, m, random.Random(seed))
+        assert not m.all() and a[0].tolist() == [1.0, 1.0]
 
 
 # ------------------------------------------------------------------------------------------- bad data

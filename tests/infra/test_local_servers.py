@@ -542,7 +542,8 @@ def test_auth_app_protects_the_tags_sensorlm_relies_on():
 
     from sensorlm.tracking import integrity
     from sensorlm.tracking.promote import PROMOTED_TAG
-    from sensorlm.tuning.sweep import HOLDOUT_TAG, SPLIT_TAG
+    from sensorlm.tuning.gate import HOLDOUT_TAG
+    from sensorlm.tuning.sweep import SPLIT_TAG
 
     path = Path(__file__).resolve().parents[2] / "infra" / "mlflow_auth" / "sensorlm_mlflow_auth.py"
     spec = importlib.util.spec_from_file_location("sensorlm_mlflow_auth", path)

@@ -72,3 +72,15 @@ def test_missing_user_deepspeed_file_is_named():
     cfg = load_train_config("sensorlm_tiny", ["scaling.deepspeed_config=/nonexistent/ds.json"])
     with pytest.raises(ConfigError, match="/nonexistent/ds.json"):
         build_deepspeed_config(cfg, 1)
+
+
+def test_augmentation_settings_are_checked():
+    from sensorlm.config import ConfigError
+    from sensorlm.training.config import load_train_config
+
+    cfg = load_train_config("sensorlm_tiny", ["data.augment.crop_min_fraction=0.75", "data.augment.channel_dropout=0.1"])
+    assert (cfg.data.augment.crop_min_fraction, cfg.data.augment.channel_dropout) == (0.75, 0.1)
+    with pytest.raises(ConfigError, match=r"data.augment.crop_min_fraction must lie in \(0, 1\], got 1.5"):
+        load_train_config("sensorlm_tiny", ["data.augment.crop_min_fraction=1.5"])
+    with pytest.raises(ConfigError, match=r"data.augment.channel_dropout must lie in \[0, 1\), got -0.1"):
+        load_train_config("sensorlm_tiny", ["data.augment.channel_dropout=-0.1"])

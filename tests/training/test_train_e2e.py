@@ -232,6 +232,38 @@ def test_own_device_export_to_registered_model_and_zero_shot(ray_session, tmp_pa
                                                                     if k.startswith("zero_shot/per_class/")}
 
 
+def test_unlabelled_export_trains_with_the_readme_config_on_a_fold(ray_session, tmp_path, capsys):
+    """SensorLM's premise: recordings without labels pretrain. The README's config (best metric
+    val/zero_shot_acc) on an import without --labels trains, ranks checkpoints by val/loss (one
+    line says so), and registers the best of them. The import is dealt into 3 folds and the run
+    validates on fold 1 (data.fold=1/3), training on the other two."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from sensorlm.cli import main as sensorlm_main
+    from sensorlm.data.synthetic_device import write_device_export
+    from sensorlm.training.cli import main as train_main
+
+    raw = write_device_export(tmp_path / "raw")
+    data, db = tmp_path / "unlabelled", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert sensorlm_main(["import", str(raw["export"]), "--spec", str(raw["spec"]), "--out", str(data),
+                          "--window-minutes", "120", "--stride-minutes", "60", "--folds", "3", "--quiet"]) == 0
+    assert train_main(["--config", "configs/sensorlm_tiny.yaml", f"data.path={data}", "data.synthetic=null",
+                       "data.fold=1/3", "steps=20", "optim.warmup_steps=5", "log_every=10", "eval_every=10", "checkpoint.every_steps=10",
+                       "batch_size=32", f"storage_path={tmp_path / 'ray'}", f"tracking.tracking_uri={db}",
+                       "tracking.system_metrics=false", "data.num_workers=0"]) == 0
+    out = capsys.readouterr().out
+    assert "the dataset has no labels, so checkpoints are ranked by val/loss (lower is better)" in out
+    assert "registered models:/sensorlm/1" in out
+    client = MlflowClient(db)
+    version = client.get_model_version("sensorlm", "1")
+    assert "metric.val/loss" in version.tags and "metric.val/zero_shot_acc" not in version.tags
+    fold = json.loads((data / "manifest.json").read_text())["splits"]["fold1"]["num_samples"]
+    run = client.get_run(version.run_id)
+    assert run.data.params["data.fold"] == "1/3" and run.data.metrics["val/samples"] == fold
+
+
 def test_non_finite_run_fails_registers_nothing_and_rank1_skips_are_logged(ray_session, wearable_dir, tmp_path):
     """lr=1e30 without clipping: the loss goes non-finite, the run ends FAILED with one line naming
     the step and registers nothing; a hostile sample in every shard rank 1 reads is in MLflow with
