@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -164,6 +163,7 @@ def save_model_package(
     out_dir: str | Path,
     *,
     tokenizer_path: str | Path | None = None,
+    tokenizer_json: str | None = None,
     data_stats: Mapping[str, Any] | None = None,
     state_dict: Mapping[str, torch.Tensor] | None = None,
     training: Mapping[str, Any] | None = None,
@@ -176,6 +176,8 @@ def save_model_package(
         config: the resolved config, a dataclass instance or its ``to_dict`` mapping.
         out_dir: directory to write (created; existing package files are overwritten).
         tokenizer_path: tokenizer.json to copy in (needed by SensorLM text inference).
+        tokenizer_json: the tokenizer's JSON text instead (a dataset read through a URL or a
+            ``pipe:`` template has no local file).
         data_stats: normalisation statistics (see module docstring); validated for the family.
         state_dict: the weights to write instead of ``model.state_dict()`` (e.g. fp32 master
             weights of a bf16 run); same keys and shapes.
@@ -192,16 +194,20 @@ def save_model_package(
     family = model_family(resolved)
     if data_stats is not None:
         _validate_data_stats(data_stats, family, to_dict(resolved))
+    if tokenizer_path is not None and tokenizer_json is not None:
+        raise ValueError("give tokenizer_path or tokenizer_json, not both")
     if tokenizer_path is not None:
-        from sensorlm.data.tokenizer import load_tokenizer
-
         if not Path(tokenizer_path).is_file():
             raise FileNotFoundError(f"tokenizer file {tokenizer_path} does not exist")
-        vocab = load_tokenizer(tokenizer_path).vocab_size
+        tokenizer_json = Path(tokenizer_path).read_text(encoding="utf-8")
+    if tokenizer_json is not None:
+        from sensorlm.data.tokenizer import tokenizer_from_str
+
+        vocab = tokenizer_from_str(tokenizer_json, str(tokenizer_path or "tokenizer_json")).vocab_size
         model_vocab = to_dict(resolved).get("text", {}).get("vocab_size")
         if model_vocab is not None and vocab > model_vocab:
             raise ValueError(
-                f"tokenizer {tokenizer_path} has {vocab} ids but the model's text.vocab_size is {model_vocab}"
+                f"tokenizer {tokenizer_path or ''} has {vocab} ids but the model's text.vocab_size is {model_vocab}"
             )
 
     from safetensors.torch import save_file
@@ -214,8 +220,8 @@ def save_model_package(
     if training:
         meta["training"] = dict(training)
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    if tokenizer_path is not None:
-        shutil.copyfile(tokenizer_path, out / TOKENIZER_FILE)
+    if tokenizer_json is not None:
+        (out / TOKENIZER_FILE).write_text(tokenizer_json, encoding="utf-8")
     if data_stats is not None:
         (out / DATA_STATS_FILE).write_text(json.dumps(dict(data_stats), indent=2, sort_keys=True) + "\n")
     return out

@@ -169,7 +169,7 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
     import deepspeed
     import ray.train
 
-    from sensorlm.data.tokenizer import load_tokenizer
+    from sensorlm.data.tokenizer import tokenizer_from_str
     from sensorlm.models import create_model, model_config
     from sensorlm.training.bounds import clamp_bounded_parameters
     from sensorlm.training.checkpointing import install_safe_loading
@@ -235,7 +235,7 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
             print(f"[sensorlm] resumed from step {step} (checkpoint {checkpoint.path})", flush=True)
 
     family = get_family(cfg.task)
-    tokenizer = load_tokenizer(run["tokenizer_path"]) if run.get("tokenizer_path") else None
+    tokenizer = tokenizer_from_str(run["tokenizer_json"], f"{run['dataset']}: tokenizer") if run.get("tokenizer_json") else None
     task = family.task(cfg, run["manifest"], device, mcfg, tokenizer)
     text_len = family.text_len(mcfg)
     bounds = model.parameter_bounds() if hasattr(model, "parameter_bounds") else {}
@@ -546,7 +546,7 @@ def _export_package(engine, cfg: TrainConfig, run: dict, out_dir: Path, rank: in
                 cfg.model.preset,
                 model_config(cfg.model.preset, **cfg.model.overrides),
                 out_dir,
-                tokenizer_path=run.get("tokenizer_path"),
+                tokenizer_json=run.get("tokenizer_json"),
                 data_stats=run.get("data_stats"),
                 state_dict=state,
                 training={**precision, "zero_stage": cfg.scaling.zero_stage},

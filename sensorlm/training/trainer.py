@@ -75,6 +75,16 @@ def tokenizer_file(dataset, manifest: dict) -> Path | None:
     return path if path.is_file() else None
 
 
+def dataset_tokenizer(dataset, manifest: dict) -> str | None:
+    """The caption tokenizer a dataset ships (named by its manifest) as JSON text, read once on the
+    driver through the dataset's own location (a folder, a URL prefix or a ``pipe:`` template) and
+    sent to the workers with the config, so no worker needs a local copy."""
+    from sensorlm.data.loader import DatasetLocation
+
+    name = manifest.get("tokenizer")
+    return DatasetLocation(str(dataset)).read_bytes(name).decode("utf-8") if name else None
+
+
 def data_decides_model(cfg: TrainConfig, dataset) -> tuple[TrainConfig, dict]:
     """The dataset's checked manifest, and `cfg` with the model's input read from it (one line
     naming the conflict when an override contradicts the data, or validation cannot run)."""
@@ -146,11 +156,10 @@ def worker_env(cfg: TrainConfig) -> dict[str, str]:
 
 def run_info(cfg: TrainConfig, dataset, manifest: dict, run_name: str, mlflow_run_id: str | None, tracking_uri: str | None) -> dict:
     """Facts the driver resolved once and every worker needs (plain data, sent with the config)."""
-    tok = tokenizer_file(dataset, manifest)
     return {
         "dataset": str(dataset),
         "manifest": manifest,
-        "tokenizer_path": str(tok) if tok else None,
+        "tokenizer_json": dataset_tokenizer(dataset, manifest),
         "data_stats": _data_stats(manifest),
         "mlflow_run_id": mlflow_run_id,
         "tracking_uri": tracking_uri,

@@ -264,6 +264,25 @@ def test_unlabelled_export_trains_with_the_readme_config_on_a_fold(ray_session, 
     assert run.data.params["data.fold"] == "1/3" and run.data.metrics["val/samples"] == fold
 
 
+def test_training_reads_a_pipe_template_tokenizer_included(ray_session, wearable_dir, tmp_path):
+    """The README's object-store form, data.path=pipe:CMD {name}: shards, manifest and the caption
+    tokenizer all come through the command (the tokenizer once, on the driver); the registered
+    package carries the dataset's tokenizer."""
+    from sensorlm.tracking.package import load_model_package
+    from sensorlm.training.trainer import train
+
+    cfg = load_train_config("sensorlm_tiny", [
+        f"data.path=pipe:cat {wearable_dir}/{{name}}", "data.synthetic=null", "steps=4", "eval_every=4",
+        "log_every=2", "checkpoint.every_steps=4", "optim.warmup_steps=1", "batch_size=16", "data.num_workers=0",
+        f"storage_path={tmp_path / 'ray'}", f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "tracking.system_metrics=false", "tracking.register=false"])
+    result = train(cfg)
+    assert result.metrics["step"] == 4 and np.isfinite(result.metrics["val/loss"])
+    package = load_model_package(result.package_dir)
+    assert (Path(result.package_dir) / "tokenizer.json").read_bytes() == (wearable_dir / "tokenizer.json").read_bytes()
+    assert package.tokenizer.vocab_size > 0
+
+
 def test_non_finite_run_fails_registers_nothing_and_rank1_skips_are_logged(ray_session, wearable_dir, tmp_path):
     """lr=1e30 without clipping: the loss goes non-finite, the run ends FAILED with one line naming
     the step and registers nothing; a hostile sample in every shard rank 1 reads is in MLflow with
