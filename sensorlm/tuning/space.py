@@ -133,8 +133,8 @@ class ResourcesSection:
             raise ConfigError(f"resources.num_workers must be >= 1, got {self.num_workers}")
         if not self.cpus_per_worker > 0:
             raise ConfigError(f"resources.cpus_per_worker must be > 0, got {self.cpus_per_worker}")
-        if self.trial_cpus < 0:
-            raise ConfigError(f"resources.trial_cpus must be >= 0, got {self.trial_cpus}")
+        if not self.trial_cpus > 0:  # Ray Tune cannot place a trial that asks for nothing
+            raise ConfigError(f"resources.trial_cpus must be > 0, got {self.trial_cpus}")
 
 
 @dataclass

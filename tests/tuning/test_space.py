@@ -208,6 +208,8 @@ def test_other_fields_are_checked():
         from_dict(SweepConfig, dict(task="sensorlm", asha={"reduction_factor": 1}, params=lr))
     with pytest.raises(ConfigError, match=r"resources\.cpus_per_worker must be > 0"):
         from_dict(SweepConfig, dict(task="sensorlm", resources={"cpus_per_worker": 0}, params=lr))
+    with pytest.raises(ConfigError, match=r"resources\.trial_cpus must be > 0, got 0"):  # Ray Tune cannot place it
+        from_dict(SweepConfig, dict(task="sensorlm", resources={"trial_cpus": 0}, params=lr))
 
 
 def test_asha_horizon_beyond_the_trials_steps_is_refused():

@@ -271,8 +271,9 @@ def test_the_shipped_siglip_sweep_learns_and_is_judged_on_held_out_windows(ray_f
     from sensorlm.tuning.trials import TrainSweep
 
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = load_sweep_config("siglip_tiny", ["num_samples=2", "max_concurrent_trials=2", "resources.trial_cpus=0",
-                                            "name=shipped", f"storage_path={tmp_path / 'sweeps'}",
+    # two trials at once: each trains on one thread, so 2 x (0.1 + 0.9) logical CPUs fill 2 cores
+    cfg = load_sweep_config("siglip_tiny", ["num_samples=2", "max_concurrent_trials=2", "resources.trial_cpus=0.1",
+                                            "resources.cpus_per_worker=0.9", "name=shipped", f"storage_path={tmp_path / 'sweeps'}",
                                             f"tracking.tracking_uri={db}", f"base.data.path={tmp_path / 'demo'}",
                                             "base.tracking.system_metrics=false"])
     from sensorlm.tuning.sweep import run_sweep
