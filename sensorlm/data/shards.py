@@ -613,13 +613,6 @@ def _octal(field: bytes) -> int:
         return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
 
 
-def read_manifest(source: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of a dataset at a local directory or any URL the loader accepts."""
-    from sensorlm.data.loader import load_dataset_manifest
-
-    return load_dataset_manifest(source)
-
-
 def verify_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """Check that every shard in a local dataset exists with the recorded size and sha256.
 
@@ -663,7 +656,6 @@ __all__ = [
     "load_manifest",
     "parse_manifest",
     "verify_manifest",
-    "read_manifest",
     "sha256_file",
     "shard_name",
 ]

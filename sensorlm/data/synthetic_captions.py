@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from sensorlm.data.captioner import clock, levels_from_paper, runs
-from sensorlm.data.synthetic_wearable import (
+from sensorlm.data.synthetic_vocab import (
     ACTIVITIES,
     ACTIVITY_NOUNS,
     ACTIVITY_PHRASES,

@@ -37,7 +37,7 @@ import torch
 
 from sensorlm.config import redact, to_dict
 from sensorlm.evaluation import plots as P
-from sensorlm.training.families import FAMILIES, resolve
+from sensorlm.families import FAMILIES, resolve
 
 __all__ = [
     "EvaluationResult",
@@ -543,7 +543,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python jobs/evaluate.py MODEL_URI [--data DIR] ...``: the same as ``sensorlm evaluate``."""
-    from sensorlm.cli import run_guarded
+    from sensorlm.errors import run_guarded
 
     parser = argparse.ArgumentParser(
         description="Evaluate a registered sensorlm model on a held-out split; log to MLflow and write plots.",

@@ -1,4 +1,4 @@
-"""The evaluation of each model family (`sensorlm.training.families` names them): the data it
+"""The evaluation of each model family (`sensorlm.families` names them): the data it
 reads, the metrics and the figures it returns as data (nothing logged here)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from sensorlm.evaluation import plots as P
 from sensorlm.data.loader import OBJECT_STORE_SCHEMES, is_data_only_location
 from sensorlm.evaluation.common import is_local as _is_local
-from sensorlm.training.families import get_family
+from sensorlm.families import get_family
 from sensorlm.tracking.package import ModelPackage, sst_normalisation
 
 # ---------------------------------------------------------------------------------------------

@@ -55,13 +55,13 @@ class ModelPackage:
 
 
 def model_family(config: Any) -> str:
-    """The family of a model config: its record in `sensorlm.training.families`, else the config
+    """The family of a model config: its record in `sensorlm.families`, else the config
     class name without a trailing "Config", lower-cased (a bare tower such as HVT).
 
     Args:
         config: a resolved model config instance.
     """
-    from sensorlm.training.families import family_of_config
+    from sensorlm.families import family_of_config
 
     family = family_of_config(config)
     if family is not None:

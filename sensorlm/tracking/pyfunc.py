@@ -158,8 +158,8 @@ class SensorLMPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def _serving(meta: Mapping[str, Any], package_dir) -> type:
-    """The input handler of a package's family (its record in `sensorlm.training.families`)."""
-    from sensorlm.training.families import FAMILIES, resolve
+    """The input handler of a package's family (its record in `sensorlm.families`)."""
+    from sensorlm.families import FAMILIES, resolve
 
     family = FAMILIES.get(meta["family"])
     if family is None or not family.serving:

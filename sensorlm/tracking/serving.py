@@ -1,6 +1,6 @@
 """Serving a model package by family: the pyfunc's input checks, prediction and signature.
 
-Each model family names its handler in its record (`sensorlm.training.families`); the pyfunc
+Each model family names its handler in its record (`sensorlm.families`); the pyfunc
 (`sensorlm.tracking.pyfunc`) loads a package and hands requests to it. See the pyfunc module's
 docstring for every family's inputs and outputs.
 """

@@ -50,7 +50,7 @@ def run_train(args: argparse.Namespace, task: str | None = None) -> int:
 
 def main(argv: list[str] | None = None, default_config: str = "sensorlm_tiny", task: str | None = None) -> int:
     """`jobs/train_*.py`: the same as ``sensorlm train`` for one task."""
-    from sensorlm.cli import run_guarded
+    from sensorlm.errors import run_guarded
 
     os.environ.setdefault("SENSORLM_T0", str(__import__("time").time()))  # start-up is measured from here
     parser = argparse.ArgumentParser(description="Train a sensorlm model on Ray Train + DeepSpeed.")

@@ -260,7 +260,7 @@ class TrainConfig:
     """A whole training run.
 
     Args:
-        task: the model family (`sensorlm.training.families`): ``sensorlm`` (SigLIP dual encoder),
+        task: the model family (`sensorlm.families`): ``sensorlm`` (SigLIP dual encoder),
             ``sst`` (monthly SST reconstruction) or ``projection_cl`` (paired-embedding projector).
         name: run name; the Ray storage folder ``storage_path/name`` holds its checkpoints, and
             rerunning with the same name resumes from the latest one.
@@ -294,7 +294,7 @@ class TrainConfig:
             raise ConfigError(f"log_every must be >= 1, got {self.log_every}")
         if self.eval_every < 1:
             raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
-        from sensorlm.training.families import get_family
+        from sensorlm.families.registry import get_family
 
         if get_family(self.task).contrastive and self.batch_size < 2:
             raise ConfigError(f"batch_size must be >= 2 for the contrastive loss of task {self.task!r}")
@@ -315,7 +315,7 @@ class TrainConfig:
 def _validate_model(cfg: TrainConfig) -> None:
     """Resolve the model preset + overrides now, so a bad model field fails before Ray starts."""
     from sensorlm.models import get_preset, model_config
-    from sensorlm.training.families import get_family
+    from sensorlm.families.registry import get_family
 
     preset = get_preset(cfg.model.preset)
     want = get_family(cfg.task).config_type

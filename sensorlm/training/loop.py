@@ -91,7 +91,7 @@ class _Logger:
 
 
 def _loader(cfg: TrainConfig, run: dict, split: str, rank: int, world: int, seed: int, text_len: int | None):
-    from sensorlm.training.families import get_family
+    from sensorlm.families import get_family
 
     part = None if split == "train" else cfg.data.val_shards
     return get_family(cfg.task).loader(cfg, run["dataset"], run["manifest"], split, rank, world, seed, text_len, part)
@@ -173,7 +173,7 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
     from sensorlm.models import create_model, model_config
     from sensorlm.training.bounds import clamp_bounded_parameters
     from sensorlm.training.checkpointing import install_safe_loading
-    from sensorlm.training.families import get_family
+    from sensorlm.families import get_family
     from sensorlm.training.optim import build_optimizer, build_scheduler
 
     ctx = ray.train.get_context()

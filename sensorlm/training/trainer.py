@@ -17,7 +17,7 @@ from typing import Any
 from sensorlm.config import ConfigError, to_dict
 from sensorlm.training.config import TrainConfig
 from sensorlm.training.deepspeed_config import build_deepspeed_config
-from sensorlm.training.families import get_family
+from sensorlm.families import get_family
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

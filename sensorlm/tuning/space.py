@@ -5,7 +5,7 @@ is checked here, before Ray starts: an unknown key, a parameter the task cannot 
 non-positive scale, ``min_logit_scale`` above ``max_logit_scale`` or a searcher that cannot
 handle a parameter type is a one-line `ConfigError` naming the key.
 
-Search parameters come from each model family's record (`sensorlm.training.families`): what
+Search parameters come from each model family's record (`sensorlm.families`): what
 values they take and which training-config field they set. For example:
 
 sensorlm
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sensorlm.config import ConfigError, deep_update, from_dict, load_yaml, merge_overrides, to_dict
-from sensorlm.training.families import get_family
+from sensorlm.families import get_family
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
 PARAM_TYPES = ("grid", "choice", "uniform", "loguniform")
@@ -185,7 +185,7 @@ class SweepConfig:
 
     Args:
         task: the model family to sweep (``sensorlm``: SigLIP temperature, its bounds and bias;
-            ``projection_cl``: logit scale and its bounds; see `sensorlm.training.families`).
+            ``projection_cl``: logit scale and its bounds; see `sensorlm.families`).
         name: the sweep's name; its folder ``storage_path/name`` holds the Tune experiment, and
             running a sweep with the same name resumes it. None = ``<task>-<timestamp>``.
         base_config: the training config every trial starts from: a name in ``configs/`` or a

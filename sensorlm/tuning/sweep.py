@@ -25,150 +25,38 @@ Running a sweep whose folder exists resumes it: finished trials are not run agai
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
 import time
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote
 
 from sensorlm.config import ConfigError, flatten, redact, to_dict
 from sensorlm.ray_runtime import init_ray
 from sensorlm.tuning.gate import HoldoutScore, decide
+from sensorlm.tuning.results import (
+    ROLE_TAG,
+    SPLIT_TAG,
+    SWEEP_TAG,
+    TRIAL_ID_TAG,
+    SweepResult,
+    TrialRow,
+    best_completed,
+    plot_metric_vs_params,
+    write_results_csv,
+)
 from sensorlm.tuning.space import SweepConfig
+from sensorlm.tuning.trials import SweepTask, TrainSweep
 
 META_FILE = "sweep.json"
-TRIAL_ID_TAG = "sensorlm.trial_id"
-SWEEP_TAG = "sensorlm.sweep"
-ROLE_TAG = "sensorlm.sweep_role"
-SPLIT_TAG = "sensorlm.val_split"
 # Keys that may differ when a sweep is resumed (where it is stored is how it was found).
 _RESUME_FREE_KEYS = ("storage_path",)
 
 
 def _say(msg: str) -> None:
     print(f"[sensorlm.sweep] {msg}", flush=True)
-
-
-@dataclass
-class TrialRow:
-    """One trial as the results table shows it.
-
-    Args:
-        status: ``completed`` (reached the last step), ``early_stopped`` (ASHA), ``error``, or
-            ``unfinished`` (the sweep was interrupted before it ended).
-        step: the last reported optimizer step.
-        metrics: the last reported validation metrics.
-        params: the trial's sampled search parameters.
-        run_id: its MLflow child run.
-        package_dir: the model package in its final checkpoint (completed trials).
-        holdout: the sweep metric on the held-out part of the validation data (completed
-            trials of a task that holds data out): reported beside the selection score, never
-            used to pick the best trial.
-    """
-
-    trial_id: str
-    status: str
-    step: int | None
-    metrics: dict[str, float]
-    params: dict[str, Any]
-    run_id: str | None = None
-    package_dir: str | None = None
-    holdout: float | None = None
-
-
-@dataclass
-class SweepResult:
-    """What `run_sweep` returns.
-
-    Args:
-        complete: every trial ended (False: interrupted; run again to resume).
-        trials: one row per trial (see `TrialRow`).
-        best: the best completed trial, or None.
-        model_uri / model_version: the registered winner, if any.
-        promoted: it took the alias; `decision` says why or why not.
-        results_csv / plot: the results table and plot (also on the parent run).
-    """
-
-    name: str
-    sweep_dir: Path
-    parent_run_id: str
-    tracking_uri: str
-    complete: bool
-    trials: list[TrialRow]
-    best: TrialRow | None = None
-    model_uri: str | None = None
-    model_version: str | None = None
-    promoted: bool = False
-    decision: str = ""
-    results_csv: Path | None = None
-    plot: Path | None = None
-
-
-class SweepTask(ABC):
-    """What the trainer plugs into the sweep driver (`sensorlm.tuning.trials.TrainSweep`).
-
-    Subclasses set `task` and implement the abstract methods; `prepare` runs in the driver
-    before any trial and must raise `ConfigError` for anything the search space and the base
-    training config cannot do together.
-    """
-
-    task: str = ""
-
-    def __init__(self, cfg: SweepConfig):
-        self.cfg = cfg
-
-    @abstractmethod
-    def prepare(self, sweep_dir: Path, tracking_uri: str) -> dict[str, Any]:
-        """Ready the data, validate, and return the plain-data setup every trial receives."""
-
-    @abstractmethod
-    def total_steps(self) -> int:
-        """Optimizer steps of a trial that runs to the end."""
-
-    @abstractmethod
-    def trainable(self) -> Callable[[dict, dict], None]:
-        """A module-level function ``fn(config, setup)``: one trial."""
-
-    @abstractmethod
-    def split_key(self) -> str:
-        """Identifies the validation data and protocol; champions compare only on equal keys."""
-
-    @abstractmethod
-    def base_config(self) -> dict[str, Any]:
-        """The resolved base training config (logged on the parent run)."""
-
-    def run_tags(self) -> dict[str, str]:
-        """Extra tags of the parent run (e.g. the dataset manifest's hash)."""
-        return {}
-
-    def worker_env(self) -> dict[str, str]:
-        """Environment of every Ray process of the sweep."""
-        return {}
-
-    @abstractmethod
-    def register(self, row: TrialRow, tracking_uri: str) -> tuple[str, str]:
-        """Register `row`'s package as a new version of ``cfg.registered_name`` (no alias)."""
-
-    def holdout_key(self) -> str | None:
-        """Identifies data that model selection did not see and its protocol; None when the task
-        has none (its champions then compare on the selection metric)."""
-        return None
-
-    def holdout_score(self, package: Any) -> HoldoutScore | None:
-        """The sweep metric of a loaded model package on the held-out data (see `holdout_key`),
-        with its per-window outcomes where the metric is their mean (`sensorlm.tuning.gate`)."""
-        return None
-
-    def load_version(self, model_uri: str, tracking_uri: str) -> Any:
-        """A registered version's model package (``models:/NAME/VERSION``)."""
-        from sensorlm.evaluation.evaluate import resolve_model
-
-        return resolve_model(model_uri, tracking_uri).package
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,25 +74,6 @@ def absolute_tracking_uri(configured: str | None) -> str:
         if raw and raw != ":memory:" and not raw.startswith("/"):
             uri = prefix + str((Path.cwd() / raw).resolve())
     return uri
-
-
-def trial_tags(setup: dict[str, Any], trial_id: str) -> dict[str, str]:
-    """Tags that make a run the child of the sweep's parent run."""
-    return {
-        "mlflow.parentRunId": setup["parent_run_id"],
-        SWEEP_TAG: setup["sweep_name"],
-        ROLE_TAG: "trial",
-        TRIAL_ID_TAG: trial_id,
-    }
-
-
-def log_trial_params(tracking_uri: str, run_id: str, config: dict[str, Any]) -> None:
-    """The trial's sampled values as ``sweep.<name>`` params (the raw values, before mapping)."""
-    from mlflow.entities import Param
-    from mlflow.tracking import MlflowClient
-
-    params = [Param(f"sweep.{k}", str(v)) for k, v in sorted(config.items())]
-    MlflowClient(tracking_uri).log_batch(run_id, params=params, synchronous=True)
 
 
 def _open_parent_run(cfg: SweepConfig, task: SweepTask, tracking_uri: str, name: str, sweep_dir: Path) -> str:
@@ -303,95 +172,11 @@ def champion_decision(
     return False, f"{metric} {new_value:.6g} does not beat the champion's {theirs:.6g} (version {version}, {mode} is better)"
 
 
-def best_completed(rows: list[TrialRow], metric: str, mode: str) -> TrialRow | None:
-    """The best trial that ran to its last step and left a model package."""
-    pool = [
-        r for r in rows
-        if r.status == "completed" and r.package_dir and isinstance(r.metrics.get(metric), (int, float))
-        and math.isfinite(r.metrics[metric])
-    ]
-    if not pool:
-        return None
-    pick = max if mode == "max" else min
-    return pick(pool, key=lambda r: r.metrics[metric])
-
-
-# ----------------------------------------------------------------------------------------------
-# Results table and plot
-
-
-def write_results_csv(rows: list[TrialRow], param_names: list[str], path: Path, metric: str | None = None) -> Path:
-    """One line per trial: id, status, last step, metrics (the selection part's), the sweep
-    `metric` on the held-out part beside them (``holdout.<metric>``, where scored), params,
-    MLflow run, package."""
-    metric_names = sorted({k for r in rows for k in r.metrics})
-    held = metric is not None and any(r.holdout is not None for r in rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["trial_id", "status", "step", *metric_names, *([f"holdout.{metric}"] if held else []),
-                         *[f"param.{p}" for p in param_names], "run_id", "package_dir"])
-        for r in rows:
-            writer.writerow([
-                r.trial_id, r.status, "" if r.step is None else r.step,
-                *["" if r.metrics.get(m) is None else repr(float(r.metrics[m])) for m in metric_names],
-                *(["" if r.holdout is None else repr(float(r.holdout))] if held else []),
-                *[r.params.get(p, "") for p in param_names],
-                r.run_id or "", r.package_dir or "",
-            ])
-    return path
-
-
-def plot_metric_vs_params(rows: list[TrialRow], cfg: SweepConfig, path: Path) -> Path:
-    """One panel per searched parameter: the last reported metric of each trial against its
-    value; trials ASHA stopped are hollow (their value is from an earlier step)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sensorlm.evaluation.plots import save_png
-
-    names = list(cfg.params)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.2), squeeze=False, layout="constrained")
-    styles = {"completed": dict(marker="o", color="C0"), "early_stopped": dict(marker="o", facecolors="none", edgecolors="C1")}
-    for ax, name in zip(axes[0], names):
-        spec = cfg.params[name]
-        values = [r.params.get(name) for r in rows]
-        categorical = any(isinstance(v, (bool, str)) for v in values if v is not None)
-        if categorical:
-            cats = [str(v) for v in (spec.values or sorted({str(v) for v in values}))]
-            pos = {c: i for i, c in enumerate(cats)}
-            ax.set_xticks(range(len(cats)), cats)
-        for status, style in styles.items():
-            pts = [
-                (pos[str(r.params[name])] if categorical else float(r.params[name]), r.metrics[cfg.metric])
-                for r in rows
-                if r.status == status and r.params.get(name) is not None and r.metrics.get(cfg.metric) is not None
-            ]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.scatter(xs, ys, label=status.replace("_", " "), **style)
-        if spec.type == "loguniform" or (
-            not categorical and spec.candidates() and min(spec.candidates()) > 0
-            and max(spec.candidates()) / min(spec.candidates()) >= 20
-        ):
-            ax.set_xscale("log")
-        ax.set_xlabel(name)
-        ax.set_ylabel(cfg.metric)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{cfg.name}: {cfg.metric} ({cfg.mode} is better)")
-    return save_png(fig, path)
-
-
 # ----------------------------------------------------------------------------------------------
 # The driver
 
 
 def make_task(cfg: SweepConfig) -> SweepTask:
-    from sensorlm.tuning.trials import TrainSweep
-
     return TrainSweep(cfg)
 
 
@@ -801,7 +586,7 @@ def main(argv: list[str] | None = None, default_config: str = "siglip_tiny", tas
     """``tune/sweep_*.py``: the same as ``sensorlm sweep`` for one task."""
     import argparse
 
-    from sensorlm.cli import run_guarded
+    from sensorlm.errors import run_guarded
 
     parser = argparse.ArgumentParser(description="Sweep hyperparameters with Ray Tune over the Ray Train trainer.")
     add_sweep_args(parser, default_config)

@@ -1,7 +1,7 @@
 """A sweep's trials: the training job itself, for any model family.
 
 A trial is the base training config (``configs/<task>_tiny.yaml`` or any other) with the trial's
-values written in by the family's search parameters (`sensorlm.training.families`), run by the
+values written in by the family's search parameters (`sensorlm.families`), run by the
 trainer's own `make_torch_trainer` (Ray Train + DeepSpeed, the one worker loop) with a
 ``TuneReportCallback``. The worker loop reports at every checkpoint; the sweep sets
 ``checkpoint.every_steps = eval_every`` so that every validation reaches Tune (and ASHA).
@@ -13,15 +13,97 @@ selection``); the other part (``holdout``) stays unseen until the champion is de
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable
 
 from sensorlm.config import ConfigError, from_dict, to_dict
 from sensorlm.training.config import TrainConfig, load_train_config
-from sensorlm.training.families import get_family
+from sensorlm.families import get_family
 from sensorlm.tuning.gate import HoldoutScore
+from sensorlm.tuning.results import ROLE_TAG, SWEEP_TAG, TRIAL_ID_TAG, TrialRow
 from sensorlm.tuning.space import SweepConfig, check_bound_candidates
-from sensorlm.tuning.sweep import SweepTask, TrialRow, log_trial_params, trial_tags
+
+
+class SweepTask(ABC):
+    """What the trainer plugs into the sweep driver (`sensorlm.tuning.trials.TrainSweep`).
+
+    Subclasses set `task` and implement the abstract methods; `prepare` runs in the driver
+    before any trial and must raise `ConfigError` for anything the search space and the base
+    training config cannot do together.
+    """
+
+    task: str = ""
+
+    def __init__(self, cfg: SweepConfig):
+        self.cfg = cfg
+
+    @abstractmethod
+    def prepare(self, sweep_dir: Path, tracking_uri: str) -> dict[str, Any]:
+        """Ready the data, validate, and return the plain-data setup every trial receives."""
+
+    @abstractmethod
+    def total_steps(self) -> int:
+        """Optimizer steps of a trial that runs to the end."""
+
+    @abstractmethod
+    def trainable(self) -> Callable[[dict, dict], None]:
+        """A module-level function ``fn(config, setup)``: one trial."""
+
+    @abstractmethod
+    def split_key(self) -> str:
+        """Identifies the validation data and protocol; champions compare only on equal keys."""
+
+    @abstractmethod
+    def base_config(self) -> dict[str, Any]:
+        """The resolved base training config (logged on the parent run)."""
+
+    def run_tags(self) -> dict[str, str]:
+        """Extra tags of the parent run (e.g. the dataset manifest's hash)."""
+        return {}
+
+    def worker_env(self) -> dict[str, str]:
+        """Environment of every Ray process of the sweep."""
+        return {}
+
+    @abstractmethod
+    def register(self, row: TrialRow, tracking_uri: str) -> tuple[str, str]:
+        """Register `row`'s package as a new version of ``cfg.registered_name`` (no alias)."""
+
+    def holdout_key(self) -> str | None:
+        """Identifies data that model selection did not see and its protocol; None when the task
+        has none (its champions then compare on the selection metric)."""
+        return None
+
+    def holdout_score(self, package: Any) -> HoldoutScore | None:
+        """The sweep metric of a loaded model package on the held-out data (see `holdout_key`),
+        with its per-window outcomes where the metric is their mean (`sensorlm.tuning.gate`)."""
+        return None
+
+    def load_version(self, model_uri: str, tracking_uri: str) -> Any:
+        """A registered version's model package (``models:/NAME/VERSION``)."""
+        from sensorlm.evaluation.evaluate import resolve_model
+
+        return resolve_model(model_uri, tracking_uri).package
+
+
+def trial_tags(setup: dict[str, Any], trial_id: str) -> dict[str, str]:
+    """Tags that make a run the child of the sweep's parent run."""
+    return {
+        "mlflow.parentRunId": setup["parent_run_id"],
+        SWEEP_TAG: setup["sweep_name"],
+        ROLE_TAG: "trial",
+        TRIAL_ID_TAG: trial_id,
+    }
+
+
+def log_trial_params(tracking_uri: str, run_id: str, config: dict[str, Any]) -> None:
+    """The trial's sampled values as ``sweep.<name>`` params (the raw values, before mapping)."""
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    params = [Param(f"sweep.{k}", str(v)) for k, v in sorted(config.items())]
+    MlflowClient(tracking_uri).log_batch(run_id, params=params, synchronous=True)
 
 
 def apply_trial_params(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:

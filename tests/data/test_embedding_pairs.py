@@ -85,7 +85,7 @@ def test_export_pairs_a_sensorlm_s_sensor_and_caption_rows(tmp_path):
     import importlib.util
     from pathlib import Path
 
-    from sensorlm.data.shards import read_manifest
+    from sensorlm.data.loader import load_dataset_manifest as read_manifest
     from sensorlm.models import create_model, model_config
     from sensorlm.tracking.package import load_model_package, save_model_package
 

@@ -66,7 +66,7 @@ def folded(tmp_path_factory):
 
 
 def test_import_with_folds_writes_one_split_per_fold(folded):
-    from sensorlm.data.shards import read_manifest
+    from sensorlm.data.loader import load_dataset_manifest as read_manifest
 
     manifest = read_manifest(str(folded))
     report = json.loads((folded / "import_report.json").read_text())
@@ -118,7 +118,7 @@ def test_a_dataset_without_folds_refuses_a_fold(tmp_path):
 def test_evaluation_takes_the_training_runs_fold(folded):
     from types import SimpleNamespace
 
-    from sensorlm.data.shards import read_manifest
+    from sensorlm.data.loader import load_dataset_manifest as read_manifest
     from sensorlm.evaluation.runners import _fold_manifest
 
     manifest = read_manifest(str(folded))

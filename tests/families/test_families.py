@@ -1,4 +1,4 @@
-"""The family registry (sensorlm/training/families.py) and the ProjectionCL task."""
+"""The family registry (sensorlm/families/) and the ProjectionCL task."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 
 from sensorlm.config import ConfigError, to_dict
 from sensorlm.training.config import load_train_config
-from sensorlm.training.families import FAMILIES, family_of_config, resolve
+from sensorlm.families import FAMILIES, family_of_config, resolve
 
 
 def test_every_family_names_what_each_layer_needs():

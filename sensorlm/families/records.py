@@ -1,102 +1,17 @@
-"""The model families the one trainer knows: one record each (torchtitan's train specs).
-
-A record says everything that differs between families: the model config type, the data it
-reads (synthetic generator, manifest reader, loader), the task (batch -> loss, validation), the
-metrics a sweep may select on and the search parameters it may move, the pyfunc input handler
-and the evaluator. The trainer, the sweeps, tracking and evaluation look a family up here by the
-run's ``task`` or by a model config's type; adding a family is adding one record.
+"""The records of the three model families: SensorLM (SigLIP dual encoder on wearable windows),
+SST (monthly sea-surface temperature reconstruction) and ProjectionCL (contrastive projection of
+paired embeddings). Each names its pieces; heavy ones are imported when first called.
 """
 
 from __future__ import annotations
 
-import importlib
-import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from sensorlm.config import ConfigError
+from sensorlm.families.registry import Family, SearchParam, register_family
 from sensorlm.models.projection_cl import ProjectionCLConfig
 from sensorlm.models.sensorlm import SensorLMConfig
 from sensorlm.models.sst import SSTConfig
-
-
-@dataclass(frozen=True)
-class SearchParam:
-    """A sweep parameter: what its values must be (``positive``, ``finite``, ``bool``) and the
-    training-config fields it writes (dotted paths) and how (``set`` or ``log``: the model holds
-    the log of the value)."""
-
-    kind: str
-    path: str
-    transform: str = "set"
-
-    def apply(self, cfg_dict: dict, value: Any) -> None:
-        if self.transform == "log":
-            if not float(value) > 0:
-                raise ConfigError(f"{self.path.rsplit('.', 1)[-1]} must be > 0, got {value!r}")
-            value = math.log(float(value))
-        elif self.kind == "bool":
-            value = bool(value)
-        else:
-            value = float(value)
-        node = cfg_dict
-        *parents, leaf = self.path.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-
-
-@dataclass(frozen=True)
-class Family:
-    """One model family of the trainer.
-
-    Args:
-        name: the run config's ``task`` and the default registered-model name.
-        config_type: the model config class of its presets.
-        data_kind: the dataset kind it reads (``wearable``, ``sst``, ``embedding_pairs``).
-        make_synthetic: ``(preset, out_dir, seed)`` -> writes the demo dataset.
-        read_manifest: dataset location -> its checked manifest.
-        loader: ``(cfg, dataset, manifest, split, rank, world, seed, text_len, part)`` -> batches.
-        task: ``(cfg, manifest, device, model_cfg, tokenizer)`` -> the loss/validation task.
-        fit_to_data: ``(cfg, manifest, origin)`` -> cfg with the model's input read from the data.
-        check_split: ``(cfg, manifest, origin)`` -> raises ConfigError if validation cannot run.
-        metrics: validation metrics and their better direction; the first is the default.
-        search: sweep parameters by name.
-        scale_bounds: the search parameters that bound the family's scale, (low, high).
-        serving: ``module:Class`` of its pyfunc input handler.
-        evaluator: ``module:function`` that evaluates a package of the family.
-        contrastive: the loss needs at least two samples per batch.
-    """
-
-    name: str
-    config_type: type
-    data_kind: str
-    make_synthetic: Callable[..., Any]
-    read_manifest: Callable[[str], dict]
-    loader: Callable[..., Iterable[dict]]
-    task: Callable[..., Any]
-    fit_to_data: Callable[..., Any]
-    check_split: Callable[..., None]
-    metrics: dict[str, str]
-    search: dict[str, SearchParam] = field(default_factory=dict)
-    scale_bounds: tuple[str, str] | None = None
-    serving: str = ""
-    evaluator: str = ""
-    contrastive: bool = False
-
-    @property
-    def default_metric(self) -> str:
-        return next(iter(self.metrics))
-
-    def text_len(self, model_cfg) -> int | None:
-        text = getattr(model_cfg, "text", None)
-        return text.context_len if text is not None else None
-
-
-def resolve(ref: str) -> Any:
-    """The object named by ``module:attribute`` (imported on first use: evaluation pulls in plotting)."""
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,9 +34,9 @@ def _synthetic_pairs(preset: str, out_dir, seed: int = 0):
 
 
 def _shard_manifest(dataset) -> dict:
-    from sensorlm.data.shards import read_manifest
+    from sensorlm.data.loader import load_dataset_manifest
 
-    return read_manifest(str(dataset))
+    return load_dataset_manifest(str(dataset))
 
 
 def _pairs_manifest(dataset) -> dict:
@@ -189,16 +104,6 @@ def _from_data(name: str) -> Callable[..., Any]:
     return call
 
 
-FAMILIES: dict[str, Family] = {}
-
-
-def register_family(family: Family) -> Family:
-    if family.name in FAMILIES:
-        raise ValueError(f"model family {family.name!r} registered twice")
-    FAMILIES[family.name] = family
-    return family
-
-
 register_family(Family(
     name="sensorlm",
     config_type=SensorLMConfig,
@@ -262,18 +167,3 @@ register_family(Family(
     evaluator="sensorlm.evaluation.runners:evaluate_projection_cl",
     contrastive=True,
 ))
-
-
-def get_family(name: str) -> Family:
-    """The family of a run's ``task``; ConfigError naming the known ones."""
-    if name not in FAMILIES:
-        raise ConfigError(f"task {name!r} is not a model family (known: {', '.join(FAMILIES)})")
-    return FAMILIES[name]
-
-
-def family_of_config(model_cfg: Any) -> Family | None:
-    """The family whose presets have this config type, or None (e.g. a bare HVT tower)."""
-    for family in FAMILIES.values():
-        if isinstance(model_cfg, family.config_type):
-            return family
-    return None
