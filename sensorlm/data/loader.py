@@ -247,6 +247,21 @@ def _worker_id() -> tuple[int, int]:
     return (0, 1) if info is None else (info.id, info.num_workers)
 
 
+def sample_spans(counts: Sequence[int], rank: int, world_size: int) -> list[tuple[int, int, int]]:
+    """This rank's contiguous share of a split's samples in manifest order, as (shard index, first,
+    end) positions inside each shard it overlaps: ranks get equal shares (within one sample) and
+    open only their own shards, a boundary shard in part."""
+    total = sum(counts)
+    lo, hi = rank * total // world_size, (rank + 1) * total // world_size
+    spans, start = [], 0
+    for i, n in enumerate(counts):
+        a, b = max(lo, start), min(hi, start + n)
+        if a < b:
+            spans.append((i, a - start, b - start))
+        start += n
+    return spans
+
+
 def _assign_shards(urls: Sequence[str], *, epoch: int, seed: int, shuffle: bool, rank: int, world_size: int):
     """This rank's shards for an epoch: one shuffle shared by all ranks, then every world_size-th."""
     order = list(urls)
@@ -266,6 +281,7 @@ class _ShardSource(IterableDataset):
         self.stats, self.strict = stats, strict
         self.epoch = 0
         self.split_samples = False  # set by make_loader: samples are split between ranks, not shards
+        self.span_urls: list[str] = []  # with split_samples: the shards this rank's span overlaps
 
     def _mark(self, url: str) -> dict[str, str]:
         if self.resampled and self.stats.shards_since_good > max(20, 3 * len(self.urls)):
@@ -281,8 +297,10 @@ class _ShardSource(IterableDataset):
     def rank_urls(self) -> list[str]:
         """The shards of this rank in the current epoch. A resampled stream draws from them too, so
         ranks (and nodes) never read the same shard. With fewer shards than ranks every rank reads
-        them all: a resampled stream draws from all, an epoch keeps every world_size-th sample."""
-        if self.split_samples or len(self.urls) < self.world_size:  # every rank reads all shards
+        them all when resampled; an epoch split by sample reads the shards of its span only."""
+        if self.split_samples:
+            return list(self.span_urls)
+        if len(self.urls) < self.world_size:  # resampled: every rank draws from all shards
             return list(self.urls)
         return _assign_shards(
             self.urls, epoch=self.epoch, seed=self.seed, shuffle=self.shuffle, rank=self.rank,
@@ -320,6 +338,23 @@ class _ShardErrorHandler:
             self.stats.current_shard_bad = True
             self.stats.record("corrupt_shard", url, None, detail)
         return True
+
+
+class _InSpan:
+    """Keeps the samples of a shard whose position lies in this rank's span (`sample_spans`)."""
+
+    def __init__(self, spans: dict[str, tuple[int, int]]):
+        self.spans = spans
+
+    def __call__(self, src):
+        seen: dict[str, int] = {}
+        for sample in src:
+            url = sample.get("__url__")
+            pos = seen.get(url, 0)
+            seen[url] = pos + 1
+            first, end = self.spans.get(url, (0, 0))
+            if first <= pos < end:
+                yield sample
 
 
 class _RawSampleSeen:
@@ -674,7 +709,7 @@ class ShardLoader:
         epoch = self.epoch if epoch is None else epoch
         counts = []
         if self._source.split_samples:
-            return [self._stride_batches(rank) for rank in range(self.world_size)]
+            return [self._span_batches(rank) for rank in range(self.world_size)]
         for rank in range(self.world_size):
             mine = _assign_shards(
                 self.urls, epoch=epoch, seed=self._source.seed, shuffle=self._source.shuffle, rank=rank,
@@ -688,13 +723,13 @@ class ShardLoader:
             counts.append(total)
         return counts
 
-    def _stride_batches(self, rank: int) -> int:
+    def _span_batches(self, rank: int) -> int:
+        spans = sample_spans([self._samples[u] for u in self.urls], rank, self.world_size)
         total = 0
-        workers = max(1, min(self.num_workers, len(self.urls)))
+        workers = max(1, min(self.num_workers, len(spans)))  # as make_loader caps it on that rank
         for w in range(workers):
-            n = sum(self._samples[u] for u in self.urls[w::workers])
-            mine = max(0, -(-(n - rank) // self.world_size))  # ceil((n - rank) / world)
-            total += mine // self.batch_size if self.drop_last else math.ceil(mine / self.batch_size)
+            n = sum(end - first for _, first, end in spans[w::workers])
+            total += n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
         return total
 
     def __len__(self) -> int:
@@ -786,9 +821,10 @@ def make_loader(
             crop in time, channel dropout); None = samples as stored.
         shard_part: ``even`` or ``odd``: only the split's even- or odd-numbered shards (a sweep
             selects on one part of the validation split and promotes champions on the other).
-        split_samples: split by sample instead of by shard (every rank reads every shard): ranks get
-            equal shares of a split with few or uneven shards, as validation wants; automatic when
-            there are fewer shards than ranks. Not with ``resampled``.
+        split_samples: split by sample instead of by shard: each rank takes a contiguous span of
+            the split's samples in manifest order (`sample_spans`) and reads only the shards it
+            overlaps, so ranks get equal shares of a split with few or uneven shards, as validation
+            wants; automatic when there are fewer shards than ranks. Not with ``resampled``.
 
     Returns:
         a `ShardLoader`; iterate it for batches. Wearable batch: ``sensor`` (B,T,C) float32
@@ -819,8 +855,10 @@ def make_loader(
     urls = [location.url(s["name"]) for s in shards]
     if not urls:
         raise ValueError(f"{location.source}: split {split!r} has no shards")
-    # fewer shards than ranks (or asked): every rank reads every shard and keeps its share of samples
-    stride = not resampled and (split_samples or len(urls) < world_size)
+    # fewer shards than ranks (or asked): ranks split the samples, each a contiguous span of them
+    # read from the shards the span overlaps (validation I/O does not grow with the ranks)
+    by_sample = not resampled and (split_samples or len(urls) < world_size)
+    spans = sample_spans([int(s["samples"]) for s in shards], rank, world_size) if by_sample else []
     if text_len is None:
         text_len = int(manifest.get("text_len") or 64)
     if isinstance(text_len, bool) or not isinstance(text_len, int) or text_len < 2:
@@ -836,18 +874,18 @@ def make_loader(
     requested_workers = num_workers
     if not resampled:
         # a worker without shards would only add start-up time (every rank caps the same way)
-        num_workers = min(num_workers, len(urls) if stride else len(urls[rank::world_size]))
+        num_workers = min(num_workers, len(spans) if by_sample else len(urls[rank::world_size]))
     stats = _WorkerStats()
     src = _ShardSource(urls, rank=rank, world_size=world_size, seed=seed, shuffle=shuffle, resampled=resampled,
                        stats=stats, strict=strict)
-    src.split_samples = stride
+    src.split_samples = by_sample
+    src.span_urls = [urls[i] for i, _, _ in spans]
     src.epoch = int(epoch)
     handler = _ShardErrorHandler(stats, strict)
     pipeline = wds.DataPipeline(
         src,
         wds.tarfile_to_samples(handler=handler),
-        # every rank reads the same shards in the same order and keeps every world_size-th sample
-        wds.slice(rank, None, world_size) if stride else None,
+        _InSpan({urls[i]: (first, end) for i, first, end in spans}) if by_sample else None,
         _RawSampleSeen(stats) if resampled else None,
         _SampleShuffle(shuffle_buffer, seed, rank, src) if shuffle and shuffle_buffer > 0 else None,
         _Decoder(manifest, stats, strict,

@@ -217,6 +217,36 @@ def test_split_samples_balances_uneven_shards(tmp_path):
                                    split_samples=True)) for r in range(2)]
     assert sorted(map(len, by_shard)) == [2, 8]
     assert list(map(len, by_sample)) == [5, 5] and not set(by_sample[0]) & set(by_sample[1])
+    assert by_sample[0] + by_sample[1] == [f"s{i:04d}" for i in range(10)]  # contiguous spans, in order
+
+
+def test_validation_split_by_sample_opens_only_each_ranks_shards(tmp_path):
+    """Issue 26: a rank reads the shards its span of the split overlaps, not all of them; the
+    ranks' batches together are one process's batches when a span holds whole batches."""
+    from sensorlm.data.loader import sample_spans
+
+    d = tmp_path / "ds"
+    write_wearable(d, n=48, max_count=6)  # 8 shards of 6
+    assert sample_spans([6] * 8, 0, 2) == [(0, 0, 6), (1, 0, 6), (2, 0, 6), (3, 0, 6)]
+    assert sample_spans([8, 2], 1, 2) == [(0, 5, 8), (1, 0, 2)]
+    assert sample_spans([3], 2, 3) == [(0, 2, 3)]
+    opened, in_order = [], {}
+    for world in (1, 2, 4):
+        for workers in (0, 2):
+            per_rank = []
+            for r in range(world):
+                loader = make_loader(d, "train", 4, rank=r, world_size=world, shuffle=False, num_workers=workers,
+                                     split_samples=True)
+                batches = list(loader)
+                assert len(batches) == loader.batches_per_rank()[r]
+                per_rank.append([b["key"] for b in batches])
+                opened.append((world, r, loader._source.rank_urls()))
+            assert sorted(k for rank in per_rank for batch in rank for k in batch) == [f"s{i:04d}" for i in range(48)]
+            if workers == 0:
+                in_order[world] = [batch for rank in per_rank for batch in rank]
+    assert in_order[1] == in_order[2] == in_order[4]  # the same batches as one process
+    assert {len(urls) for world, _, urls in opened if world == 2} == {4}  # half the 8 shards each
+    assert {len(urls) for world, _, urls in opened if world == 4} == {2}
 
 
 def test_unlabelled_samples_get_label_minus_one(tmp_path):
