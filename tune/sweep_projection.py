@@ -7,30 +7,18 @@ Pairs from a trained SensorLM first (sensor vs caption embeddings of the same da
 See docs/sweeps.md.
 """
 
-import argparse
 import sys
 
+from sensorlm.cli import main as sensorlm_main
 from sensorlm.tuning.sweep import main
 
 
 def export(argv: list[str]) -> int:
-    from sensorlm.data.embedding_pairs import export_sensorlm_pairs
-    from sensorlm.evaluation.evaluate import resolve_model
-    from sensorlm.tracking.mlflow_utils import resolve_tracking_uri
-
-    parser = argparse.ArgumentParser(prog="sweep_projection.py export",
-                                     description="Write a SensorLM's sensor and caption embeddings as a paired dataset.")
-    parser.add_argument("--model", required=True, help="a model package directory or an MLflow model URI")
-    parser.add_argument("--dataset", required=True, help="wearable dataset directory (shards + manifest + tokenizer)")
-    parser.add_argument("--out", required=True, help="the new paired-embedding folder")
-    parser.add_argument("--tracking-uri", default=None)
-    args = parser.parse_args(argv)
-    package = resolve_model(args.model, resolve_tracking_uri(args.tracking_uri)).package
-    out = export_sensorlm_pairs(package, args.dataset, args.out)
-    print(f"wrote {out}")
-    print(f"sweep it with: python tune/sweep_projection.py --config configs/sweeps/projection_sensorlm.yaml "
-          f"base.data.path={out}")
-    return 0
+    """``sensorlm export``, which this script's ``export`` is; ``--model M`` is its positional M."""
+    if "--model" in argv:
+        i = argv.index("--model")
+        argv = [*argv[i + 1 : i + 2], *argv[:i], *argv[i + 2 :]]
+    return sensorlm_main(["export", *argv], prog="tune/sweep_projection.py")
 
 
 if __name__ == "__main__":

@@ -338,6 +338,27 @@ def test_entry_point_script_runs(tmp_path):
     assert not (tmp_path / "outputs").exists()  # a dry run starts nothing
 
 
+def test_the_scripts_export_is_sensorlm_export(tmp_path):
+    """One export command: tune/sweep_projection.py export --model M is `sensorlm export M` (its
+    checks and one-line errors)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, str(root / "tune" / "sweep_projection.py"), "export", "--model", str(tmp_path / "nowhere"),
+         "--dataset", str(tmp_path / "ds"), "--out", str(tmp_path / "pairs"), "--tracking-uri",
+         f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("tune/sweep_projection.py export: ")]
+    assert len(errors) == 1 and "error: unknown model URI" in errors[0] and "nowhere" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "pairs").exists()
+
+
 def test_trials_ending_inside_warmup_are_refused():
     from sensorlm.tuning.trials import TrainSweep
 
