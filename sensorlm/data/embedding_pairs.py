@@ -189,7 +189,9 @@ def export_sensorlm_pairs(package, dataset: str | os.PathLike, out_dir: str | os
     """
     from sensorlm.data.loader import make_loader
 
-    if package.family != "sensorlm":
+    from sensorlm.families.registry import embeds
+
+    if not embeds(package.family):
         raise ValueError(f"a {package.family} model: exporting sensor/caption pairs needs a SensorLM")
     text_len = int(package.config["text"]["context_len"])
     arrays = {}

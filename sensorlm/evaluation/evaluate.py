@@ -37,7 +37,7 @@ import torch
 
 from sensorlm.config import redact, to_dict
 from sensorlm.evaluation import plots as P
-from sensorlm.families import FAMILIES, resolve
+from sensorlm.families import FAMILIES, get_family, resolve
 
 __all__ = [
     "EvaluationResult",
@@ -55,12 +55,6 @@ from sensorlm.evaluation.runners import (  # noqa: E402
     _check_compatible, _eval_manifest, _fold_manifest, _load_manifest, _resolve_data,
 )
 
-# Training-run metrics compared across runs by --compare: (key, higher is better).
-ABLATION_METRICS = {
-    "sensorlm": (("val/zero_shot_acc", True), ("val/loss", False)),
-    "sst": (("val/rmse_holdout_c", False), ("val/rmse_ocean_c", False)),
-    "projection_cl": (("val/loss", False),),
-}
 EVAL_TASK_TAG = "evaluation"  # value of `sensorlm.task` on evaluation runs
 
 
@@ -205,8 +199,8 @@ def _finite_or_none(v: float) -> float | None:
 
 
 def format_metrics_table(metrics: Mapping[str, float], family: str) -> str:
-    """The metrics as a plain-text table; SST shows the model and the baselines side by side,
-    SensorLM the per-class zero-shot scores in a table of their own.
+    """The metrics as a plain-text table; a family with `table_columns` (SST) shows the model and
+    its baselines side by side, SensorLM the per-class zero-shot scores in a table of their own.
 
     Args:
         metrics: flat metrics from `evaluate_model`.
@@ -219,8 +213,8 @@ def format_metrics_table(metrics: Mapping[str, float], family: str) -> str:
         return "nan" if isinstance(v, float) and math.isnan(v) else f"{v:.4f}"
 
     lines: list[str] = []
-    if family == "sst":
-        cols = ("model", "climatology", "observed_mean", "dineof")
+    cols = get_family(family).table_columns
+    if cols:
         rows = sorted({k.split("/", 1)[1] for k in metrics if k.split("/", 1)[0] in cols})
         lines.append(f"{'metric':<16}" + "".join(f"{c:>15}" for c in cols))
         for r in rows:
@@ -365,7 +359,8 @@ def evaluate_model(
     if family not in FAMILIES or not FAMILIES[family].evaluator:
         raise ValueError(f"model {model_uri!r} is a {family!r} model (preset {package.preset!r}); "
                          f"evaluation supports {[f.name for f in FAMILIES.values() if f.evaluator]}")
-    evaluate = resolve(FAMILIES[family].evaluator)
+    record = FAMILIES[family]
+    evaluate = resolve(record.evaluator)
     client = MlflowClient(uri)
     compared = resolve_compare_runs(compare, client) if compare else {}
 
@@ -413,19 +408,19 @@ def evaluate_model(
     if compared:
         for label, run_id in compared.items():
             if run_id != resolved.training_run_id:
-                curves[label] = {k: _history(client, run_id, k) for k, _ in ABLATION_METRICS[family]}
+                curves[label] = {k: _history(client, run_id, k) for k in record.metrics}
         made = False
-        for key, higher in ABLATION_METRICS[family]:
+        for key, higher in record.higher_is_better():
             if any(c.get(key) for c in curves.values()):
                 figures[f"ablation_{metric_key(key).replace('/', '_')}"] = (
                     lambda key=key, higher=higher: P.ablation_plot(curves, key, higher_is_better=higher)
                 )
                 made = True
         if not made:
-            wanted = [k for k, _ in ABLATION_METRICS[family]]
+            wanted = list(record.metrics)
             notes.append(f"ablation plot skipped: no compared run has any of {wanted}")
 
-    table = format_metrics_table(metrics, family) if family == "sst" else None
+    table = format_metrics_table(metrics, family) if record.table_columns else None
     plots = _write_local(out_dir, metrics, figures, notes, table)
     for note in notes:
         _say(note)
@@ -453,10 +448,7 @@ def evaluate_model(
                   "ks": ",".join(map(str, ks)), "compare": ",".join(compare) or "none"}
         if data_str is not None:
             params["data"] = data_str
-        if family == "sensorlm":
-            params["max_train"] = str(max_train)
-        if family == "projection_cl":
-            params.update(embeddings_a=str(embeddings_a), embeddings_b=str(embeddings_b))
+        params.update({k: str(getattr(cfg, k)) for k in record.eval_params})
         run_id = _log_run(client, uri, experiment or f"{name}-evaluation", f"eval-{name}-{tail}-{split}", tags,
                           params, metrics, out_dir, plots, notes)
         if resolved.name:

@@ -88,15 +88,11 @@ def _check_compatible(package: ModelPackage, manifest: Mapping[str, Any], data: 
             raise ValueError(f"dataset {data}: embeddings are {manifest['dims']} wide, but model {package.preset!r} "
                              f"takes {list(cfg['modality_dims'])}")
         return
-    shapes = {k: tuple(v) for k, v in manifest["sample_shape"].items()}
-    if family == "sensorlm":
-        want_shape = (int(cfg["sensor"]["input_len"]), int(cfg["sensor"]["num_channels"]))
-        have = shapes.get("sensor")
-        name = "sensor"
-    else:
-        want_shape = (int(cfg["months"]) * int(cfg["days_per_month"]), int(cfg["height"]), int(cfg["width"]))
-        have = shapes.get("daily")
-        name = "daily"
+    record = get_family(family)
+    if record.input_array is None:
+        return
+    name, want_shape = record.input_array(cfg)
+    have = tuple(manifest["sample_shape"].get(name) or ()) or None
     if have != want_shape:
         raise ValueError(
             f"dataset {data}: samples' {name} shape is {have}, but model {package.preset!r} takes {want_shape}"

@@ -7,6 +7,7 @@ is imported here so that importing the package registers them.
 from sensorlm.families.registry import (
     FAMILIES,
     Family,
+    embeds,
     SearchParam,
     family_of_config,
     get_family,
@@ -15,4 +16,4 @@ from sensorlm.families.registry import (
 )
 from sensorlm.families import records  # noqa: E402,F401  (registers the families)
 
-__all__ = ["FAMILIES", "Family", "SearchParam", "family_of_config", "get_family", "register_family", "resolve"]
+__all__ = ["FAMILIES", "Family", "embeds", "SearchParam", "family_of_config", "get_family", "register_family", "resolve"]

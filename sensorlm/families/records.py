@@ -104,6 +104,14 @@ def _from_data(name: str) -> Callable[..., Any]:
     return call
 
 
+def _sensor_array(cfg: dict) -> tuple[str, tuple[int, ...]]:
+    return "sensor", (int(cfg["sensor"]["input_len"]), int(cfg["sensor"]["num_channels"]))
+
+
+def _sst_array(cfg: dict) -> tuple[str, tuple[int, ...]]:
+    return "daily", (int(cfg["months"]) * int(cfg["days_per_month"]), int(cfg["height"]), int(cfg["width"]))
+
+
 register_family(Family(
     name="sensorlm",
     config_type=SensorLMConfig,
@@ -127,6 +135,10 @@ register_family(Family(
     serving="sensorlm.tracking.serving:SensorLMServing",
     evaluator="sensorlm.evaluation.runners:evaluate_sensorlm",
     contrastive=True,
+    embeds=True,
+    input_array=_sensor_array,
+    stats_check="sensorlm.tracking.package:check_sensor_stats",
+    eval_params=("max_train",),
 ))
 
 register_family(Family(
@@ -143,6 +155,10 @@ register_family(Family(
     search={"lr": SearchParam("positive", "optim.lr")},
     serving="sensorlm.tracking.serving:SSTServing",
     evaluator="sensorlm.evaluation.runners:evaluate_sst",
+    input_array=_sst_array,
+    stats_check="sensorlm.tracking.package:check_sst_stats",
+    table_columns=("model", "climatology", "observed_mean", "dineof"),
+    legacy_config={"input_skip": False},  # packages written before the SST input skip
 ))
 
 register_family(Family(
@@ -166,4 +182,5 @@ register_family(Family(
     serving="sensorlm.tracking.serving:ProjectionServing",
     evaluator="sensorlm.evaluation.runners:evaluate_projection_cl",
     contrastive=True,
+    eval_params=("embeddings_a", "embeddings_b"),
 ))

@@ -65,6 +65,14 @@ class Family:
         serving: ``module:Class`` of its pyfunc input handler.
         evaluator: ``module:function`` that evaluates a package of the family.
         contrastive: the loss needs at least two samples per batch.
+        embeds: its packages embed sensor windows (``sensorlm embed``, ``sensorlm export``).
+        input_array: ``model config dict -> (sample array name, shape)`` its packages take from a
+            dataset (None: it reads no sample arrays, e.g. paired embeddings).
+        stats_check: ``module:function(stats, config dict)`` that checks a package's data_stats.
+        table_columns: predictors of its metrics table, ``<predictor>/<metric>`` keys side by
+            side (e.g. the model against its baselines); empty = one column.
+        eval_params: evaluation options recorded as params of its evaluation runs.
+        legacy_config: config fields (and values) that packages written before them lacked.
     """
 
     name: str
@@ -82,10 +90,20 @@ class Family:
     serving: str = ""
     evaluator: str = ""
     contrastive: bool = False
+    embeds: bool = False
+    input_array: Callable[[dict], tuple[str, tuple[int, ...]]] | None = None
+    stats_check: str = ""
+    table_columns: tuple[str, ...] = ()
+    eval_params: tuple[str, ...] = ()
+    legacy_config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def default_metric(self) -> str:
         return next(iter(self.metrics))
+
+    def higher_is_better(self) -> list[tuple[str, bool]]:
+        """Its validation metrics with their direction, as the ablation plots compare them."""
+        return [(key, mode == "max") for key, mode in self.metrics.items()]
 
     def text_len(self, model_cfg) -> int | None:
         text = getattr(model_cfg, "text", None)
@@ -119,6 +137,12 @@ def get_family(name: str) -> Family:
     if name not in FAMILIES:
         raise ConfigError(f"task {name!r} is not a model family (known: {', '.join(FAMILIES)})")
     return FAMILIES[name]
+
+
+def embeds(name: str) -> bool:
+    """Whether packages of family `name` embed sensor windows (False for an unknown name)."""
+    _load_all()
+    return name in FAMILIES and FAMILIES[name].embeds
 
 
 def family_of_config(model_cfg: Any) -> Family | None:

@@ -162,7 +162,9 @@ def load_embedder(ref: ModelRef, device: str = "cpu"):
     else:
         embedder = SensorLMPyfunc()
         embedder.load_package(find_package_dir(ref.uri, ref.requested))
-    if embedder.family != "sensorlm":
+    from sensorlm.families.registry import embeds
+
+    if not embeds(embedder.family):
         raise EmbedError(
             f"model {ref.requested}: a {embedder.family!r} model has no embeddings (embed needs a SensorLM model)"
         )

@@ -140,20 +140,31 @@ def sst_normalisation(stats: Mapping[str, Any]) -> tuple[float, float]:
     return float(entry["mean"]), float(entry["std"])
 
 
+def check_sensor_stats(stats: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    """A sensor package's per-channel statistics: one per channel of its sensor tower."""
+    mean, _ = sensor_normalisation(stats)
+    channels = config.get("sensor", {}).get("num_channels")
+    if channels is not None and len(mean) != channels:
+        raise ValueError(
+            f"data_stats stats.sensor: {len(mean)} channels, but the model config has "
+            f"sensor.num_channels = {channels}"
+        )
+
+
+def check_sst_stats(stats: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    sst_normalisation(stats)
+
+
 def _validate_data_stats(stats: Mapping[str, Any], family: str, config: Mapping[str, Any]) -> None:
-    """Check the entries the pyfunc needs, so a bad package fails when written, not when served."""
+    """Check the entries the pyfunc needs, so a bad package fails when written, not when served
+    (by the family record's `stats_check`)."""
+    from sensorlm.families import FAMILIES, resolve
+
     if not isinstance(stats, Mapping):
         raise ValueError(f"data_stats: expected a mapping, got {type(stats).__name__}")
-    if family == "sensorlm":
-        mean, _ = sensor_normalisation(stats)
-        channels = config.get("sensor", {}).get("num_channels")
-        if channels is not None and len(mean) != channels:
-            raise ValueError(
-                f"data_stats stats.sensor: {len(mean)} channels, but the model config has "
-                f"sensor.num_channels = {channels}"
-            )
-    elif family == "sst":
-        sst_normalisation(stats)
+    record = FAMILIES.get(family)
+    if record is not None and record.stats_check:
+        resolve(record.stats_check)(stats, config)
 
 
 def save_model_package(
@@ -294,6 +305,7 @@ def load_model_package(package_dir: str | Path) -> ModelPackage:
     """
     from safetensors.torch import load_file
 
+    from sensorlm.families import FAMILIES
     from sensorlm.models import create_model
 
     root = Path(package_dir)
@@ -305,8 +317,9 @@ def load_model_package(package_dir: str | Path) -> ModelPackage:
         raise FileNotFoundError(f"model package {root}: missing {WEIGHTS_FILE} ({weights})")
     try:
         config = dict(meta["config"])
-        if meta.get("family") == "sst":
-            config.setdefault("input_skip", False)  # packages written before the SST input skip
+        record = FAMILIES.get(meta.get("family"))
+        for key, value in (record.legacy_config if record else {}).items():
+            config.setdefault(key, value)  # a field packages written before it lack
         model = create_model(meta["preset"], **config)
     except ValueError as e:  # ConfigError: unknown preset or config key, named in the message
         raise ValueError(f"model package {root}: {CONFIG_FILE} does not rebuild a model: {e}") from e

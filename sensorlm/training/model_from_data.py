@@ -76,8 +76,6 @@ def fit_model_to_data(cfg: TrainConfig, manifest: Mapping[str, Any], origin: str
     """
     from sensorlm.models import model_config
 
-    if cfg.task != "sensorlm":
-        return cfg
     if not manifest.get("activities") and cfg.checkpoint.best_metric == "val/zero_shot_acc":
         # Unlabelled recordings are what SensorLM pretrains on: the README's command just works,
         # ranking checkpoints by what validation does report.

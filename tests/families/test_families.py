@@ -134,3 +134,41 @@ def test_projection_validation_split_across_ranks_equals_one_process(tmp_path, p
     alone = ProjectionTask(torch.device("cpu")).evaluate(model, [whole])
     assert by_rank[0] == by_rank[1] == pytest.approx(alone, rel=1e-6)
     assert whole["a"].shape[0] == (n_val if part is None else n_val // 2)
+
+
+def test_no_family_is_dispatched_on_by_name_outside_its_record():
+    """Adding a family is adding a record: no module outside sensorlm/families compares a task or
+    family with a family's name (`if family == "sst"`); what differs lives in the record."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "sensorlm"
+    names = set(FAMILIES)
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if "families" in path.relative_to(root).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Compare):
+                continue
+            values = [node.left, *node.comparators]
+            for v in values:
+                items = v.elts if isinstance(v, (ast.Tuple, ast.List, ast.Set)) else [v]
+                if any(isinstance(e, ast.Constant) and e.value in names for e in items):
+                    found.append(f"{path.relative_to(root.parent)}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, found
+
+
+def test_records_carry_what_was_dispatched_by_name():
+    from sensorlm.families import embeds, get_family
+
+    assert embeds("sensorlm") and not embeds("sst") and not embeds("projection_cl") and not embeds("hvt")
+    assert get_family("sensorlm").input_array({"sensor": {"input_len": 1440, "num_channels": 34}}) == ("sensor", (1440, 34))
+    assert get_family("sst").input_array({"months": 2, "days_per_month": 32, "height": 8, "width": 8}) == (
+        "daily", (64, 8, 8))
+    assert get_family("projection_cl").input_array is None
+    assert get_family("sst").table_columns[0] == "model" and not get_family("sensorlm").table_columns
+    assert get_family("sensorlm").higher_is_better() == [("val/zero_shot_acc", True), ("val/loss", False)]
+    for family in FAMILIES.values():
+        if family.stats_check:
+            assert callable(resolve(family.stats_check))
