@@ -1,7 +1,15 @@
-"""Data for sensorlm: SYNTHETIC generators, caption text, shard writing and the streaming loader.
+"""Data for sensorlm: the user's recordings in, captioned windows out, streamed to training.
 
-The wearable days (`synthetic_wearable`) and SST months (`synthetic_sst`) are synthetic: they are
-drawn from hand-written models of physiology and ocean temperature, not measured from people or
-satellites. They exist so that every part of the pipeline can be built, trained and tested without
-private data. Submodules are imported on demand to keep ``import sensorlm.data`` cheap.
+The main path is a user's own device export: `device_import` (with `formats/` for vendor files)
+resamples and windows the recordings, `captioner` computes each window's captions from whatever
+channels it has, `folds` and the import's stratified split hold data out, `schema` and `shards`
+write Parquet and webdataset shards with a manifest, `tokenizer` learns the caption vocabulary,
+and `loader` (with `augment`) streams batches to every rank. `embedding_pairs` holds paired
+embeddings for ProjectionCL.
+
+The synthetic generators (`synthetic_wearable` with `synthetic_vocab` and `synthetic_captions`,
+`synthetic_sst`, `synthetic_device`) are for demos and tests: drawn from hand-written models of
+physiology and ocean temperature, not measured from people or satellites, and nothing on the main
+path depends on their channels or vocabulary. Submodules are imported on demand to keep
+``import sensorlm.data`` cheap.
 """
