@@ -49,9 +49,15 @@ def resolve_tracking_uri(configured: str | None) -> str:
 
     Returns:
         The URI; the default is ``sqlite:///<cwd>/mlflow.db`` (the registry needs a database
-        store, so the default is SQLite rather than a plain ``./mlruns`` file store).
+        store, so the default is SQLite rather than a plain ``./mlruns`` file store). A relative
+        SQLite path is made absolute here, once: Ray workers and sweep trials run in other folders.
     """
     uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB_NAME}"
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        raw = unquote(uri[len(prefix):])
+        if raw and raw != ":memory:" and not raw.startswith("/"):
+            uri = prefix + str((Path.cwd() / raw).resolve())
     if redact(uri) != uri:
         # MLflow prints "View run ... at: <the URI>" when a run ends: not with a password in it
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"

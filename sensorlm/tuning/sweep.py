@@ -31,7 +31,6 @@ import os
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 from sensorlm.config import ConfigError, flatten, redact, to_dict
 from sensorlm.ray_runtime import init_ray
@@ -61,19 +60,6 @@ def _say(msg: str) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # MLflow
-
-
-def absolute_tracking_uri(configured: str | None) -> str:
-    """The tracking URI with a relative SQLite path made absolute: trials run in other folders."""
-    from sensorlm.tracking.mlflow_utils import resolve_tracking_uri
-
-    uri = resolve_tracking_uri(configured)
-    prefix = "sqlite:///"
-    if uri.startswith(prefix):
-        raw = unquote(uri[len(prefix) :])
-        if raw and raw != ":memory:" and not raw.startswith("/"):
-            uri = prefix + str((Path.cwd() / raw).resolve())
-    return uri
 
 
 def _open_parent_run(cfg: SweepConfig, task: SweepTask, tracking_uri: str, name: str, sweep_dir: Path) -> str:
@@ -413,10 +399,10 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
                 "resume it unchanged or pick another name"
             )
 
-    from sensorlm.tracking.mlflow_utils import check_tracking_server
+    from sensorlm.tracking.mlflow_utils import check_tracking_server, resolve_tracking_uri
 
     task = make_task(cfg)
-    tracking_uri = absolute_tracking_uri(cfg.tracking.tracking_uri)
+    tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
     check_tracking_server(tracking_uri)  # fails in seconds, before Ray starts
     if meta is not None and meta.get("tracking_uri") != redact(tracking_uri):
         raise ConfigError(

@@ -24,7 +24,6 @@ from sensorlm.tuning.space import SweepConfig
 from sensorlm.tuning.sweep import (
     TrialRow,
     _config_differences,
-    absolute_tracking_uri,
     best_completed,
     champion_decision,
     plot_metric_vs_params,
@@ -104,9 +103,12 @@ def test_config_differences_and_tracking_uri(tmp_path, monkeypatch):
     b = to_dict(SweepConfig(task="sensorlm", name="s", num_samples=2, storage_path="elsewhere", params=lr))
     assert _config_differences(a, b) == ["num_samples"]  # where it is stored may differ
     monkeypatch.chdir(tmp_path)
-    assert absolute_tracking_uri("sqlite:///runs.db") == f"sqlite:///{tmp_path / 'runs.db'}"
-    assert absolute_tracking_uri("sqlite:////abs/runs.db") == "sqlite:////abs/runs.db"
-    assert absolute_tracking_uri("http://mlflow:5000") == "http://mlflow:5000"
+    from sensorlm.tracking.mlflow_utils import resolve_tracking_uri
+
+    # one resolver for every layer: a relative SQLite path is made absolute (trials run elsewhere)
+    assert resolve_tracking_uri("sqlite:///runs.db") == f"sqlite:///{tmp_path / 'runs.db'}"
+    assert resolve_tracking_uri("sqlite:////abs/runs.db") == "sqlite:////abs/runs.db"
+    assert resolve_tracking_uri("http://mlflow:5000") == "http://mlflow:5000"
 
 
 def test_resume_of_a_missing_sweep_is_refused(tmp_path):
