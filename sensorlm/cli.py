@@ -180,7 +180,7 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from sensorlm.data.embedding_pairs import export_sensorlm_pairs
-    from sensorlm.evaluation.evaluate import resolve_model
+    from sensorlm.tracking.resolve import resolve_model
     from sensorlm.tracking.mlflow_utils import resolve_tracking_uri
 
     package = resolve_model(args.model, resolve_tracking_uri(args.tracking_uri)).package

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-RUN_ID = re.compile(r"[0-9a-f]{32}")
+from sensorlm.tracking.resolve import RUN_ID  # noqa: F401 (evaluation reads run ids too)
 # MLflow accepts these characters in metric names and tag keys (mlflow.utils.validation).
 MLFLOW_BAD_CHARS = re.compile(r"[^\w.\- :/]")
 

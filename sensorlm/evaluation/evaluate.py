@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 from sensorlm.evaluation.common import RUN_ID as _RUN_ID, is_local as _is_local, metric_key, say as _say  # noqa: E402,F401
-from sensorlm.evaluation.models import _ACCEPTED, ResolvedModel, _not_found, resolve_model  # noqa: E402,F401
+from sensorlm.tracking.resolve import _ACCEPTED, ResolvedModel, _not_found, resolve_model  # noqa: E402,F401
 from sensorlm.evaluation.runners import (  # noqa: E402
     _check_compatible, _eval_manifest, _fold_manifest, _load_manifest, _resolve_data,
 )

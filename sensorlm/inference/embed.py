@@ -98,20 +98,19 @@ class ModelRef:
     tracking_uri: str | None = None
 
 
-def resolve_model(model: str, tracking_uri: str | None = None) -> ModelRef:
+def pin_model(model: str, tracking_uri: str | None = None) -> ModelRef:
     """Check that `model` exists and pin it (an alias becomes its current version).
 
     Args:
         model: ``models:/name/version``, ``models:/name@alias``, a model package directory (with
             model_config.json) or an MLflow model directory (with MLmodel).
-        tracking_uri: MLflow tracking URI (default: MLflow's current one).
+        tracking_uri: MLflow tracking URI (default: ``MLFLOW_TRACKING_URI``, else ./mlflow.db).
 
     Raises:
         EmbedError / FileNotFoundError naming the model.
     """
     model = str(model)
     if model.startswith("models:"):
-        import mlflow
         from mlflow.tracking import MlflowClient
 
         from sensorlm.tracking.loading import MODEL_URI
@@ -119,7 +118,10 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> ModelRef:
         m = MODEL_URI.match(model)
         if not m:
             raise EmbedError(f"model {model!r}: expected models:/name/version or models:/name@alias")
-        tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+        from sensorlm.tracking.mlflow_utils import resolve_tracking_uri
+
+        # the project's one default (MLFLOW_TRACKING_URI, else ./mlflow.db), as every command's
+        tracking_uri = resolve_tracking_uri(tracking_uri)
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         try:
             if m["alias"]:
@@ -149,7 +151,7 @@ def load_embedder(ref: ModelRef, device: str = "cpu"):
     registered version is verified against the digest recorded at its registration first.
 
     Args:
-        ref: from `resolve_model`.
+        ref: from `pin_model`.
         device: "cpu" or a CUDA device.
     """
     from sensorlm.tracking.package import find_package_dir
@@ -425,7 +427,7 @@ def embed(
         raise EmbedError(f"give exactly one input: a dataset, Parquet files, device exports or texts (got {given})")
     if batch_size < 1 or num_actors < 1:
         raise EmbedError(f"batch_size and num_actors must be >= 1 (got {batch_size}, {num_actors})")
-    ref = resolve_model(model, tracking_uri)
+    ref = pin_model(model, tracking_uri)
     # One load on the driver checks the family and the input shape before any actor starts.
     embedder = load_embedder(ref, "cpu")
     if exports:
@@ -629,4 +631,4 @@ def run(args) -> int:
 
 
 __all__ = ["EmbedError", "EmbedReport", "ModelRef", "add_arguments", "dataset_units", "embed", "load_embedder",
-           "parquet_units", "resolve_model", "run", "text_units"]
+           "parquet_units", "pin_model", "run", "text_units"]

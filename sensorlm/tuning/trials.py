@@ -82,7 +82,7 @@ class SweepTask(ABC):
 
     def load_version(self, model_uri: str, tracking_uri: str) -> Any:
         """A registered version's model package (``models:/NAME/VERSION``)."""
-        from sensorlm.evaluation.evaluate import resolve_model
+        from sensorlm.tracking.resolve import resolve_model
 
         return resolve_model(model_uri, tracking_uri).package
 

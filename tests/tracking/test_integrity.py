@@ -89,9 +89,9 @@ def test_an_untouched_version_loads_everywhere(registry):
     assert emb.shape[0] == 1 and np.isfinite(emb).all()
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
 
-    from sensorlm.inference.embed import load_embedder, resolve_model
+    from sensorlm.inference.embed import load_embedder, pin_model
 
-    embedder = load_embedder(resolve_model("models:/wear/1", store))
+    embedder = load_embedder(pin_model("models:/wear/1", store))
     assert embedder.family == "sensorlm"
 
 
@@ -101,11 +101,11 @@ def test_a_tampered_version_is_refused_by_every_loader(registry, tampered, capsy
     with pytest.raises(ModelIntegrityError, match=refused):
         load_model(tampered, store)
 
-    from sensorlm.inference.embed import load_embedder, resolve_model
+    from sensorlm.inference.embed import load_embedder, pin_model
 
     with pytest.raises(ModelIntegrityError, match=refused):
-        load_embedder(resolve_model(tampered, store))
-    from sensorlm.evaluation.models import resolve_model as resolve_for_evaluation
+        load_embedder(pin_model(tampered, store))
+    from sensorlm.tracking.resolve import resolve_model as resolve_for_evaluation
 
     with pytest.raises(ModelIntegrityError, match=refused):
         resolve_for_evaluation(tampered, store)

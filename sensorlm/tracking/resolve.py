@@ -1,5 +1,6 @@
 """Which model: resolve a model URI (registered version, alias, run, local directory) through
-MLflow's own API, download it and rebuild the torch module from its package (nothing unpickled)."""
+MLflow's own API, download it and rebuild the torch module from its package (nothing unpickled).
+The one resolver of model URIs: evaluation, export and the sweeps' held-out scoring use it."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import re
 import tempfile
 from pathlib import Path
 
+from dataclasses import dataclass
+
 from sensorlm.config import redact
-from sensorlm.evaluation.common import RUN_ID as _RUN_ID
 from sensorlm.tracking.package import ModelPackage, find_package_dir, load_model_package, read_mlmodel
 
-from dataclasses import dataclass
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id
+_RUN_ID = RUN_ID
 
 
 @dataclass
