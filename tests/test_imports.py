@@ -86,3 +86,22 @@ def test_the_graph_reader_sees_lazy_and_relative_imports():
 def test_no_import_cycles_in_the_package():
     found = cycles(import_graph())
     assert not found, sorted(sorted(c) for c in found)
+
+
+# MLflow outside sensorlm/tracking/: what is left to move behind the tracking layer (issue 27);
+# the list may only shrink.
+MLFLOW_OUTSIDE_TRACKING = {"sensorlm.evaluation.evaluate", "sensorlm.tuning.sweep"}
+
+
+def test_mlflow_is_imported_only_by_the_tracking_layer():
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        name = _module_name(path)
+        if name.startswith("sensorlm.tracking"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(m == "mlflow" or m.startswith("mlflow.") for m in modules):
+                found.add(name)
+    assert found <= MLFLOW_OUTSIDE_TRACKING, sorted(found - MLFLOW_OUTSIDE_TRACKING)

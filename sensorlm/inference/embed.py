@@ -51,7 +51,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from sensorlm.config import redact
 from sensorlm.inference import EmbedError
 from sensorlm.inference.inputs import (
     PROMPTS_PER_FILE,
@@ -111,28 +110,16 @@ def pin_model(model: str, tracking_uri: str | None = None) -> ModelRef:
     """
     model = str(model)
     if model.startswith("models:"):
-        from mlflow.tracking import MlflowClient
-
-        from sensorlm.tracking.loading import MODEL_URI
-
-        m = MODEL_URI.match(model)
-        if not m:
-            raise EmbedError(f"model {model!r}: expected models:/name/version or models:/name@alias")
         from sensorlm.tracking.mlflow_utils import resolve_tracking_uri
+        from sensorlm.tracking.resolve import pinned_version
 
         # the project's one default (MLFLOW_TRACKING_URI, else ./mlflow.db), as every command's
         tracking_uri = resolve_tracking_uri(tracking_uri)
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         try:
-            if m["alias"]:
-                mv = client.get_model_version_by_alias(m["name"], m["alias"])
-            else:
-                mv = client.get_model_version(m["name"], m["version"])
-        except Exception as exc:  # MlflowException: not found, or the store cannot be reached
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EmbedError(f"model {model}: not found in the registry at {redact(tracking_uri)} "
-                             f"({redact(detail)})") from None
-        return ModelRef(f"models:/{m['name']}/{mv.version}", "registry", str(mv.version), model, tracking_uri)
+            name, version = pinned_version(model, tracking_uri)
+        except LookupError as exc:
+            raise EmbedError(str(exc)) from None
+        return ModelRef(f"models:/{name}/{version}", "registry", version, model, tracking_uri)
     path = Path(model)
     if not path.is_dir():
         raise FileNotFoundError(f"model {model}: no such directory (and not a models:/ URI)")

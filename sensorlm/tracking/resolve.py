@@ -175,3 +175,25 @@ def resolve_model(model_uri: str, tracking_uri: str | None = None) -> ResolvedMo
     return ResolvedModel(uri, package, mv.name, str(mv.version), run_id)
 
 
+def pinned_version(model_uri: str, tracking_uri: str) -> tuple[str, str]:
+    """(name, version) of ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` (an alias pinned to the
+    version it points at now), checked against the registry; LookupError in one line otherwise."""
+    from mlflow.tracking import MlflowClient
+
+    from sensorlm.tracking.loading import MODEL_URI
+
+    m = MODEL_URI.match(model_uri)
+    if not m:
+        raise LookupError(f"model {model_uri!r}: expected models:/name/version or models:/name@alias")
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        if m["alias"]:
+            mv = client.get_model_version_by_alias(m["name"], m["alias"])
+        else:
+            mv = client.get_model_version(m["name"], m["version"])
+    except Exception as exc:  # MlflowException: not found, or the store cannot be reached
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LookupError(f"model {model_uri}: not found in the registry at {redact(tracking_uri)} "
+                          f"({redact(detail)})") from None
+    return m["name"], str(mv.version)
+

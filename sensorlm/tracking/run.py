@@ -124,6 +124,26 @@ class TrackedRun:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def metric_steps(self, key: str) -> list[int]:
+        """The steps at which metric `key` was logged."""
+        return [m.step for m in self.client.get_metric_history(self.run_id, key)]
+
+    def start_system_metrics(self, interval_s: float = 5.0):
+        """MLflow's system-metrics monitor (CPU, memory, GPU) on this run; returns it (call its
+        ``finish()``), or None with a line when it cannot run (psutil missing ...)."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)  # the monitor logs through the fluent API's client
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval_s, samples_before_logging=1)
+            monitor.start()
+            return monitor
+        except Exception as e:  # optional: psutil missing etc.
+            print(f"[sensorlm] system metrics disabled: {e}", flush=True)
+            return None
+
     # ending ------------------------------------------------------------------------------------
 
     def end(self, status: str = "FINISHED") -> None:

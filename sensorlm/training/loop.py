@@ -52,26 +52,17 @@ class _Logger:
         self.tracking_uri = tracking_uri
         self.skip_until = 0
         if run_id and tracking_uri:
-            import mlflow
-
             from sensorlm.tracking.run import TrackedRun
 
-            mlflow.set_tracking_uri(tracking_uri)
             self.run = TrackedRun(tracking_uri, run_id)
             if system_metrics:
-                try:
-                    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-                    self.monitor = SystemMetricsMonitor(run_id, sampling_interval=5, samples_before_logging=1)
-                    self.monitor.start()
-                except Exception as e:  # optional: psutil missing etc.
-                    print(f"[sensorlm] system metrics disabled: {e}", flush=True)
+                self.monitor = self.run.start_system_metrics()
 
     def last_logged_step(self) -> int:
         """The last step with a train/loss in the run (0 if none), e.g. before a resume."""
         if self.run is None:
             return 0
-        return max((m.step for m in self.run.client.get_metric_history(self.run_id, "train/loss")), default=0)
+        return max(self.run.metric_steps("train/loss"), default=0)
 
     def skip_through(self, step: int) -> None:
         """Drop metrics of steps up to `step`: an exact resume replays them with the same values."""

@@ -99,11 +99,9 @@ def trial_tags(setup: dict[str, Any], trial_id: str) -> dict[str, str]:
 
 def log_trial_params(tracking_uri: str, run_id: str, config: dict[str, Any]) -> None:
     """The trial's sampled values as ``sweep.<name>`` params (the raw values, before mapping)."""
-    from mlflow.entities import Param
-    from mlflow.tracking import MlflowClient
+    from sensorlm.tracking.run import TrackedRun
 
-    params = [Param(f"sweep.{k}", str(v)) for k, v in sorted(config.items())]
-    MlflowClient(tracking_uri).log_batch(run_id, params=params, synchronous=True)
+    TrackedRun(tracking_uri, run_id).log_params({f"sweep.{k}": str(v) for k, v in sorted(config.items())})
 
 
 def apply_trial_params(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
