@@ -50,12 +50,21 @@ __all__ = [
 ]
 
 from sensorlm.evaluation.common import RUN_ID as _RUN_ID, is_local as _is_local, metric_key, say as _say  # noqa: E402,F401
-from sensorlm.tracking.resolve import _ACCEPTED, ResolvedModel, _not_found, resolve_model  # noqa: E402,F401
+from sensorlm.tracking.history import (  # noqa: E402
+    EVAL_TASK_TAG,
+    _convergence_curves,
+    _history,
+    _run_exists,
+    log_evaluation_run,
+    resolve_compare_runs,
+    run_display_name,
+    tracking_client,
+)
+from sensorlm.tracking.resolve import _ACCEPTED, ResolvedModel, resolve_model  # noqa: E402,F401
 from sensorlm.evaluation.runners import (  # noqa: E402
     _check_compatible, _eval_manifest, _fold_manifest, _load_manifest, _resolve_data,
 )
 
-EVAL_TASK_TAG = "evaluation"  # value of `sensorlm.task` on evaluation runs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,100 +103,6 @@ class EvaluationResult:
 
 # ---------------------------------------------------------------------------------------------
 # runs to compare
-
-
-def _quoted(value: str, what: str) -> str:
-    if "'" in value or "`" in value:
-        raise ValueError(f"--compare {what!r}: quotes are not supported in run names or tag filters")
-    return value
-
-
-def _search_all(client, filter_string: str) -> list:
-    from mlflow.entities import ViewType
-
-    ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
-    if not ids:
-        return []
-    runs = client.search_runs(ids, filter_string=filter_string, max_results=200)
-    # Evaluation runs carry the same names and tags as what they evaluate; only training runs have curves.
-    return [r for r in runs if r.data.tags.get("sensorlm.task") != EVAL_TASK_TAG]
-
-
-def resolve_compare_runs(specs: Sequence[str], client) -> dict[str, str]:
-    """Runs named by ``--compare`` entries -> ``{label: run id}``.
-
-    Args:
-        specs: each an MLflow run id, ``tag:KEY=VALUE`` (every run with that tag), or a run name
-            (every run with that name).
-        client: an MlflowClient.
-
-    Raises:
-        ValueError: naming an entry that matches no run.
-    """
-    from mlflow.exceptions import MlflowException
-
-    found: list = []
-    for spec in specs:
-        spec = str(spec).strip()
-        runs: list = []
-        if spec.startswith("tag:"):
-            key, sep, value = spec[len("tag:") :].partition("=")
-            if not sep or not key:
-                raise ValueError(f"--compare {spec!r}: expected tag:KEY=VALUE")
-            runs = _search_all(client, f"tags.`{_quoted(key, spec)}` = '{_quoted(value, spec)}'")
-        else:
-            if _RUN_ID.fullmatch(spec):
-                try:
-                    runs = [client.get_run(spec)]
-                except MlflowException as e:
-                    if not _not_found(e):
-                        raise
-            if not runs:
-                runs = _search_all(client, f"attributes.run_name = '{_quoted(spec, spec)}'")
-        if not runs:
-            raise ValueError(f"--compare {spec!r}: no MLflow run with that id, name or tag:KEY=VALUE")
-        found.extend(runs)
-    labels: dict[str, str] = {}
-    seen: set[str] = set()
-    for run in found:
-        run_id = run.info.run_id
-        if run_id in seen:
-            continue
-        seen.add(run_id)
-        label = run.info.run_name or run_id[:8]
-        if label in labels:
-            label = f"{label} ({run_id[:8]})"
-        labels[label] = run_id
-    return labels
-
-
-def _run_exists(client, run_id: str) -> bool:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_run(run_id)
-    except MlflowException as e:
-        if _not_found(e):
-            return False
-        raise
-    return True
-
-
-def _history(client, run_id: str, key: str) -> list[tuple[float, float]]:
-    return sorted((float(m.step), float(m.value)) for m in client.get_metric_history(run_id, key))
-
-
-# Counts and baselines of the validation split, not curves of the model.
-_NOT_CURVES = ("val/samples", "val/labelled_samples", "val/majority_share")
-
-
-def _convergence_curves(client, run_id: str) -> dict[str, list[tuple[float, float]]]:
-    """train/loss and the val/* metrics of a training run that describe the model (no counts, no
-    baselines) and change over the run: a constant line is no curve."""
-    keys = sorted(client.get_run(run_id).data.metrics)
-    wanted = [k for k in keys if k == "train/loss" or (k.startswith("val/") and k not in _NOT_CURVES)]
-    curves = {k: _history(client, run_id, k) for k in wanted}
-    return {k: v for k, v in curves.items() if v and len({value for _, value in v}) > 1}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,24 +170,6 @@ def _write_local(
     return plots
 
 
-def _log_run(
-    client, tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str], params: dict[str, str],
-    metrics: dict[str, float], out_dir: Path, plots: dict[str, Path], notes: list[str],
-) -> str:
-    from sensorlm.tracking.run import TrackedRun
-
-    with TrackedRun.open(tracking_uri, experiment, run_name, tags=tags, resume=False) as run:
-        run.log_metrics(metrics)
-        run.log_params(params)
-        for path in plots.values():
-            run.log_artifact(path, "plots")
-        for extra in ("metrics.json", "metrics_table.txt", "notes.txt"):
-            if (out_dir / extra).is_file():
-                run.log_artifact(out_dir / extra)
-        run.end("FINISHED")
-    return run.run_id
-
-
 # ---------------------------------------------------------------------------------------------
 # the whole evaluation
 
@@ -336,8 +233,6 @@ def evaluate_model(
     Returns:
         An `EvaluationResult`.
     """
-    from mlflow.tracking import MlflowClient
-
     from sensorlm.evaluation.config import EvalConfig
     from sensorlm.tracking.mlflow_utils import check_tracking_server, resolve_tracking_uri, run_tags
 
@@ -361,7 +256,7 @@ def evaluate_model(
                          f"evaluation supports {[f.name for f in FAMILIES.values() if f.evaluator]}")
     record = FAMILIES[family]
     evaluate = resolve(record.evaluator)
-    client = MlflowClient(uri)
+    client = tracking_client(uri)
     compared = resolve_compare_runs(compare, client) if compare else {}
 
     notes: list[str] = []
@@ -399,7 +294,7 @@ def evaluate_model(
             figures["convergence"] = lambda: P.convergence_plot(
                 own, title=f"Convergence of {name} (run {resolved.training_run_id[:8]})"
             )
-            run_name = client.get_run(resolved.training_run_id).info.run_name or resolved.training_run_id[:8]
+            run_name = run_display_name(client, resolved.training_run_id)
             curves[f"{run_name} (evaluated)"] = own
         else:
             notes.append(f"convergence plot skipped: training run {resolved.training_run_id} has no train/val metrics")
@@ -449,7 +344,7 @@ def evaluate_model(
         if data_str is not None:
             params["data"] = data_str
         params.update({k: str(getattr(cfg, k)) for k in record.eval_params})
-        run_id = _log_run(client, uri, experiment or f"{name}-evaluation", f"eval-{name}-{tail}-{split}", tags,
+        run_id = log_evaluation_run(client, uri, experiment or f"{name}-evaluation", f"eval-{name}-{tail}-{split}", tags,
                           params, metrics, out_dir, plots, notes)
         if resolved.name:
             from sensorlm.tracking.mlflow_utils import set_version_tags

@@ -438,7 +438,7 @@ def test_data_only_locations(location, ok):
 
 
 def test_convergence_plots_only_what_changes_and_describes_the_model(env):
-    from sensorlm.evaluation.evaluate import _convergence_curves
+    from sensorlm.tracking.history import _convergence_curves
 
     run_id, _ = _training_run(env["store"], "curves", {
         "train/loss": [2.0, 1.0], "val/loss": [2.1, 1.5], "val/samples": [32, 32], "val/labelled_samples": [30, 30],
