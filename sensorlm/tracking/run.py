@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 RUN_NAME_TAG = "sensorlm.run_name"
 MAX_METRICS_PER_BATCH = 1000
@@ -127,6 +127,30 @@ class TrackedRun:
     def metric_steps(self, key: str) -> list[int]:
         """The steps at which metric `key` was logged."""
         return [m.step for m in self.client.get_metric_history(self.run_id, key)]
+
+    def log_series(self, key: str, points: Sequence[tuple[int, float]]) -> None:
+        """Metric `key` at several steps at once, e.g. one value per sweep trial."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(key, float(v), now, int(step)) for step, v in points]
+        for start in range(0, len(items), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=items[start : start + MAX_METRICS_PER_BATCH], synchronous=True)
+
+    @property
+    def status(self) -> str:
+        """RUNNING, FINISHED, FAILED or KILLED, as the tracking server has it now."""
+        return self.client.get_run(self.run_id).info.status
+
+    def reopen(self) -> None:
+        """Mark an ended run RUNNING again (a resumed sweep's parent run)."""
+        self.client.update_run(self.run_id, status="RUNNING")
+        self.ended = None
+
+    def children(self) -> list:
+        """The runs whose ``mlflow.parentRunId`` is this run (MLflow `Run` entities)."""
+        experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        return self.client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{self.run_id}'")
 
     def start_system_metrics(self, interval_s: float = 5.0):
         """MLflow's system-metrics monitor (CPU, memory, GPU) on this run; returns it (call its

@@ -34,6 +34,7 @@ from typing import Any
 
 from sensorlm.config import ConfigError, flatten, redact, to_dict
 from sensorlm.ray_runtime import init_ray
+from sensorlm.tracking.run import TrackedRun
 from sensorlm.tuning.gate import HoldoutScore, decide
 from sensorlm.tuning.results import (
     ROLE_TAG,
@@ -63,8 +64,6 @@ def _say(msg: str) -> None:
 
 
 def _open_parent_run(cfg: SweepConfig, task: SweepTask, tracking_uri: str, name: str, sweep_dir: Path) -> str:
-    import mlflow
-
     from sensorlm.tracking.mlflow_utils import run_tags
     from sensorlm.tracking.run import TrackedRun
 
@@ -78,38 +77,28 @@ def _open_parent_run(cfg: SweepConfig, task: SweepTask, tracking_uri: str, name:
     }
     run = TrackedRun.open(tracking_uri, cfg.tracking.experiment, f"sweep:{name}", tags=tags, params=to_dict(cfg),
                           display_name=name, resume=False)
-    mlflow.set_tracking_uri(tracking_uri)
     run.log_dict(to_dict(cfg), "config/sweep.yaml")
     run.log_dict(task.base_config(), "config/base_train_config.yaml")
     return run.run_id
 
 
-def _child_runs(tracking_uri: str, experiment: str, parent_run_id: str) -> dict[str, Any]:
+def _child_runs(parent: TrackedRun) -> dict[str, Any]:
     """Child runs of a sweep by trial id."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return {}
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
-    return {r.data.tags.get(TRIAL_ID_TAG): r for r in runs if r.data.tags.get(TRIAL_ID_TAG)}
+    return {r.data.tags.get(TRIAL_ID_TAG): r for r in parent.children() if r.data.tags.get(TRIAL_ID_TAG)}
 
 
 def _finalize_child_runs(tracking_uri: str, rows: list[TrialRow], runs: dict[str, Any]) -> None:
     """Give every child run its final status: a trial ASHA stopped was killed mid-run, so its
     run is still RUNNING; mark it KILLED and say why in a tag."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
     final = {"completed": "FINISHED", "early_stopped": "KILLED", "error": "FAILED"}
     for row in rows:
         run = runs.get(row.trial_id)
         if run is None or row.status not in final:
             continue
-        client.set_tag(run.info.run_id, "sensorlm.trial_status", row.status)
+        child = TrackedRun(tracking_uri, run.info.run_id)
+        child.set_tags({"sensorlm.trial_status": row.status})
         if run.info.status != final[row.status]:
-            client.set_terminated(run.info.run_id, status=final[row.status])
+            child.end(final[row.status])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -268,31 +257,25 @@ def _collect_rows(tune_root: Path, cfg: SweepConfig, total_steps: int, runs: dic
     return rows, complete
 
 
-def _log_results(tracking_uri: str, parent_run_id: str, cfg: SweepConfig, rows: list[TrialRow], csv_path: Path, plot: Path | None, best: TrialRow | None) -> None:
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    client.log_artifact(parent_run_id, str(csv_path), "results")
+def _log_results(parent: TrackedRun, cfg: SweepConfig, rows: list[TrialRow], csv_path: Path, plot: Path | None,
+                 best: TrialRow | None) -> None:
+    parent.log_artifact(csv_path, "results")
     if plot is not None:
-        client.log_artifact(parent_run_id, str(plot), "results")
-    ts = int(time.time() * 1000)
+        parent.log_artifact(plot, "results")
     counts = {s: sum(r.status == s for r in rows) for s in ("completed", "early_stopped", "error", "unfinished")}
-    metrics = [Metric(f"trials/{k}", float(v), ts, 0) for k, v in counts.items()]
-    # The final metric of every trial in trial order: a curve of the sweep on the parent run.
-    for i, r in enumerate(rows):
-        if r.metrics.get(cfg.metric) is not None:
-            metrics.append(Metric(f"trial/{cfg.metric}", r.metrics[cfg.metric], ts, i))
-        if r.holdout is not None and math.isfinite(r.holdout):  # beside it: the held-out part's
-            metrics.append(Metric(f"trial_holdout/{cfg.metric}", r.holdout, ts, i))
+    metrics = {f"trials/{k}": float(v) for k, v in counts.items()}
+    # The final metric of every trial in trial order: a curve of the sweep on the parent run,
+    # and beside it the held-out part's.
+    parent.log_series(f"trial/{cfg.metric}", [(i, r.metrics[cfg.metric]) for i, r in enumerate(rows)
+                                              if r.metrics.get(cfg.metric) is not None])
+    parent.log_series(f"trial_holdout/{cfg.metric}", [(i, r.holdout) for i, r in enumerate(rows)
+                                                      if r.holdout is not None and math.isfinite(r.holdout)])
     if best is not None:
-        metrics.append(Metric(f"best/{cfg.metric}", best.metrics[cfg.metric], ts, 0))
+        metrics[f"best/{cfg.metric}"] = best.metrics[cfg.metric]
         if best.holdout is not None and math.isfinite(best.holdout):
-            metrics.append(Metric(f"best_holdout/{cfg.metric}", best.holdout, ts, 0))
-        client.set_tag(parent_run_id, "sensorlm.best_trial", best.trial_id)
-        if best.run_id:
-            client.set_tag(parent_run_id, "sensorlm.best_run_id", best.run_id)
-    client.log_batch(parent_run_id, metrics=metrics, synchronous=True)
+            metrics[f"best_holdout/{cfg.metric}"] = best.holdout
+        parent.set_tags({"sensorlm.best_trial": best.trial_id, **({"sensorlm.best_run_id": best.run_id} if best.run_id else {})})
+    parent.log_metrics(metrics)
 
 
 def score_holdout(task: SweepTask, rows: list[TrialRow]) -> dict[str, HoldoutScore]:
@@ -315,14 +298,12 @@ def score_holdout(task: SweepTask, rows: list[TrialRow]) -> dict[str, HoldoutSco
 def _register_best(task: SweepTask, cfg: SweepConfig, best: TrialRow, tracking_uri: str, name: str,
                    parent_run_id: str | None = None, best_holdout: HoldoutScore | None = None
                    ) -> tuple[str, str, bool, str]:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from sensorlm.tracking.mlflow_utils import get_alias_version, set_alias
+    from sensorlm.tracking.history import tracking_client
+    from sensorlm.tracking.mlflow_utils import get_alias_version, set_alias, set_version_tags
     from sensorlm.tracking.package import load_model_package
     from sensorlm.tracking.promote import is_permission_denied, mark_candidate, promotion_command
 
-    client = MlflowClient(tracking_uri)
+    client = tracking_client(tracking_uri)
     alias = cfg.tracking.alias
     tags = {SPLIT_TAG: task.split_key(), SWEEP_TAG: name, TRIAL_ID_TAG: best.trial_id,
             "sensorlm.sweep_metric": f"{cfg.metric} ({cfg.mode})"}
@@ -339,12 +320,13 @@ def _register_best(task: SweepTask, cfg: SweepConfig, best: TrialRow, tracking_u
         holder = get_alias_version(cfg.registered_name, alias, client=client)
         promote, reason = champion_decision(best.metrics[cfg.metric], cfg.mode, holder, cfg.metric, task.split_key())
     model_uri, version = task.register(best, tracking_uri)
-    for key, value in tags.items():
-        client.set_model_version_tag(cfg.registered_name, version, key, value)
+    refused = set_version_tags(client, cfg.registered_name, version, tags)
+    if refused:  # a fresh version's tags are the job's to write; say so if the server thinks otherwise
+        _say(f"{cfg.registered_name} version {version}: the tracking server refused tags {', '.join(refused)}")
     if promote:
         try:
             set_alias(cfg.registered_name, alias, version, client=client)
-        except MlflowException as e:
+        except Exception as e:  # MlflowException: a refused alias move is the promoter's job
             if not is_permission_denied(e):
                 raise
             # A job's MLflow login may register but not move aliases: nominate the version and
@@ -352,7 +334,7 @@ def _register_best(task: SweepTask, cfg: SweepConfig, best: TrialRow, tracking_u
             command = promotion_command(cfg.registered_name, version, alias)
             mark_candidate(client, cfg.registered_name, version, alias, reason)
             if parent_run_id:
-                client.set_tag(parent_run_id, "sensorlm.promotion_pending", command)
+                TrackedRun(tracking_uri, parent_run_id).set_tags({"sensorlm.promotion_pending": command})
             _say(f"{cfg.registered_name} version {version} registered as @{alias} CANDIDATE ({reason}); this MLflow "
                  f"user may not move @{alias}: promote it with the promoter's credentials: {command}")
             return model_uri, version, False, f"{reason}; awaiting promotion (@{alias} needs the promoter): {command}"
@@ -377,7 +359,6 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
         resume; nothing is registered until every trial has ended).
     """
     from ray import tune
-    from mlflow.tracking import MlflowClient
 
     name = cfg.name or f"{cfg.task}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = Path(cfg.storage_path).expanduser()
@@ -411,7 +392,6 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
     sweep_dir.mkdir(parents=True, exist_ok=True)
     setup = task.prepare(sweep_dir, tracking_uri)  # raises ConfigError before anything runs
 
-    client = MlflowClient(tracking_uri)
     if meta is None:
         parent_run_id = _open_parent_run(cfg, task, tracking_uri, name, sweep_dir)
         meta = {"name": name, "task": cfg.task, "config": redact(to_dict(cfg)), "parent_run_id": parent_run_id,
@@ -422,7 +402,8 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
     else:
         parent_run_id = meta["parent_run_id"]
         _say(f"sweep {name}: resuming from {tune_root} (MLflow parent run {parent_run_id})")
-    client.update_run(parent_run_id, status="RUNNING")
+    parent = TrackedRun(tracking_uri, parent_run_id)
+    parent.reopen()
     setup = {**setup, "parent_run_id": parent_run_id, "sweep_name": name, "tracking_uri": tracking_uri}
 
     try:
@@ -438,7 +419,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
             else:
                 tuner = _build_tuner(cfg, trainable, tune_root, task.total_steps(), callbacks)
             tuner.fit()
-        runs = _child_runs(tracking_uri, cfg.tracking.experiment, parent_run_id)
+        runs = _child_runs(parent)
         rows, complete = _collect_rows(tune_root, cfg, task.total_steps(), runs)
         best = best_completed(rows, cfg.metric, cfg.mode)
         results_dir = sweep_dir / "results"
@@ -449,7 +430,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
                                  bool(registration.get("promoted")), registration["decision"],
                                  results_dir / "trials.csv", results_dir / "metric_vs_params.png")
             _say(f"sweep {name} already finished; nothing to run")
-            client.set_terminated(parent_run_id, status="FINISHED")
+            parent.end("FINISHED")
             _print_summary(result, cfg)
             return result
         _finalize_child_runs(tracking_uri, rows, runs)
@@ -461,10 +442,10 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
             done = sum(r.status != "unfinished" for r in rows)
             _say(f"sweep {name} interrupted: {done} of {cfg.expected_trials()} trials ended; "
                  "run the same command again to resume (finished trials are not rerun)")
-            client.set_tag(parent_run_id, "sensorlm.sweep_state", "interrupted")
-            client.set_terminated(parent_run_id, status="KILLED")
+            parent.set_tags({"sensorlm.sweep_state": "interrupted"})
+            parent.end("KILLED")
             return result
-        _log_results(tracking_uri, parent_run_id, cfg, rows, csv_path, plot, best)
+        _log_results(parent, cfg, rows, csv_path, plot, best)
         if best is None:
             result.decision = "no trial completed (every trial was stopped early or failed); nothing registered"
         elif not cfg.tracking.register:
@@ -476,15 +457,14 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
         meta.update(finished=True, registration={"model_uri": result.model_uri, "version": result.model_version,
                                                  "promoted": result.promoted, "decision": result.decision})
         _write_meta(sweep_dir, meta)
-        client.set_tag(parent_run_id, "sensorlm.sweep_state", "finished")
-        client.set_tag(parent_run_id, "sensorlm.registration", result.decision[:5000])
-        if result.model_version:
-            client.set_tag(parent_run_id, "sensorlm.registered_version", f"{cfg.registered_name}/{result.model_version}")
-        client.set_terminated(parent_run_id, status="FINISHED")
+        parent.set_tags({"sensorlm.sweep_state": "finished", "sensorlm.registration": result.decision[:5000],
+                         **({"sensorlm.registered_version": f"{cfg.registered_name}/{result.model_version}"}
+                            if result.model_version else {})})
+        parent.end("FINISHED")
         _print_summary(result, cfg)
         return result
     except BaseException:
-        client.set_terminated(parent_run_id, status="FAILED")
+        parent.end("FAILED")
         raise
 
 
