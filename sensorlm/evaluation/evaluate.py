@@ -25,6 +25,7 @@ returned dict) is easier to search.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -35,7 +36,7 @@ from typing import Any
 
 import torch
 
-from sensorlm.config import redact, to_dict
+from sensorlm.config import ConfigError, redact, to_dict
 from sensorlm.evaluation import plots as P
 from sensorlm.families import FAMILIES, get_family, resolve
 
@@ -175,33 +176,12 @@ def _write_local(
 
 
 def evaluate_with(model_uri: str, cfg) -> "EvaluationResult":
-    """`evaluate_model` with an `EvalConfig` (what ``sensorlm evaluate`` builds)."""
-    return evaluate_model(model_uri, **to_dict(cfg))
+    """Evaluate `model_uri` as an `EvalConfig` says (what ``sensorlm evaluate`` builds), passed whole."""
+    return _evaluate(model_uri, cfg)
 
 
-def evaluate_model(
-    model_uri: str,
-    data: str | Path | None = None,
-    split: str = "val",
-    *,
-    fold: str | None = None,
-    tracking_uri: str | None = None,
-    out_dir: str | Path | None = None,
-    experiment: str | None = None,
-    compare: Sequence[str] = (),
-    rollout_samples: int = 2,
-    map_samples: int = 2,
-    log: bool = True,
-    batch_size: int = 64,
-    max_samples: int | None = None,
-    max_train: int = 2000,
-    shots: Sequence[int] = (1, 5, 10),
-    ks: Sequence[int] = (1, 5, 10),
-    tsne_max: int = 2000,
-    embeddings_a: str | Path | None = None,
-    embeddings_b: str | Path | None = None,
-    device: str | None = None,
-) -> EvaluationResult:
+def evaluate_model(model_uri: str, data: str | Path | None = None, split: str = "val",
+                   **options: Any) -> EvaluationResult:
     """Evaluate a model on a held-out split; write plots and metrics locally and (by default) to MLflow.
 
     Args:
@@ -209,39 +189,33 @@ def evaluate_model(
         data: dataset directory or URL; default the training run's ``data.path`` param when that
             exists here. Not used by ProjectionCL.
         split: the split to evaluate.
-        fold: ``k/K``: evaluate a k-fold dataset as fold k sees it (None: the training run's
-            ``data.fold``, if any; `sensorlm.data.folds`).
-        tracking_uri: MLflow tracking URI (default ``$MLFLOW_TRACKING_URI``, else ./mlflow.db).
-        out_dir: local folder for PNGs and metrics.json (default
-            ``outputs/eval/<name>-v<version>``).
-        experiment: MLflow experiment of the evaluation run (default ``<name>-evaluation``).
-        compare: runs for the ablation plots: run ids, run names, or ``tag:KEY=VALUE``; the
-            model's own training run is added to them.
-        rollout_samples: samples with an attention-rollout figure (SensorLM, ViT tower).
-        map_samples: samples with SST map figures.
-        log: log an MLflow evaluation run and tag the model version; False = local files only.
-        batch_size: evaluation batch size.
-        max_samples: evaluate at most this many samples of `split` (None = all).
-        max_train: at most this many train-split samples feed the few-shot probe.
-        shots: examples per class of the few-shot probe (empty = no probe).
-        ks: recall@k cut-offs.
-        tsne_max: at most this many points in the t-SNE (a fixed random subset).
-        embeddings_a: ProjectionCL: (N, modality_dims[0]) .npy features of modality A.
-        embeddings_b: ProjectionCL: (N, modality_dims[1]) .npy features, row i paired with A's row i.
-        device: torch device (default CUDA when available, else CPU).
+        **options: any other `sensorlm.evaluation.config.EvalConfig` field (``tracking_uri``,
+            ``out_dir``, ``compare``, ``log``, ``shots`` ...), checked there; an unknown one is a
+            one-line ConfigError.
 
     Returns:
         An `EvaluationResult`.
     """
     from sensorlm.evaluation.config import EvalConfig
+
+    fields = {f.name for f in dataclasses.fields(EvalConfig)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ConfigError(f"unknown evaluation option {unknown[0]!r} (known: {', '.join(sorted(fields))})")
+    for key in ("compare", "shots", "ks"):
+        if key in options:
+            options[key] = list(options[key])
+    return evaluate_with(model_uri, EvalConfig(data=data, split=split, **options))
+
+
+def _evaluate(model_uri: str, cfg) -> EvaluationResult:
+    """The evaluation of `model_uri` as `cfg` (an `EvalConfig`) says."""
     from sensorlm.tracking.mlflow_utils import check_tracking_server, resolve_tracking_uri, run_tags
 
-    # one validated config whichever way the options came (keywords here, YAML and flags in the CLI)
-    cfg = EvalConfig(data=data, split=split, fold=fold, tracking_uri=tracking_uri, out_dir=out_dir, experiment=experiment,
-                     compare=list(compare), rollout_samples=rollout_samples, map_samples=map_samples, log=log,
-                     batch_size=batch_size, max_samples=max_samples, max_train=max_train, shots=list(shots),
-                     ks=list(ks), tsne_max=tsne_max, embeddings_a=embeddings_a, embeddings_b=embeddings_b,
-                     device=device)
+    data, split, tracking_uri, out_dir, experiment = cfg.data, cfg.split, cfg.tracking_uri, cfg.out_dir, cfg.experiment
+    compare, rollout_samples, map_samples, log = cfg.compare, cfg.rollout_samples, cfg.map_samples, cfg.log
+    batch_size, max_samples, max_train, tsne_max = cfg.batch_size, cfg.max_samples, cfg.max_train, cfg.tsne_max
+    embeddings_a, embeddings_b, device = cfg.embeddings_a, cfg.embeddings_b, cfg.device
     shots, ks = tuple(cfg.shots), tuple(cfg.ks)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 

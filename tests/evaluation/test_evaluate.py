@@ -445,3 +445,14 @@ def test_convergence_plots_only_what_changes_and_describes_the_model(env):
         "val/majority_share": [0.2, 0.2], "val/zero_shot_acc": [0.3, 0.3], "val/zero_shot_macro_f1": [0.1, 0.4]})
     curves = _convergence_curves(MlflowClient(env["store"]), run_id)
     assert set(curves) == {"train/loss", "val/loss", "val/zero_shot_macro_f1"}
+
+
+def test_options_are_one_evaluation_config():
+    """evaluate_model takes the EvalConfig's fields as keywords: an unknown one or a bad value is
+    one line before any model is loaded."""
+    from sensorlm.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown evaluation option 'batchsize' \(known: .*batch_size"):
+        evaluate_model("models:/nothing/1", batchsize=8)
+    with pytest.raises(ConfigError, match="batch_size must be an integer >= 1, got 0"):
+        evaluate_model("models:/nothing/1", batch_size=0)
