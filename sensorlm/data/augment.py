@@ -34,6 +34,10 @@ class Augment:
     channel_dropout: float = 0.0
 
     def __post_init__(self):
+        # the caption draw's keys and weights, once (it runs for every training sample)
+        mix = {k: float(w) for k, w in self.caption_mix.items() if w > 0}
+        object.__setattr__(self, "_keys", list(mix))
+        object.__setattr__(self, "_weights", list(mix.values()))
         if not 0 < self.crop_min_fraction <= 1:
             raise ValueError(f"crop_min_fraction must lie in (0, 1], got {self.crop_min_fraction}")
         if not 0 <= self.channel_dropout < 1:
@@ -46,13 +50,12 @@ class Augment:
     def caption(self, meta: dict, caption: str, rng: random.Random) -> str:
         """One of the caption keys, drawn by `caption_mix` weights from the stored levels (the full
         caption when the sample stores no levels or the drawn combination is empty)."""
-        mix = {k: w for k, w in self.caption_mix.items() if w > 0}
-        if not mix:
+        if not self._keys:
             return caption
         levels = normalize_levels(meta.get("captions"))
         if levels is None:
             return caption
-        return compose(levels, rng.choices(list(mix), list(mix.values()))[0]) or caption
+        return compose(levels, rng.choices(self._keys, self._weights)[0]) or caption
 
     def sensor(self, x: np.ndarray, missing: np.ndarray, rng: random.Random) -> None:
         """Crop and drop channels of one normalised (T, C) window in place (missing: (T,) bool)."""

@@ -49,10 +49,12 @@ def better(a: float, b: float, mode: str) -> bool:
     return a > b if mode == "max" else a < b
 
 
-def best_registered_on_holdout(task, cfg, client, tracking_uri: str) -> tuple[float, str] | None:
+def best_registered_on_holdout(task, cfg, client, tracking_uri: str,
+                               scored_now: dict[str, HoldoutScore] | None = None) -> tuple[float, str] | None:
     """(score, version) of the best registered version of the sweep's model on the held-out data.
     A version scored before carries the score in tags; any other is loaded from MLflow, scored
-    and tagged now; one that cannot run on this data (another input shape, ...) is skipped."""
+    and tagged now (its `HoldoutScore` kept in `scored_now` by version, so it is not scored
+    twice); one that cannot run on this data (another input shape, ...) is skipped."""
     from sensorlm.tracking.mlflow_utils import set_version_tags
 
     key, score_tag = task.holdout_key(), f"holdout.{cfg.metric}"
@@ -70,6 +72,8 @@ def best_registered_on_holdout(task, cfg, client, tracking_uri: str) -> tuple[fl
             if scored is None or not math.isfinite(scored.value):
                 continue
             score = scored.value
+            if scored_now is not None:
+                scored_now[str(v.version)] = scored
             # write-once for a job's login (infra/mlflow_auth): a refused cache costs a rescore next time
             set_version_tags(client, cfg.registered_name, v.version, {HOLDOUT_TAG: key, score_tag: str(score)})
         if math.isfinite(score) and (best is None or better(score, best[0], cfg.mode)):
@@ -122,10 +126,13 @@ def decide(task, cfg, new: HoldoutScore | None, client, tracking_uri: str) -> Ga
     if new is None or not math.isfinite(new.value):
         return GateDecision(False, f"held-out {metric} is {None if new is None else new.value}", {})
     tags = {HOLDOUT_TAG: task.holdout_key(), f"holdout.{metric}": str(new.value)}
-    best = best_registered_on_holdout(task, cfg, client, tracking_uri)
+    scored_now: dict[str, HoldoutScore] = {}
+    best = best_registered_on_holdout(task, cfg, client, tracking_uri, scored_now)
     if best is not None and new.per_window:
-        # The bar's per-window outcomes are not cached in tags: score it again on the same windows.
-        old = task.holdout_score(task.load_version(f"models:/{cfg.registered_name}/{best[1]}", tracking_uri))
+        # Per-window outcomes are not cached in tags: score the bar on the same windows, unless
+        # it was scored just now.
+        old = scored_now.get(best[1]) or task.holdout_score(
+            task.load_version(f"models:/{cfg.registered_name}/{best[1]}", tracking_uri))
         if old is not None and old.per_window:
             gate = cfg.promotion
             try:

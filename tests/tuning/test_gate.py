@@ -128,6 +128,10 @@ def test_decide_rescores_the_bar_pairs_outcomes_and_records_the_interval(capsys)
     assert "90% paired bootstrap interval" in gate.reason and "over 300 held-out windows" in gate.reason
     # the same model again: a tie
     assert not decide(task, _cfg(), _outcomes(champion), registry, "sqlite:///x").promote
+    # a version registered without a held-out score is scored once: for the bar and the pairing
+    task = _HoldoutTask({"models:/m/1": _outcomes(champion)})
+    gate = decide(task, _cfg(resamples=500), _outcomes(better), _Registry([_Version("1")]), "sqlite:///x")
+    assert gate.promote and task.scored == ["models:/m/1"]
     # no per-window outcomes (a loss, an RMSE): point values, and the decision says so
     task = _HoldoutTask({"models:/m/1": 0.5})
     gate = decide(task, _cfg(), HoldoutScore(0.7), registry, "sqlite:///x")
