@@ -35,14 +35,14 @@ SST_D, SST_H, SST_W = 96, 128, 128  # base preset: 3 months x 32 day slots, 128x
 
 def _captions(n: int) -> list[str]:
     """Captions of the real length: the tiny generator's, cycled."""
-    from sensorlm.data.synthetic_wearable import generate_wearable
+    from sensorlm.data.synthetic.wearable import generate_wearable
 
     pool = [d.caption for d in generate_wearable("tiny", seed=0, num_subjects=8, days_per_subject=4)]
     return [pool[i % len(pool)] for i in range(n)]
 
 
 def build_wearable(out: Path, n: int, dtype: str) -> None:
-    from sensorlm.data.synthetic_wearable import ACTIVITIES, CHANNELS
+    from sensorlm.data.synthetic.wearable import ACTIVITIES, CHANNELS
 
     rng = np.random.default_rng(0)
     captions = _captions(n)

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     from mlflow.tracking import MlflowClient
 
     from sensorlm.cli import main as sensorlm_main
-    from sensorlm.data.synthetic_device import write_device_export
+    from sensorlm.data.synthetic.device import write_device_export
     from sensorlm.training.config import load_train_config
     from sensorlm.training.trainer import train
 

@@ -2,7 +2,6 @@
 
 The same as `sensorlm embed` (see docs/embed.md), for `ray job submit -- python jobs/embed.py ...`.
 """
-
 import sys
 
 from sensorlm.cli import main

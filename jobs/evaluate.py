@@ -4,10 +4,9 @@ Metrics go to an MLflow run in the ``<name>-evaluation`` experiment (linked to t
 by tags) and are printed as a table; plots go to MLflow and to ``outputs/eval/<name>-v<version>``.
 See docs/evaluation.md.
 """
-
 import sys
 
-from sensorlm.evaluation.evaluate import main
+from sensorlm.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["evaluate", *sys.argv[1:]], prog="jobs/evaluate.py"))

@@ -2,10 +2,9 @@
 
 Also runs as `ray job submit --working-dir . -- python jobs/train_projection.py ...`.
 """
-
 import sys
 
-from sensorlm.training.cli import main
+from sensorlm.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(default_config="projection_cl_tiny", task="projection_cl"))
+    sys.exit(main(["train", "--task", "projection_cl", "--config", "projection_cl_tiny", *sys.argv[1:]], prog="jobs/train_projection.py"))

@@ -2,10 +2,9 @@
 
 Also runs as `ray job submit --working-dir . -- python jobs/train_sensorlm.py ...`.
 """
-
 import sys
 
-from sensorlm.training.cli import main
+from sensorlm.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(default_config="sensorlm_tiny", task="sensorlm"))
+    sys.exit(main(["train", "--task", "sensorlm", "--config", "sensorlm_tiny", *sys.argv[1:]], prog="jobs/train_sensorlm.py"))

@@ -1,6 +1,6 @@
 """The one error wrapper of every command (``sensorlm ...``, ``jobs/``, ``tune/``): a failure the user
 can fix is one line and exit code 2, a bug one line and exit code 1 (its traceback with
-``--verbose``). Importable from any layer: it depends only on `sensorlm.config`."""
+``--verbose``). Importable from any layer: it depends only on `sensorlm.typed_config`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def run_guarded(run: Callable[[], int], prog: str, verbose: bool = False) -> int
     file it may not read or write, an unreachable tracking server) is one line on stderr and exit
     code 2. Anything else is a bug: one line and exit code 1, its traceback only with `verbose`.
     Messages are redacted (a tracking URI may carry a password)."""
-    from sensorlm.config import ConfigError, redact
+    from sensorlm.typed_config import ConfigError, redact
 
     try:
         return int(run() or 0)

@@ -18,9 +18,9 @@ from sensorlm.data.shards import verify_manifest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_prepare_wearable_tiny_then_load(tmp_path):
+def test_prepare_wearable_tiny_then_load(tmp_path, capsys):
     out = tmp_path / "w"
-    assert main(["prepare-data", "wearable", "--preset", "tiny", "--out", str(out), "--quiet", "--verify"]) == 0
+    assert main(["prepare-data", "wearable", "--size", "tiny", "--out", str(out), "--quiet", "--verify"]) == 0
     m = json.loads((out / "manifest.json").read_text())
     assert m["kind"] == "wearable" and m["generator"] == {"preset": "tiny", "seed": 0, "synthetic": True}
     assert m["sample_shape"]["sensor"] == [144, 34] and len(m["channels"]) == 34
@@ -29,9 +29,14 @@ def test_prepare_wearable_tiny_then_load(tmp_path):
     assert len(m["splits"]["val"]["shards"]) >= 2  # enough for 2 ranks
     batch = next(iter(make_loader(out, "val", 4, num_workers=0)))
     assert batch["sensor"].shape == (4, 144, 34) and batch["input_ids"].shape == (4, 48)
-    # rerun: everything is kept (resume path), the manifest describes the same shards
+    # rerun (with the old name of --size, which says so): everything is kept (resume path), the
+    # manifest describes the same shards
     shards = {s["name"]: s["sha256"] for e in m["splits"].values() for s in e["shards"]}
+    capsys.readouterr()
     assert main(["prepare-data", "wearable", "--preset", "tiny", "--out", str(out), "--quiet"]) == 0
+    assert "--preset is deprecated: it is now --size" in capsys.readouterr().err
+    assert main(["prepare-data", "wearable", "--preset", "tiny", "--size", "small", "--out", str(out)]) == 2
+    assert "--size small and --preset tiny disagree" in capsys.readouterr().err
     m2 = json.loads((out / "manifest.json").read_text())
     assert {s["name"]: s["sha256"] for e in m2["splits"].values() for s in e["shards"]} == shards
     # other settings into the same directory: refused with a message, exit status 2
@@ -41,7 +46,7 @@ def test_prepare_wearable_tiny_then_load(tmp_path):
 def test_job_script_sst_tiny(tmp_path):
     out = tmp_path / "sst"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "jobs" / "prepare_data.py"), "sst", "--preset", "tiny", "--out", str(out),
+        [sys.executable, str(REPO / "jobs" / "prepare_data.py"), "sst", "--size", "tiny", "--out", str(out),
          "--dtype", "float16"],
         capture_output=True, text=True, timeout=300, cwd=REPO,
     )
@@ -89,7 +94,7 @@ def test_user_parquet_and_schema_error(tmp_path, capsys):
 
 
 def test_console_script_and_command_table():
-    assert "prepare-data" in COMMANDS  # a new subcommand is one entry in this dict
+    assert "prepare-data" in COMMANDS  # a new subcommand is one module and one entry in this dict
     exe = Path(sys.executable).with_name("sensorlm")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "sensorlm.cli"]
     proc = subprocess.run(cmd + ["prepare-data", "--help"], capture_output=True, text=True, timeout=120)
@@ -228,7 +233,7 @@ def test_closing_hint_fits_the_store():
 def test_errors_that_printed_tracebacks_are_one_line(tmp_path, capsys):
     """A path the command may not write, a prompt template with a placeholder the captioner cannot
     fill, and a manifest field of the wrong type: one line each, exit 2 (they were tracebacks)."""
-    from sensorlm.data.synthetic_device import write_device_export
+    from sensorlm.data.synthetic.device import write_device_export
 
     # /sys refuses new entries even to root (PermissionError), so the test holds in CI.
     assert main(["prepare-data", "wearable", "--out", "/sys/sensorlm-test-out", "--quiet"]) == 2
@@ -251,12 +256,13 @@ def test_errors_that_printed_tracebacks_are_one_line(tmp_path, capsys):
 
 
 def test_a_bug_is_one_line_unless_verbose(capsys, monkeypatch):
-    from sensorlm import cli
+    from sensorlm.cli import promote
 
     def broken(args):
         raise TypeError("unsupported operand")
 
-    monkeypatch.setitem(cli.COMMANDS, "promote", cli.Command(lambda p: None, broken, "x"))
+    monkeypatch.setattr(promote, "add_arguments", lambda p: None)
+    monkeypatch.setattr(promote, "run", broken)
     assert main(["promote"]) == 1
     line = _one_error_line(capsys)
     assert line.startswith("sensorlm promote: internal error: TypeError: unsupported operand") and "--verbose" in line

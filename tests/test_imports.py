@@ -79,7 +79,7 @@ def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 def test_the_graph_reader_sees_lazy_and_relative_imports():
     graph = import_graph()
     assert "sensorlm.data.loader" in graph["sensorlm.families.records"]  # imported inside a function
-    assert "sensorlm.config" in graph["sensorlm.training.config"]
+    assert "sensorlm.typed_config" in graph["sensorlm.training.config"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
 
 
@@ -105,3 +105,27 @@ def test_mlflow_is_imported_only_by_the_tracking_layer():
             if any(m == "mlflow" or m.startswith("mlflow.") for m in modules):
                 found.add(name)
     assert found <= MLFLOW_OUTSIDE_TRACKING, sorted(found - MLFLOW_OUTSIDE_TRACKING)
+
+
+def test_command_line_code_lives_in_the_cli_package():
+    """argparse only under sensorlm/cli/ (one module per command); every script under jobs/ and tune/
+    is ``main([command, *argv])`` of that package (issue 27)."""
+    from sensorlm.cli import COMMANDS, command_module
+
+    outside = sorted(_module_name(p) for p in PACKAGE.rglob("*.py")
+                     if "argparse" in p.read_text() and not _module_name(p).startswith("sensorlm.cli"))
+    assert not outside, outside
+    for name in COMMANDS:
+        module = command_module(name)
+        assert callable(module.add_arguments) and callable(module.run), name
+    scripts = [*PACKAGE.parent.glob("jobs/*.py"), *PACKAGE.parent.glob("tune/*.py")]
+    assert len(scripts) >= 9
+    for script in scripts:
+        calls = [n for n in ast.walk(ast.parse(script.read_text())) if isinstance(n, ast.Call)
+                 and getattr(n.func, "id", None) == "main"]
+        assert calls, f"{script.name} does not call sensorlm.cli.main"
+        for call in calls:
+            first = call.args[0]
+            assert isinstance(first, ast.List) and isinstance(first.elts[0], ast.Constant), script.name
+            assert first.elts[0].value in COMMANDS, f"{script.name}: {first.elts[0].value!r} is not a command"
+        assert "from sensorlm.cli import main" in script.read_text(), script.name

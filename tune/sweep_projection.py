@@ -9,8 +9,7 @@ See docs/sweeps.md.
 
 import sys
 
-from sensorlm.cli import main as sensorlm_main
-from sensorlm.tuning.sweep import main
+from sensorlm.cli import main
 
 
 def export(argv: list[str]) -> int:
@@ -18,10 +17,11 @@ def export(argv: list[str]) -> int:
     if "--model" in argv:
         i = argv.index("--model")
         argv = [*argv[i + 1 : i + 2], *argv[:i], *argv[i + 2 :]]
-    return sensorlm_main(["export", *argv], prog="tune/sweep_projection.py")
+    return main(["export", *argv], prog="tune/sweep_projection.py")
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "export":
         sys.exit(export(sys.argv[2:]))
-    sys.exit(main(default_config="projection_tiny", task="projection_cl"))
+    sys.exit(main(["sweep", "--task", "projection_cl", "--config", "projection_tiny", *sys.argv[1:]],
+                  prog="tune/sweep_projection.py"))

@@ -3,10 +3,9 @@
 ``python tune/sweep_siglip.py --config configs/sweeps/siglip_tiny.yaml [key=value ...]``
 (rerun the same command to resume an interrupted sweep). See docs/sweeps.md.
 """
-
 import sys
 
-from sensorlm.tuning.sweep import main
+from sensorlm.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(default_config="siglip_tiny", task="sensorlm"))
+    sys.exit(main(["sweep", "--task", "sensorlm", "--config", "siglip_tiny", *sys.argv[1:]], prog="tune/sweep_siglip.py"))

@@ -7,8 +7,8 @@ write Parquet and webdataset shards with a manifest, `tokenizer` learns the capt
 and `loader` (with `augment`) streams batches to every rank. `embedding_pairs` holds paired
 embeddings for ProjectionCL.
 
-The synthetic generators (`synthetic_wearable` with `synthetic_vocab` and `synthetic_captions`,
-`synthetic_sst`, `synthetic_device`) are for demos and tests: drawn from hand-written models of
+The synthetic generators in `synthetic/` (`wearable` with `vocab` and `captions`, `sst`,
+`device`) are for demos and tests: drawn from hand-written models of
 physiology and ocean temperature, not measured from people or satellites, and nothing on the main
 path depends on their channels or vocabulary. Submodules are imported on demand to keep
 ``import sensorlm.data`` cheap.

@@ -29,7 +29,7 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 
 from sensorlm.data.folds import assign_folds, fold_split
-from sensorlm.config import ConfigError, from_dict, load_yaml, to_dict
+from sensorlm.typed_config import ConfigError, from_dict, load_yaml, to_dict
 from sensorlm.data.captioner import (
     check_prompt_template,
     CHANNEL_KINDS,
@@ -668,7 +668,7 @@ def import_device_export(
         write_rows([{k: v for k, v in r.items() if k != "_unit"} for r in rows], tmp / "parquet" / "import.parquet",
                    schema)
         (tmp / REPORT).write_text(json.dumps({"spec": to_dict(spec), **vars(report)}, indent=1))
-        manifest = prepare_dataset("wearable", tmp, parquet=[tmp / "parquet" / "import.parquet"], preset=None,
+        manifest = prepare_dataset("wearable", tmp, parquet=[tmp / "parquet" / "import.parquet"], size=None,
                                    log=log, staging=True, **prepare_kwargs)
         if out.exists():
             out.rmdir()  # empty, checked above

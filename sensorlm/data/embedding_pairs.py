@@ -50,7 +50,7 @@ class SyntheticPairs:
     noise: float = 0.5
 
 
-SYNTHETIC_PRESETS = {"tiny": SyntheticPairs(), "small": SyntheticPairs(num_train=8192, num_val=1024, noise=0.3)}
+SYNTHETIC_SIZES = {"tiny": SyntheticPairs(), "small": SyntheticPairs(num_train=8192, num_val=1024, noise=0.3)}
 
 
 def write_pairs(out_dir: str | os.PathLike, arrays: dict[str, np.ndarray], modalities: tuple[str, str] = ("a", "b"),
@@ -87,11 +87,11 @@ def write_pairs(out_dir: str | os.PathLike, arrays: dict[str, np.ndarray], modal
     return out
 
 
-def make_synthetic_pairs(preset: str, out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
-    """Write synthetic pairs (see `SyntheticPairs`) of a named preset (``tiny``, ``small``)."""
-    if preset not in SYNTHETIC_PRESETS:
-        raise ValueError(f"unknown synthetic embedding-pairs preset {preset!r} (known: {', '.join(SYNTHETIC_PRESETS)})")
-    spec = SYNTHETIC_PRESETS[preset]
+def make_synthetic_pairs(size: str, out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
+    """Write synthetic pairs (see `SyntheticPairs`) of a named size (``tiny``, ``small``)."""
+    if size not in SYNTHETIC_SIZES:
+        raise ValueError(f"unknown synthetic embedding-pairs size {size!r} (known: {', '.join(SYNTHETIC_SIZES)})")
+    spec = SYNTHETIC_SIZES[size]
     rng = np.random.default_rng(seed)
     maps = [rng.normal(size=(spec.latent_dim, d)) / math.sqrt(spec.latent_dim) for d in spec.dims]
     arrays = {}
@@ -99,7 +99,7 @@ def make_synthetic_pairs(preset: str, out_dir: str | os.PathLike, *, seed: int =
         z = rng.normal(size=(n, spec.latent_dim))
         for side, w in zip("ab", maps):
             arrays[f"{split}_{side}"] = z @ w + spec.noise * rng.normal(size=(n, w.shape[1]))
-    meta = {"generator": {"kind": KIND, "preset": preset, "seed": seed, "synthetic": True}}
+    meta = {"generator": {"kind": KIND, "preset": size, "seed": seed, "synthetic": True}}
     return write_pairs(out_dir, arrays, meta=meta)
 
 

@@ -23,6 +23,7 @@ needs the matching fsspec backend such as s3fs), any URL prefix webdataset opens
 from __future__ import annotations
 
 import collections
+import dataclasses
 import importlib
 import io
 import json
@@ -32,6 +33,7 @@ import random
 import re
 import shlex
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlparse
@@ -677,26 +679,27 @@ class ShardLoader:
         epoch: the epoch whose order the next iteration uses (`set_epoch`).
     """
 
-    def __init__(self, *, location, manifest, split, shards, urls, pipeline, source, dataloader, batch_size,
-                 drop_last, rank, world_size, num_workers, resampled, batches_per_epoch, equalize):
+    def __init__(self, location: DatasetLocation, manifest: dict[str, Any], split: str, shards: list[dict[str, Any]],
+                 pipeline, source: _ShardSource, dataloader: DataLoader, spec: LoaderSpec):
         self.location = location
         self.manifest = manifest
         self.kind = manifest["kind"]
         self.split = split
-        self.urls = urls
+        self.urls = source.urls
         self.pipeline = pipeline
         self._source = source
         self.dataloader = dataloader
-        self.batch_size = batch_size
-        self.drop_last = drop_last
+        self.spec = spec
+        self.batch_size = spec.batch_size
+        self.drop_last = spec.drop_last
         # the requested count: each rank runs min(num_workers, its shard count) workers
-        self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
-        self.resampled = resampled
-        self.batches_per_epoch = batches_per_epoch
-        self.equalize = equalize
+        self.rank, self.world_size, self.num_workers = spec.rank, spec.world_size, spec.num_workers
+        self.resampled = spec.resampled
+        self.batches_per_epoch = spec.batches_per_epoch
+        self.equalize = spec.equalize
         self.report = SkipReport()
         self.epoch = source.epoch
-        self._samples = dict(zip(urls, (s["samples"] for s in shards)))
+        self._samples = dict(zip(self.urls, (s["samples"] for s in shards)))
 
     def set_epoch(self, epoch: int) -> None:
         """Use the shard/sample order of `epoch` from the next iteration on (same for all ranks)."""
@@ -764,37 +767,13 @@ class ShardLoader:
                 break
 
 
-def make_loader(
-    source: str | os.PathLike,
-    split: str = "train",
-    batch_size: int = 32,
-    *,
-    rank: int = 0,
-    world_size: int = 1,
-    seed: int = 0,
-    epoch: int = 0,
-    num_workers: int = 2,
-    shuffle: bool = True,
-    shuffle_buffer: int = 256,
-    resampled: bool = False,
-    batches_per_epoch: int | None = None,
-    equalize: bool = True,
-    drop_last: bool = False,
-    text_len: int | None = None,
-    tokenizer: SensorTokenizer | None = None,
-    strict: bool = False,
-    pin_memory: bool | None = None,
-    prefetch_factor: int = 2,
-    manifest: dict[str, Any] | None = None,
-    augment: Augment | None = None,
-    split_samples: bool = False,
-    shard_part: str | None = None,
-) -> ShardLoader:
-    """Build the streaming loader of one split for one rank.
+@dataclass(frozen=True)
+class LoaderSpec:
+    """How one rank reads one split: every option of `make_loader` but the dataset, split and the
+    objects it may be handed (manifest, tokenizer, augment). Checked when built; a bad value is one
+    ``ValueError`` naming the field.
 
     Args:
-        source: dataset directory or URL (see the module docstring).
-        split: ``train``/``val``/``test``.
         batch_size: samples per batch (per rank).
         rank, world_size: this process's data-parallel rank and the number of ranks (pass Ray Train's
             world rank and size; nothing is read from the environment).
@@ -812,19 +791,78 @@ def make_loader(
         drop_last: drop each worker's last partial batch.
         text_len: caption length in tokens (the model's text context); default: the manifest's
             ``text_len`` (48 for the tiny preset), else 64.
-        tokenizer: wearable tokenizer (default: the dataset's ``tokenizer.json``).
         strict: raise `DataError` on the first bad shard or sample instead of skipping it.
         pin_memory: pin batch tensors (default: when CUDA is available).
         prefetch_factor: batches prefetched per worker.
-        manifest: use this manifest instead of reading the dataset's.
-        augment: wearable training samples' changes (`sensorlm.data.augment.Augment`: caption mix,
-            crop in time, channel dropout); None = samples as stored.
         shard_part: ``even`` or ``odd``: only the split's even- or odd-numbered shards (a sweep
             selects on one part of the validation split and promotes champions on the other).
         split_samples: split by sample instead of by shard: each rank takes a contiguous span of
             the split's samples in manifest order (`sample_spans`) and reads only the shards it
             overlaps, so ranks get equal shares of a split with few or uneven shards, as validation
             wants; automatic when there are fewer shards than ranks. Not with ``resampled``.
+    """
+
+    batch_size: int = 32
+    rank: int = 0
+    world_size: int = 1
+    seed: int = 0
+    epoch: int = 0
+    num_workers: int = 2
+    shuffle: bool = True
+    shuffle_buffer: int = 256
+    resampled: bool = False
+    batches_per_epoch: int | None = None
+    equalize: bool = True
+    drop_last: bool = False
+    text_len: int | None = None
+    strict: bool = False
+    pin_memory: bool | None = None
+    prefetch_factor: int = 2
+    split_samples: bool = False
+    shard_part: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, low in (("batch_size", 1), ("world_size", 1), ("rank", 0), ("num_workers", 0),
+                          ("shuffle_buffer", 0), ("prefetch_factor", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.rank >= self.world_size:
+            raise ValueError(f"rank {self.rank} must be < world_size {self.world_size}")
+        n = self.batches_per_epoch
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+            raise ValueError(f"batches_per_epoch must be a non-negative integer or None, got {n!r}")
+        t = self.text_len
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 2):
+            raise ValueError(f"text_len must be an integer >= 2, got {t!r}")
+        if self.shard_part is not None and self.shard_part not in SHARD_PARTS:
+            raise ValueError(f"shard part must be one of {SHARD_PARTS}, got {self.shard_part!r}")
+
+
+def make_loader(
+    source: str | os.PathLike,
+    split: str = "train",
+    batch_size: int | None = None,
+    spec: LoaderSpec | None = None,
+    *,
+    manifest: dict[str, Any] | None = None,
+    tokenizer: SensorTokenizer | None = None,
+    augment: Augment | None = None,
+    **options: Any,
+) -> ShardLoader:
+    """Build the streaming loader of one split for one rank.
+
+    Args:
+        source: dataset directory or URL (see the module docstring).
+        split: ``train``/``val``/``test``.
+        batch_size: samples per batch (per rank); default: the spec's, else 32.
+        spec: how to read it (`LoaderSpec`); `options` are its fields by name, on top of it.
+        manifest: use this manifest instead of reading the dataset's.
+        tokenizer: wearable tokenizer (default: the dataset's ``tokenizer.json``).
+        augment: wearable training samples' changes (`sensorlm.data.augment.Augment`: caption mix,
+            crop in time, channel dropout); None = samples as stored.
+        **options: `LoaderSpec` fields (rank, world_size, seed, num_workers, shuffle, ...); an unknown
+            name is one ``ValueError``.
 
     Returns:
         a `ShardLoader`; iterate it for batches. Wearable batch: ``sensor`` (B,T,C) float32
@@ -837,32 +875,27 @@ def make_loader(
         int64, ``key``, ``shard``, ``skipped``. ``skipped`` = {"total": n, <reason>: n, "events": [{reason,
         shard, key, detail}, ...]}: what this batch's worker skipped since its previous batch.
     """
-    for name, value, low in (("batch_size", batch_size, 1), ("world_size", world_size, 1), ("rank", rank, 0),
-                             ("num_workers", num_workers, 0), ("shuffle_buffer", shuffle_buffer, 0),
-                             ("prefetch_factor", prefetch_factor, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if rank >= world_size:
-        raise ValueError(f"rank {rank} must be < world_size {world_size}")
-    if batches_per_epoch is not None and (not isinstance(batches_per_epoch, int) or batches_per_epoch < 0):
-        raise ValueError(f"batches_per_epoch must be a non-negative integer or None, got {batches_per_epoch!r}")
+    if batch_size is not None:
+        options["batch_size"] = batch_size
+    known = {f.name for f in dataclasses.fields(LoaderSpec)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"make_loader: unknown option {unknown[0]!r} (LoaderSpec fields: {', '.join(sorted(known))})")
+    spec = dataclasses.replace(spec or LoaderSpec(), **options)
     location = DatasetLocation(source)
     if manifest is None:
         manifest = parse_manifest(location.read_bytes(MANIFEST).decode("utf-8"), location.url(MANIFEST))
     if split not in manifest["splits"]:
         raise ValueError(f"{location.source}: no split {split!r} (has {sorted(manifest['splits'])})")
-    shards = select_shards(manifest, split, shard_part)
+    shards = select_shards(manifest, split, spec.shard_part)
     urls = [location.url(s["name"]) for s in shards]
     if not urls:
         raise ValueError(f"{location.source}: split {split!r} has no shards")
     # fewer shards than ranks (or asked): ranks split the samples, each a contiguous span of them
     # read from the shards the span overlaps (validation I/O does not grow with the ranks)
-    by_sample = not resampled and (split_samples or len(urls) < world_size)
-    spans = sample_spans([int(s["samples"]) for s in shards], rank, world_size) if by_sample else []
-    if text_len is None:
-        text_len = int(manifest.get("text_len") or 64)
-    if isinstance(text_len, bool) or not isinstance(text_len, int) or text_len < 2:
-        raise ValueError(f"text_len must be an integer >= 2, got {text_len!r}")
+    by_sample = not spec.resampled and (spec.split_samples or len(urls) < spec.world_size)
+    spans = sample_spans([int(s["samples"]) for s in shards], spec.rank, spec.world_size) if by_sample else []
+    text_len = spec.text_len if spec.text_len is not None else int(manifest.get("text_len") or 64)
     tok = None
     if manifest["kind"] == "wearable":
         tok = tokenizer
@@ -871,43 +904,38 @@ def make_loader(
             if not tok_file:
                 raise ValueError(f"{location.source}: manifest names no tokenizer; pass tokenizer=")
             tok = tokenizer_from_str(location.read_bytes(tok_file).decode("utf-8"), location.url(tok_file))
-    requested_workers = num_workers
-    if not resampled:
+    num_workers = spec.num_workers
+    if not spec.resampled:
         # a worker without shards would only add start-up time (every rank caps the same way)
-        num_workers = min(num_workers, len(spans) if by_sample else len(urls[rank::world_size]))
+        num_workers = min(num_workers, len(spans) if by_sample else len(urls[spec.rank::spec.world_size]))
     stats = _WorkerStats()
-    src = _ShardSource(urls, rank=rank, world_size=world_size, seed=seed, shuffle=shuffle, resampled=resampled,
-                       stats=stats, strict=strict)
+    src = _ShardSource(urls, rank=spec.rank, world_size=spec.world_size, seed=spec.seed, shuffle=spec.shuffle,
+                       resampled=spec.resampled, stats=stats, strict=spec.strict)
     src.split_samples = by_sample
     src.span_urls = [urls[i] for i, _, _ in spans]
-    src.epoch = int(epoch)
-    handler = _ShardErrorHandler(stats, strict)
+    src.epoch = int(spec.epoch)
     pipeline = wds.DataPipeline(
         src,
-        wds.tarfile_to_samples(handler=handler),
+        wds.tarfile_to_samples(handler=_ShardErrorHandler(stats, spec.strict)),
         _InSpan({urls[i]: (first, end) for i, first, end in spans}) if by_sample else None,
-        _RawSampleSeen(stats) if resampled else None,
-        _SampleShuffle(shuffle_buffer, seed, rank, src) if shuffle and shuffle_buffer > 0 else None,
-        _Decoder(manifest, stats, strict,
-                 max_bad_streak=max(1000, 3 * manifest["splits"][split]["num_samples"]) if resampled else 0,
-                 shard_names=dict(zip(urls, (s["name"] for s in shards))), augment=augment, seed=seed,
-                 rank=rank),
-        _Batcher(manifest["kind"], batch_size, drop_last, stats, tok, text_len),
+        _RawSampleSeen(stats) if spec.resampled else None,
+        _SampleShuffle(spec.shuffle_buffer, spec.seed, spec.rank, src) if spec.shuffle and spec.shuffle_buffer else None,
+        _Decoder(manifest, stats, spec.strict,
+                 max_bad_streak=max(1000, 3 * manifest["splits"][split]["num_samples"]) if spec.resampled else 0,
+                 shard_names=dict(zip(urls, (s["name"] for s in shards))), augment=augment, seed=spec.seed,
+                 rank=spec.rank),
+        _Batcher(manifest["kind"], spec.batch_size, spec.drop_last, stats, tok, text_len),
     )
-    if pin_memory is None:
-        pin_memory = torch.cuda.is_available()
+    pin_memory = torch.cuda.is_available() if spec.pin_memory is None else spec.pin_memory
     dl_kwargs: dict[str, Any] = {}
     if num_workers > 0:
-        dl_kwargs.update(prefetch_factor=prefetch_factor, worker_init_fn=_worker_init)
+        dl_kwargs.update(prefetch_factor=spec.prefetch_factor, worker_init_fn=_worker_init)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torch warns about IterableDataset length
         dataloader = DataLoader(pipeline, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                                 **dl_kwargs)
-    return ShardLoader(
-        location=location, manifest=manifest, split=split, shards=shards, urls=urls, pipeline=pipeline, source=src,
-        dataloader=dataloader, batch_size=batch_size, drop_last=drop_last, rank=rank, world_size=world_size,
-        num_workers=requested_workers, resampled=resampled, batches_per_epoch=batches_per_epoch, equalize=equalize,
-    )
+    return ShardLoader(location, manifest, split, shards, pipeline, src, dataloader, spec)
 
 
-__all__ = ["DataError", "DatasetLocation", "ShardLoader", "SkipReport", "load_dataset_manifest", "make_loader"]
+__all__ = ["DataError", "DatasetLocation", "LoaderSpec", "ShardLoader", "SkipReport", "load_dataset_manifest",
+           "make_loader"]

@@ -17,8 +17,8 @@ from sensorlm.data.schema import ParquetSource, ShardSample, write_parquet
 from sensorlm.data.shards import MANIFEST, PROGRESS, ShardError, write_shards
 from sensorlm.data.tokenizer import TOKENIZER_FILE, train_tokenizer
 
-# per generator preset: tokenizer vocab, samples per shard, caption length in tokens
-PRESET_DEFAULTS: dict[str, dict[str, dict[str, int | None]]] = {
+# per generator size: tokenizer vocab, samples per shard, caption length in tokens
+SIZE_DEFAULTS: dict[str, dict[str, dict[str, int | None]]] = {
     "wearable": {
         "tiny": {"vocab_size": 1024, "max_count": 16, "text_len": 48},
         "demo": {"vocab_size": 1024, "max_count": 64, "text_len": 48},
@@ -38,27 +38,27 @@ DEFAULT_TEXT_LEN = 64
 DEFAULT_MAX_BYTES = 256 << 20
 
 
-def _generate_parquet(kind: str, preset: str, seed: int, out: Path, log: Callable[[str], None]) -> Path:
-    path = out / "parquet" / f"{kind}-{preset}-seed{seed}.parquet"
+def _generate_parquet(kind: str, size: str, seed: int, out: Path, log: Callable[[str], None]) -> Path:
+    path = out / "parquet" / f"{kind}-{size}-seed{seed}.parquet"
     if path.is_file():  # written atomically, so an existing file is complete
         log(f"reusing {path}")
         return path
-    log(f"generating SYNTHETIC {kind} data, preset {preset!r}, seed {seed} -> {path}")
-    gen_meta = {"generator": {"kind": kind, "preset": preset, "seed": seed, "synthetic": True}}
+    log(f"generating SYNTHETIC {kind} data, size {size!r}, seed {seed} -> {path}")
+    gen_meta = {"generator": {"kind": kind, "preset": size, "seed": seed, "synthetic": True}}
     if kind == "wearable":
-        from sensorlm.data import synthetic_wearable as sw
+        from sensorlm.data.synthetic import wearable as sw
 
-        from sensorlm.data.synthetic_captions import activity_prompt
+        from sensorlm.data.synthetic.captions import activity_prompt
 
         # the generator's own zero-shot prompts, worded like its captions; it is one client of
         # the data layer, which knows no activity vocabulary of its own
         gen_meta.update(prompts={a: activity_prompt(a) for a in sw.ACTIVITIES},
-                        step_minutes=sw.get_wearable_preset(preset).resolution_min)
-        write_parquet(sw.generate_wearable(preset, seed=seed), path, "wearable", extra_metadata=gen_meta)
+                        step_minutes=sw.get_wearable_size(size).resolution_min)
+        write_parquet(sw.generate_wearable(size, seed=seed), path, "wearable", extra_metadata=gen_meta)
     else:
-        from sensorlm.data import synthetic_sst as ss
+        from sensorlm.data.synthetic import sst as ss
 
-        write_parquet(ss.generate_sst(preset, seed=seed), path, "sst", extra_metadata=gen_meta)
+        write_parquet(ss.generate_sst(size, seed=seed), path, "sst", extra_metadata=gen_meta)
     return path
 
 
@@ -109,7 +109,7 @@ def prepare_dataset(
     kind: str,
     out_dir: str | os.PathLike,
     *,
-    preset: str | None = "tiny",
+    size: str | None = "tiny",
     parquet: Sequence[str | os.PathLike] | None = None,
     seed: int = 0,
     max_count: int | None = None,
@@ -129,16 +129,16 @@ def prepare_dataset(
     Args:
         kind: ``wearable`` or ``sst``.
         out_dir: output directory.
-        preset: generator preset used when no ``parquet`` is given (wearable: tiny/small/paper,
+        size: generator size used when no ``parquet`` is given (wearable: tiny/small/paper,
             sst: tiny/base); also picks the default vocab size, shard size and text length.
         parquet: the user's Parquet files (schema in `sensorlm.data.schema`); None = generate the
             project's synthetic data into ``out_dir/parquet/`` first.
         seed: generator seed.
-        max_count: samples per shard (default by preset, else 1000).
+        max_count: samples per shard (default by size, else 1000).
         max_bytes: maximum bytes per shard.
         dtype: float storage, ``float32`` or ``float16``.
-        vocab_size: tokenizer vocabulary (default by preset, else 32000).
-        text_len: caption length recorded in the manifest as the loader's default (by preset, else 64).
+        vocab_size: tokenizer vocabulary (default by size, else 32000).
+        text_len: caption length recorded in the manifest as the loader's default (by size, else 64).
         log: progress printer, or None for silence.
         overwrite: replace an earlier dataset in `out_dir` written with other inputs or settings.
         staging: `out_dir` is a caller's private staging folder holding this dataset's inputs
@@ -147,23 +147,23 @@ def prepare_dataset(
     Returns:
         the manifest.
     """
-    if kind not in PRESET_DEFAULTS:
-        raise ValueError(f"kind must be one of {sorted(PRESET_DEFAULTS)}, got {kind!r}")
+    if kind not in SIZE_DEFAULTS:
+        raise ValueError(f"kind must be one of {sorted(SIZE_DEFAULTS)}, got {kind!r}")
     log = log or (lambda msg: None)
     out = Path(out_dir)
-    if not parquet and preset not in PRESET_DEFAULTS[kind]:
-        raise ValueError(f"unknown {kind} preset {preset!r}; choose one of {sorted(PRESET_DEFAULTS[kind])}")
+    if not parquet and size not in SIZE_DEFAULTS[kind]:
+        raise ValueError(f"unknown {kind} size {size!r}; choose one of {sorted(SIZE_DEFAULTS[kind])}")
     if not staging:
         claim_output_dir(out, overwrite, log)
     out.mkdir(parents=True, exist_ok=True)
     if parquet:
         paths = [Path(p) for p in parquet]
         generator = None
-        defaults = PRESET_DEFAULTS[kind].get(preset or "", {})
+        defaults = SIZE_DEFAULTS[kind].get(size or "", {})
     else:
-        defaults = PRESET_DEFAULTS[kind][preset]
-        paths = [_generate_parquet(kind, preset, seed, out, log)]
-        generator = {"preset": preset, "seed": seed, "synthetic": True}
+        defaults = SIZE_DEFAULTS[kind][size]
+        paths = [_generate_parquet(kind, size, seed, out, log)]
+        generator = {"preset": size, "seed": seed, "synthetic": True}
     sources = [ParquetSource(p, kind) for p in paths]
     info = sources[0].info
     for src in sources[1:]:
@@ -206,14 +206,14 @@ def prepare_dataset(
     )
 
 
-def prepare_synthetic(kind: str, preset: str, out_dir: str | os.PathLike, *, seed: int = 0, **kwargs: Any):
-    """Generate the project's synthetic dataset of ``kind`` at ``preset`` into ``out_dir``.
+def prepare_synthetic(kind: str, size: str, out_dir: str | os.PathLike, *, seed: int = 0, **kwargs: Any):
+    """Generate the project's synthetic dataset of ``kind`` at ``size`` into ``out_dir``.
 
     Args:
         kind: ``wearable`` or ``sst``.
-        preset: generator preset.
+        size: generator size.
         out_dir: output directory.
         seed: generator seed.
         **kwargs: more `prepare_dataset` arguments.
     """
-    return prepare_dataset(kind, out_dir, preset=preset, seed=seed, **kwargs)
+    return prepare_dataset(kind, out_dir, size=size, seed=seed, **kwargs)

@@ -705,7 +705,7 @@ def write_parquet(
             if schema is None:
                 if kind == "wearable":
                     if channels is None or activities is None:
-                        from sensorlm.data import synthetic_wearable as sw
+                        from sensorlm.data.synthetic import wearable as sw
 
                         channels = channels or [(c.name, c.unit) for c in sw.CHANNELS]
                         activities = activities if activities is not None else list(sw.ACTIVITIES)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sensorlm.config import ConfigError, deep_update, from_dict, load_yaml, merge_overrides, to_dict
+from sensorlm.typed_config import ConfigError, deep_update, from_dict, load_yaml, merge_overrides, to_dict
 
 
 @dataclass

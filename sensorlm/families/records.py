@@ -5,9 +5,11 @@ paired embeddings). Each names its pieces; heavy ones are imported when first ca
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any, Callable
 
-from sensorlm.config import ConfigError
+from sensorlm.typed_config import ConfigError
 from sensorlm.families.registry import Family, SearchParam, register_family
 from sensorlm.models.projection_cl import ProjectionCLConfig
 from sensorlm.models.sensorlm import SensorLMConfig
@@ -19,18 +21,18 @@ from sensorlm.models.sst import SSTConfig
 
 
 def _synthetic_shards(kind: str) -> Callable[..., Any]:
-    def make(preset: str, out_dir, seed: int = 0):
+    def make(size: str, out_dir, seed: int = 0):
         from sensorlm.data.prepare import prepare_synthetic
 
-        return prepare_synthetic(kind, preset, out_dir, seed=seed)
+        return prepare_synthetic(kind, size, out_dir, seed=seed)
 
     return make
 
 
-def _synthetic_pairs(preset: str, out_dir, seed: int = 0):
+def _synthetic_pairs(size: str, out_dir, seed: int = 0):
     from sensorlm.data.embedding_pairs import make_synthetic_pairs
 
-    return make_synthetic_pairs(preset, out_dir, seed=seed)
+    return make_synthetic_pairs(size, out_dir, seed=seed)
 
 
 def _shard_manifest(dataset) -> dict:
@@ -47,28 +49,29 @@ def _pairs_manifest(dataset) -> dict:
     return read_pairs_manifest(dataset)
 
 
-def _shard_loader(cfg, dataset, manifest, split, rank, world, seed, text_len, part, tokenizer=None):
+def _shard_loader(cfg, dataset, manifest, split, where, tokenizer=None):
     from sensorlm.data.augment import Augment
     from sensorlm.data.loader import make_loader
 
     train = split == "train"
     aug = cfg.data.augment
-    return make_loader(
-        str(dataset), split, cfg.batch_size, rank=rank, world_size=world, num_workers=cfg.data.num_workers,
-        seed=seed, shuffle=train, shuffle_buffer=cfg.data.shuffle_buffer if train else 0,
+    spec = dataclasses.replace(
+        where, num_workers=cfg.data.num_workers, shuffle=train, shuffle_buffer=cfg.data.shuffle_buffer if train else 0,
         resampled=train,  # step-based training draws shards forever; validation reads each once
         drop_last=train,  # the all-gathered contrastive loss needs equal batches on every rank
-        text_len=text_len, strict=cfg.data.strict, manifest=manifest, tokenizer=tokenizer,
-        augment=Augment(cfg.data.caption_mix, aug.crop_min_fraction, aug.channel_dropout) if train else None,
+        strict=cfg.data.strict,
         split_samples=not train,  # validation: equal shares per rank even from one or uneven shards
-        shard_part=None if train else part,
+        shard_part=None if train else where.shard_part,
     )
+    augment = Augment(cfg.data.caption_mix, aug.crop_min_fraction, aug.channel_dropout) if train else None
+    return make_loader(str(dataset), split, spec=spec, manifest=manifest, tokenizer=tokenizer, augment=augment)
 
 
-def _pair_loader(cfg, dataset, manifest, split, rank, world, seed, text_len, part, tokenizer=None):
+def _pair_loader(cfg, dataset, manifest, split, where, tokenizer=None):
     from sensorlm.data.embedding_pairs import pair_loader
 
-    return pair_loader(dataset, split, cfg.batch_size, rank=rank, world_size=world, seed=seed, part=part)
+    return pair_loader(dataset, split, where.batch_size, rank=where.rank, world_size=where.world_size, seed=where.seed,
+                       part=where.shard_part)
 
 
 def _sensorlm_task(cfg, manifest, device, model_cfg, tokenizer):

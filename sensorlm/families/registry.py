@@ -6,7 +6,7 @@ reads (synthetic generator, manifest reader, loader), the task (batch -> loss, v
 metrics a sweep may select on and the search parameters it may move, the pyfunc input handler
 and the evaluator. The records register themselves (`sensorlm.families.records`, imported by
 this package's face, as timm's model modules register their presets); adding a family is adding
-one record. This module imports no layer above `sensorlm.config`, so every layer may use it.
+one record. This module imports no layer above `sensorlm.typed_config`, so every layer may use it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from sensorlm.config import ConfigError
+from sensorlm.typed_config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,11 @@ class Family:
         name: the run config's ``task`` and the default registered-model name.
         config_type: the model config class of its presets.
         data_kind: the dataset kind it reads (``wearable``, ``sst``, ``embedding_pairs``).
-        make_synthetic: ``(preset, out_dir, seed)`` -> writes the demo dataset.
+        make_synthetic: ``(size, out_dir, seed)`` -> writes the demo dataset of that size.
         read_manifest: dataset location -> its checked manifest.
-        loader: ``(cfg, dataset, manifest, split, rank, world, seed, text_len, part)`` -> batches.
+        loader: ``(cfg, dataset, manifest, split, where, tokenizer=None)`` -> batches; ``where`` is a
+            `sensorlm.data.loader.LoaderSpec` with the batch size, rank, world size, seed, text length and
+            validation shard part set (the family chooses the rest).
         task: ``(cfg, manifest, device, model_cfg, tokenizer)`` -> the loss/validation task.
         fit_to_data: ``(cfg, manifest, origin)`` -> cfg with the model's input read from the data.
         check_split: ``(cfg, manifest, origin)`` -> raises ConfigError if validation cannot run.

@@ -361,34 +361,11 @@ def _check_shape(ref: ModelRef, embedder, shape: Sequence[int] | None, what: str
                          f"{tuple(embedder.sample_shape)}")
 
 
-def embed(
-    model: str,
-    out: str,
-    *,
-    dataset: str | None = None,
-    splits: Sequence[str] | None = None,
-    parquet: Sequence[str] | None = None,
-    exports: Sequence[str] | None = None,
-    import_spec: Any = None,
-    labels: str | None = None,
-    texts: Sequence[str] | None = None,
-    batch_size: int = 64,
-    num_actors: int = 1,
-    cpus_per_actor: float = 1.0,
-    gpus_per_actor: float = 0.0,
-    tracking_uri: str | None = None,
-    prompts_per_file: int = PROMPTS_PER_FILE,
-    log: Callable[[str], None] | None = print,
-) -> EmbedReport:
-    """Embed a dataset, Parquet days, device exports or text prompts with a SensorLM model.
-
-    Give exactly one of `dataset`, `parquet`, `exports` or `texts`. Output files that already exist
-    in `out` are kept (resume); see the module docstring for the layout.
+@dataclass(frozen=True)
+class EmbedInput:
+    """What to embed: exactly one of `dataset`, `parquet`, `exports` or `texts`.
 
     Args:
-        model: ``models:/name/version``, ``models:/name@alias``, or a local model package / MLflow
-            model directory.
-        out: output folder (a path or a pyarrow filesystem URI).
         dataset: a prepared wearable dataset (directory or URL with manifest.json).
         splits: the dataset's splits to embed (default: all).
         parquet: wearable Parquet files or directories of them.
@@ -396,29 +373,87 @@ def embed(
         import_spec: `sensorlm.data.device_import.ImportSpec` for `exports` (default: from headers).
         labels: label file for `exports` (optional).
         texts: text prompts.
+    """
+
+    dataset: str | None = None
+    splits: Sequence[str] | None = None
+    parquet: Sequence[str] | None = None
+    exports: Sequence[str] | None = None
+    import_spec: Any = None
+    labels: str | None = None
+    texts: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        given = [name for name in ("dataset", "parquet", "exports", "texts") if getattr(self, name)]
+        if len(given) != 1:
+            raise EmbedError(f"give exactly one input: a dataset, Parquet files, device exports or texts (got {given})")
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """How to embed.
+
+    Args:
         batch_size: samples per model call.
         num_actors: actors (model copies) in the pool.
         cpus_per_actor: CPUs each actor reserves (also its torch threads).
         gpus_per_actor: GPUs each actor reserves; > 0 runs the model on CUDA.
         tracking_uri: MLflow tracking/registry URI for ``models:/`` (default: MLflow's current one).
         prompts_per_file: prompts per text output file.
+    """
+
+    batch_size: int = 64
+    num_actors: int = 1
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    tracking_uri: str | None = None
+    prompts_per_file: int = PROMPTS_PER_FILE
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "num_actors", "prompts_per_file"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise EmbedError(f"{name} must be an integer >= 1, got {value!r}")
+        if not self.cpus_per_actor > 0 or self.gpus_per_actor < 0:
+            raise EmbedError(f"cpus_per_actor must be > 0 and gpus_per_actor >= 0 (got {self.cpus_per_actor}, "
+                             f"{self.gpus_per_actor})")
+
+
+def embed(model: str, out: str, source: EmbedInput | None = None, options: EmbedOptions | None = None,
+          log: Callable[[str], None] | None = print, **fields: Any) -> EmbedReport:
+    """Embed a dataset, Parquet days, device exports or text prompts with a SensorLM model.
+
+    Output files that already exist in `out` are kept (resume); see the module docstring for the layout.
+
+    Args:
+        model: ``models:/name/version``, ``models:/name@alias``, or a local model package / MLflow
+            model directory.
+        out: output folder (a path or a pyarrow filesystem URI).
+        source: what to embed (`EmbedInput`).
+        options: how (`EmbedOptions`; default: its defaults).
         log: progress printer, or None.
+        **fields: fields of `EmbedInput` or `EmbedOptions` by name (``dataset=DIR, batch_size=16``),
+            on top of `source` and `options`; an unknown name is one error.
 
     Raises:
         EmbedError / FileNotFoundError: one line naming the bad model, dataset or shape.
     """
     log = log or (lambda msg: None)
-    given = [name for name, v in (("dataset", dataset), ("parquet", parquet), ("exports", exports),
-                                  ("texts", texts)) if v]
-    if len(given) != 1:
-        raise EmbedError(f"give exactly one input: a dataset, Parquet files, device exports or texts (got {given})")
-    if batch_size < 1 or num_actors < 1:
-        raise EmbedError(f"batch_size and num_actors must be >= 1 (got {batch_size}, {num_actors})")
-    ref = pin_model(model, tracking_uri)
+    input_names = {f.name for f in dataclasses.fields(EmbedInput)}
+    option_names = {f.name for f in dataclasses.fields(EmbedOptions)}
+    unknown = sorted(set(fields) - input_names - option_names)
+    if unknown:
+        raise EmbedError(f"embed: unknown option {unknown[0]!r} (inputs: {', '.join(sorted(input_names))}; "
+                         f"options: {', '.join(sorted(option_names))})")
+    picked = {k: v for k, v in fields.items() if k in input_names}
+    source = dataclasses.replace(source, **picked) if source else EmbedInput(**picked)
+    options = dataclasses.replace(options or EmbedOptions(), **{k: v for k, v in fields.items() if k in option_names})
+    dataset, splits, parquet, texts = source.dataset, source.splits, source.parquet, source.texts
+    ref = pin_model(model, options.tracking_uri)
     # One load on the driver checks the family and the input shape before any actor starts.
     embedder = load_embedder(ref, "cpu")
-    if exports:
-        dataset = _import_exports(exports, out, import_spec, labels, log)
+    if source.exports:
+        dataset = _import_exports(source.exports, out, source.import_spec, source.labels, log)
     if dataset:
         units, manifest = dataset_units(dataset, splits)
         _check_shape(ref, embedder, manifest["sample_shape"]["sensor"], f"dataset {dataset}")
@@ -431,7 +466,7 @@ def embed(
         if all("unreadable" in u for u in units):
             raise EmbedError(f"parquet {parquet[0]}: no readable file of the model's shape ({units[0]['unreadable']})")
     else:
-        units = text_units(texts, prompts_per_file)
+        units = text_units(texts, options.prompts_per_file)
     del embedder
 
     filesystem, root = _output_fs(out)
@@ -448,8 +483,7 @@ def embed(
     log(f"model {ref.uri} (from {ref.requested}); {len(units)} files, {len(report.existing)} already done, "
         f"{len(pending)} to embed")
     if pending:
-        _run_units(pending, ref, out, report, batch_size=batch_size, num_actors=num_actors,
-                   cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, log=log)
+        _run_units(pending, ref, out, report, options, log)
     report_json = dataclasses.asdict(report)
     report_json.update(samples_per_s=report.samples_per_s, samples_per_s_per_actor=report.samples_per_s_per_actor)
     import pyarrow as pa
@@ -494,8 +528,7 @@ def _import_exports(exports, out: str, spec, labels, log) -> str:
     return str(target)
 
 
-def _run_units(pending, ref: ModelRef, out: str, report: EmbedReport, *, batch_size, num_actors, cpus_per_actor,
-               gpus_per_actor, log) -> None:
+def _run_units(pending, ref: ModelRef, out: str, report: EmbedReport, options: EmbedOptions, log) -> None:
     import ray
 
     from sensorlm.ray_runtime import init_ray
@@ -503,16 +536,16 @@ def _run_units(pending, ref: ModelRef, out: str, report: EmbedReport, *, batch_s
     init_ray()  # RAY_ADDRESS's cluster, else a local Ray of this command's own (none if Ray is up)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
-    device = "cuda" if gpus_per_actor > 0 else "cpu"
+    device = "cuda" if options.gpus_per_actor > 0 else "cpu"
     ds = ray.data.from_items([{"unit": json.dumps(u)} for u in pending], override_num_blocks=len(pending))
     ds = ds.map_batches(
         _EmbedActor,
         batch_size=1,  # one input file per call: the unit of atomic output and of resume
-        compute=ray.data.ActorPoolStrategy(size=min(num_actors, len(pending))),
-        num_cpus=cpus_per_actor,
-        num_gpus=gpus_per_actor or None,
-        fn_constructor_kwargs={"ref": dataclasses.asdict(ref), "out": out, "batch_size": batch_size,
-                               "device": device, "threads": max(1, math.floor(cpus_per_actor))},
+        compute=ray.data.ActorPoolStrategy(size=min(options.num_actors, len(pending))),
+        num_cpus=options.cpus_per_actor,
+        num_gpus=options.gpus_per_actor or None,
+        fn_constructor_kwargs={"ref": dataclasses.asdict(ref), "out": out, "batch_size": options.batch_size,
+                               "device": device, "threads": max(1, math.floor(options.cpus_per_actor))},
     )
     start = time.perf_counter()
     spans = []
@@ -557,65 +590,5 @@ def all_busy_rate(spans: list[tuple[int, float, float, int]]) -> float | None:
     return rows / (hi - lo)
 
 
-# ---------------------------------------------------------------------------------------------
-# the `sensorlm embed` subcommand
-
-
-def add_arguments(p) -> None:
-    """Declare the options of ``sensorlm embed`` on an argparse parser.
-
-    Args:
-        p: the subcommand's ``argparse.ArgumentParser``.
-    """
-    p.add_argument("model", help="models:/name/version, models:/name@alias, or a model package directory")
-    p.add_argument("--out", required=True, help="output folder (path or URI): one Parquet file per input file")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--dataset", help="prepared wearable dataset (directory or URL with manifest.json)")
-    src.add_argument("--parquet", nargs="+", metavar="PATH", help="wearable Parquet files or directories")
-    src.add_argument("--exports", nargs="+", metavar="EXPORT", help="device exports (CSV/Parquet), imported first")
-    src.add_argument("--text", nargs="+", metavar="PROMPT", help="text prompts")
-    src.add_argument("--text-file", help="text prompts, one per line")
-    p.add_argument("--split", nargs="+", help="dataset splits to embed (default: all)")
-    p.add_argument("--spec", help="channel spec for --exports (YAML/JSON; default: from column headers)")
-    p.add_argument("--labels", help="label file for --exports")
-    p.add_argument("--batch-size", type=int, default=64, help="samples per model call (default 64)")
-    p.add_argument("--actors", type=int, default=1, help="actors, each with one model copy (default 1)")
-    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs per actor, also torch threads (default 1)")
-    p.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per actor; > 0 runs on CUDA (default 0)")
-    p.add_argument("--tracking-uri", help="MLflow tracking/registry URI (default: MLFLOW_TRACKING_URI)")
-    p.add_argument("--quiet", action="store_true", help="print only the summary and errors")
-
-
-def run(args) -> int:
-    """Run ``sensorlm embed`` from parsed arguments; returns the exit status (1 if a file failed).
-
-    Args:
-        args: the namespace `add_arguments` declared.
-    """
-    texts = args.text
-    if args.text_file:
-        path = Path(args.text_file)
-        if not path.is_file():
-            raise FileNotFoundError(f"text file {path}: no such file")
-        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    spec = None
-    if args.exports:
-        from sensorlm.data.device_import import load_import_spec
-
-        spec = load_import_spec(args.spec)
-    log = None if args.quiet else (lambda msg: print(f"[embed] {msg}", flush=True))
-    report = embed(args.model, args.out, dataset=args.dataset, splits=args.split, parquet=args.parquet,
-                   exports=args.exports, import_spec=spec, labels=args.labels, texts=texts,
-                   batch_size=args.batch_size, num_actors=args.actors, cpus_per_actor=args.cpus_per_actor,
-                   gpus_per_actor=args.gpus_per_actor, tracking_uri=args.tracking_uri, log=log)
-    if args.quiet:
-        print(f"[embed] {report.summary()}", flush=True)
-    for b in report.bad[:10]:
-        where = " ".join(x for x in (b["shard"], b["key"], b["detail"]) if x)
-        print(f"[embed] skipped {b['reason']}: {where}", flush=True)
-    # Unreadable inputs are reported and skipped (exit 0); an unexpected error in a file is a failure.
-    return 1 if any(b["reason"] == "error" for b in report.bad) else 0
-
-
-__all__ = ["EmbedError", "EmbedReport", "ModelRef", "add_arguments", "dataset_units", "embed", "load_embedder",
-           "parquet_units", "pin_model", "run", "text_units"]
+__all__ = ["EmbedError", "EmbedInput", "EmbedOptions", "EmbedReport", "ModelRef", "dataset_units", "embed", "load_embedder",
+           "parquet_units", "pin_model", "text_units"]

@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn as nn
 
-from sensorlm.config import ConfigError
+from sensorlm.typed_config import ConfigError
 
 Bounds = dict[str, tuple[float | None, float | None]]
 

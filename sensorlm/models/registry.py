@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from sensorlm.config import ConfigError, replace
+from sensorlm.typed_config import ConfigError, replace
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sensorlm.config import ConfigError, from_dict
+from sensorlm.typed_config import ConfigError, from_dict
 from sensorlm.models.bounds import check_scale_bounds, clamp_init, log_bounds
 from sensorlm.models.registry import register_preset
 from sensorlm.models.sensor_encoder import SensorEncoder, SensorEncoderConfig

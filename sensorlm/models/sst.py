@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from sensorlm.config import ConfigError
+from sensorlm.typed_config import ConfigError
 from sensorlm.models.registry import register_preset
 
 __all__ = [

@@ -26,7 +26,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from sensorlm.config import flatten, redact, to_dict
+from sensorlm.typed_config import flatten, redact, to_dict
 
 METRIC_TAG_PREFIX = "metric."
 DEFAULT_DB_NAME = "mlflow.db"

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from sensorlm.config import to_dict
+from sensorlm.typed_config import to_dict
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"

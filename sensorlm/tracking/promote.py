@@ -33,6 +33,10 @@ class PromotionRefused(RuntimeError):
     """The tracking server refused to move the alias for these credentials (HTTP 403)."""
 
 
+class PromotionFailed(RuntimeError):
+    """MLflow failed otherwise: no such model or version, a server error (the message redacted)."""
+
+
 def is_permission_denied(error: BaseException) -> bool:
     """True for MLflow's answer to a request the user's permissions do not allow (HTTP 403)."""
     return isinstance(error, MlflowException) and error.error_code == "PERMISSION_DENIED"
@@ -74,13 +78,21 @@ def promote(model_name: str, version: str | int, alias: str = "champion", tracki
     Raises:
         PromotionRefused: the server refused (these credentials may not move aliases).
         ModelIntegrityError: the version's files are not those registered, or it has no digest.
-        MlflowException: the model or version does not exist, or another server error.
+        PromotionFailed: the model or version does not exist, or another server error.
     """
+    from sensorlm.typed_config import redact
+
+    try:
+        return _promote(model_name, str(version), alias, tracking_uri)
+    except MlflowException as e:
+        raise PromotionFailed(redact(e.message)) from None
+
+
+def _promote(model_name: str, version: str, alias: str, tracking_uri: str | None) -> dict[str, Any]:
     from sensorlm.tracking.integrity import DIGEST_TAG, ModelIntegrityError, download_version
     from sensorlm.tracking.mlflow_utils import get_alias_version
 
     client = MlflowClient(tracking_uri)
-    version = str(version)
     mv = client.get_model_version(model_name, version)  # a clear error for a version that does not exist
     if not (mv.tags or {}).get(DIGEST_TAG):
         raise ModelIntegrityError(f"models:/{model_name}/{version} has no {DIGEST_TAG} tag, so what it holds cannot be "
@@ -103,39 +115,3 @@ def promote(model_name: str, version: str | int, alias: str = "champion", tracki
     client.set_model_version_tag(model_name, version, PROMOTED_TAG, f"{alias} by {who} at {stamp}")
     return {"model": model_name, "version": version, "alias": alias,
             "previous": str(holder.version) if holder is not None else None}
-
-
-def add_promote_args(parser) -> None:
-    parser.add_argument("model", help="registered model name, e.g. sensorlm")
-    parser.add_argument("version", help="the version to promote")
-    parser.add_argument("--alias", default="champion")
-    parser.add_argument("--tracking-uri", default=None, help="default: MLFLOW_TRACKING_URI")
-
-
-def run_promote(args) -> int:
-    """``sensorlm promote MODEL VERSION``: 2 when refused, 1 when MLflow fails otherwise."""
-    from sensorlm.config import redact
-    from sensorlm.tracking.integrity import ModelIntegrityError
-
-    try:
-        done = promote(args.model, args.version, args.alias, args.tracking_uri)
-    except (PromotionRefused, ModelIntegrityError) as e:
-        print(f"[sensorlm.promote] refused: {e}", flush=True)
-        return 2
-    except MlflowException as e:
-        print(f"[sensorlm.promote] failed: {redact(e.message)}", flush=True)
-        return 1
-    before = f" (was version {done['previous']})" if done["previous"] else ""
-    print(f"[sensorlm.promote] {done['model']} version {done['version']} is now @{done['alias']}{before}", flush=True)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python jobs/promote.py MODEL VERSION [--alias champion] [--tracking-uri URI]``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        description="Point a registered model's alias at a version, with the promoter's MLflow credentials "
-        "(MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in the environment, never on the command line).")
-    add_promote_args(parser)
-    return run_promote(parser.parse_args(argv))

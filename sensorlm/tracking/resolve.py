@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dataclasses import dataclass
 
-from sensorlm.config import redact
+from sensorlm.typed_config import redact
 from sensorlm.tracking.package import ModelPackage, find_package_dir, load_model_package, read_mlmodel
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id

@@ -117,7 +117,7 @@ class TrackedRun:
             self.client.set_tag(self.run_id, key, value)
 
     def log_dict(self, obj: Any, artifact_file: str) -> None:
-        from sensorlm.config import redact
+        from sensorlm.typed_config import redact
 
         self.client.log_dict(self.run_id, redact(obj), artifact_file)
 

@@ -1,6 +1,6 @@
 """The training run's typed configuration: one validated object per run.
 
-A run config is a YAML file (see ``configs/``) or a named preset, plus ``key=value`` overrides,
+A run config is a YAML file or the name of one in ``configs/``, plus ``key=value`` overrides,
 validated here before Ray starts so a typo is a one-line error naming the key.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sensorlm.config import ConfigError, deep_update, from_dict, load_yaml, merge_overrides, to_dict
+from sensorlm.typed_config import ConfigError, deep_update, from_dict, load_yaml, merge_overrides, to_dict
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -51,7 +51,7 @@ class DataSection:
 
     Args:
         path: dataset directory or URL prefix holding ``manifest.json`` and ``{split}-%06d.tar``.
-        synthetic: a synthetic preset name (``tiny``, ``small``); when set and ``path`` has no
+        synthetic: the size of the generated demo data (``tiny``, ``small``); when set and ``path`` has no
             manifest, the project's own synthetic data is generated there first.
         num_workers: DataLoader worker processes per training worker.
         shuffle_buffer: samples held in the shuffle buffer.
@@ -340,7 +340,7 @@ def load_train_config(config: str, overrides: list[str] | None = None) -> TrainC
         path = CONFIG_DIR / f"{config}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-        raise ConfigError(f"config {config!r} is neither a YAML file nor a known preset ({', '.join(known)})")
+        raise ConfigError(f"config {config!r} is neither a YAML file nor a config in configs/ ({', '.join(known)})")
     data = to_dict(TrainConfig())
     base = load_yaml(path)
     deep_update(data, base, str(path), leaf_keys=("overrides", "caption_mix"))

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from sensorlm.config import ConfigError
+from sensorlm.typed_config import ConfigError
 from sensorlm.training.config import TrainConfig
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from sensorlm.config import from_dict
+from sensorlm.typed_config import from_dict
 from sensorlm.training.config import TrainConfig
 from sensorlm.training.deepspeed_config import build_deepspeed_config
 from sensorlm.training.distributed import barrier
@@ -82,10 +82,12 @@ class _Logger:
 
 
 def _loader(cfg: TrainConfig, run: dict, split: str, rank: int, world: int, seed: int, text_len: int | None):
+    from sensorlm.data.loader import LoaderSpec
     from sensorlm.families import get_family
 
-    part = None if split == "train" else cfg.data.val_shards
-    return get_family(cfg.task).loader(cfg, run["dataset"], run["manifest"], split, rank, world, seed, text_len, part)
+    where = LoaderSpec(batch_size=cfg.batch_size, rank=rank, world_size=world, seed=seed, text_len=text_len,
+                       shard_part=None if split == "train" else cfg.data.val_shards)
+    return get_family(cfg.task).loader(cfg, run["dataset"], run["manifest"], split, where)
 
 
 # Errors that come back on every attempt (bad config, data, shapes, strict data checks): the

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from sensorlm.config import ConfigError, to_dict
+from sensorlm.typed_config import ConfigError, to_dict
 from sensorlm.training.config import TrainConfig
 
 

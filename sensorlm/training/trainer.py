@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sensorlm.config import ConfigError, to_dict
+from sensorlm.typed_config import ConfigError, to_dict
 from sensorlm.training.config import TrainConfig
 from sensorlm.training.deepspeed_config import build_deepspeed_config
 from sensorlm.families import get_family
@@ -61,7 +61,7 @@ def prepare_dataset(cfg: TrainConfig) -> Path | str:
         if not cfg.data.synthetic:
             raise FileNotFoundError(f"data.path {p} has no manifest.json and data.synthetic is not set")
         family = get_family(cfg.task)
-        print(f"[sensorlm] generating the synthetic {family.data_kind} dataset (preset {cfg.data.synthetic}) in {p}",
+        print(f"[sensorlm] generating the synthetic {family.data_kind} dataset (size {cfg.data.synthetic}) in {p}",
               flush=True)
         family.make_synthetic(cfg.data.synthetic, p, seed=cfg.data.seed)
     return p

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sensorlm.config import ConfigError, deep_update, from_dict, load_yaml, merge_overrides, to_dict
+from sensorlm.typed_config import ConfigError, deep_update, from_dict, load_yaml, merge_overrides, to_dict
 from sensorlm.families import get_family
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "sweeps"

@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-from sensorlm.config import ConfigError, flatten, redact, to_dict
+from sensorlm.typed_config import ConfigError, flatten, redact, to_dict
 from sensorlm.ray_runtime import init_ray
 from sensorlm.tracking.run import TrackedRun
 from sensorlm.tuning.gate import HoldoutScore, decide
@@ -503,58 +502,3 @@ def _print_summary(result: SweepResult, cfg: SweepConfig) -> None:
                 f"{r.trial_id} {r.metrics[cfg.metric]:.3g} | {r.holdout:.3g}" for r in scored))
     _say(f"registration: {result.decision}")
     _say(f"results: {result.results_csv}  (MLflow parent run {result.parent_run_id} at {redact(result.tracking_uri)})")
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line
-
-
-def add_sweep_args(parser, default_config: str = "siglip_tiny") -> None:
-    parser.add_argument("--config", default=default_config, help="configs/sweeps/NAME.yaml, a YAML path, or NAME")
-    parser.add_argument(
-        "overrides", nargs="*",
-        help="key=value overrides of the sweep config (num_samples=8, searcher=optuna); base.KEY=VALUE overrides "
-             "the trials' training config (base.steps=100)",
-    )
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--resume", dest="resume", action="store_true", default=None,
-                       help="the sweep folder must exist; continue it")
-    group.add_argument("--no-resume", dest="resume", action="store_false",
-                       help="refuse to continue an existing sweep of the same name")
-    parser.add_argument("--dry-run", action="store_true", help="validate, print the resolved config and exit")
-    parser.add_argument("--verbose", action="store_true", help="Ray's own INFO logs too")
-
-
-def run_sweep_command(args, task: str | None = None) -> int:
-    """``sensorlm sweep``: exit 0 when complete, 130 when interrupted (resume with the same command)."""
-    import yaml
-
-    from sensorlm.tracking.mlflow_utils import ui_hint
-    from sensorlm.tuning.space import load_sweep_config
-
-    cfg = load_sweep_config(args.config, args.overrides)
-    if task and cfg.task != task:
-        raise ConfigError(f"this entry point sweeps task {task!r}, but the config has task {cfg.task!r}")
-    if args.dry_run:
-        make_task(cfg)  # the base training config and the space, checked together
-        print(yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False))
-        print(f"# {cfg.expected_trials()} trials")
-        return 0
-    if args.verbose:
-        os.environ["SENSORLM_VERBOSE"] = "1"
-    result = run_sweep(cfg, resume=args.resume)
-    if result.complete:
-        print(f"[sensorlm.sweep] look at it: {ui_hint(result.tracking_uri)}")
-    return 0 if result.complete else 130
-
-
-def main(argv: list[str] | None = None, default_config: str = "siglip_tiny", task: str | None = None) -> int:
-    """``tune/sweep_*.py``: the same as ``sensorlm sweep`` for one task."""
-    import argparse
-
-    from sensorlm.errors import run_guarded
-
-    parser = argparse.ArgumentParser(description="Sweep hyperparameters with Ray Tune over the Ray Train trainer.")
-    add_sweep_args(parser, default_config)
-    args = parser.parse_args(argv)
-    return run_guarded(lambda: run_sweep_command(args, task), "sensorlm sweep", args.verbose)

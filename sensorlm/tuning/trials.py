@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable
 
-from sensorlm.config import ConfigError, from_dict, to_dict
+from sensorlm.typed_config import ConfigError, from_dict, to_dict
 from sensorlm.training.config import TrainConfig, load_train_config
 from sensorlm.families import get_family
 from sensorlm.tuning.gate import HoldoutScore
@@ -273,14 +273,16 @@ class TrainSweep(SweepTask):
         the task gives them."""
         import torch
 
+        from sensorlm.data.loader import LoaderSpec
         from sensorlm.models import model_config
 
         cfg = self.base
         mcfg = model_config(package.preset, **package.config)
         device = torch.device("cpu")
         task = self.family.task(cfg, self.manifest, device, mcfg, package.tokenizer)
-        batches = self.family.loader(cfg, cfg.data.path, self.manifest, "val", 0, 1, cfg.data.seed,
-                                     self.family.text_len(mcfg), "odd", tokenizer=package.tokenizer)
+        where = LoaderSpec(batch_size=cfg.batch_size, seed=cfg.data.seed, text_len=self.family.text_len(mcfg),
+                           shard_part="odd")
+        batches = self.family.loader(cfg, cfg.data.path, self.manifest, "val", where, tokenizer=package.tokenizer)
         per_window: dict[str, dict[str, float]] = {}
         value = task.evaluate(package.model.eval(), batches, per_window=per_window).get(self.cfg.metric)
         return None if value is None else HoldoutScore(float(value), per_window.get(self.cfg.metric))

@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 
 from sensorlm.cli import main as cli_main
-from sensorlm.config import ConfigError
+from sensorlm.typed_config import ConfigError
 from sensorlm.data.device_import import (
     DeviceImportError,
     ImportSpec,
     import_device_export,
     load_import_spec,
 )
-from sensorlm.data.synthetic_device import write_device_export
+from sensorlm.data.synthetic.device import write_device_export
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ def test_synthetic_pairs_are_seeded_and_described_by_their_manifest(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "a" / "val_b.npy"), np.load(tmp_path / "b" / "val_b.npy"))
     with pytest.raises(FileExistsError):
         make_synthetic_pairs("tiny", tmp_path / "a")
-    with pytest.raises(ValueError, match="unknown synthetic embedding-pairs preset 'huge'"):
+    with pytest.raises(ValueError, match="unknown synthetic embedding-pairs size 'huge'"):
         make_synthetic_pairs("huge", tmp_path / "c")
 
 

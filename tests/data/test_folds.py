@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from sensorlm.cli import main as cli_main
-from sensorlm.config import ConfigError
+from sensorlm.typed_config import ConfigError
 from sensorlm.data.folds import assign_folds, fold_view, parse_fold
 
 
@@ -54,7 +54,7 @@ def test_bad_fold_arguments_are_one_line(value, message):
 @pytest.fixture(scope="module")
 def folded(tmp_path_factory):
     """A generated export (3 subjects x 5 days) imported as 3 folds of subject-days."""
-    from sensorlm.data.synthetic_device import write_device_export
+    from sensorlm.data.synthetic.device import write_device_export
 
     root = tmp_path_factory.mktemp("folds")
     raw = write_device_export(root / "raw")
@@ -134,7 +134,7 @@ def test_evaluation_takes_the_training_runs_fold(folded):
 
 
 def test_cli_refuses_a_single_fold(tmp_path, capsys):
-    from sensorlm.data.synthetic_device import write_device_export
+    from sensorlm.data.synthetic.device import write_device_export
 
     raw = write_device_export(tmp_path / "raw", subjects=1, days=4)
     assert cli_main(["import", str(raw["export"]), "--spec", str(raw["spec"]), "--out", str(tmp_path / "a"),

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sensorlm.data.augment import Augment
-from sensorlm.data.loader import DataError, SkipReport, make_loader
+from sensorlm.data.loader import DataError, LoaderSpec, SkipReport, make_loader
 from sensorlm.data.shards import MANIFEST, encode_npy, encode_sample, load_manifest
 from sensorlm.data.tokenizer import load_tokenizer
 
@@ -185,6 +185,21 @@ def test_bad_arguments_named(wearable_dir):
         make_loader(wearable_dir, "train", 0)
     with pytest.raises(ValueError, match="rank 2 must be < world_size 2"):
         make_loader(wearable_dir, "train", 4, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="make_loader: unknown option 'worldsize'"):
+        make_loader(wearable_dir, "train", 4, worldsize=2)
+    with pytest.raises(ValueError, match="shard part must be one of"):
+        LoaderSpec(shard_part="third")
+
+
+def test_a_spec_and_options_on_top_of_it(wearable_dir):
+    """`LoaderSpec` carries the options whole; keyword options and the batch size apply on top."""
+    spec = LoaderSpec(batch_size=3, rank=1, world_size=2, shuffle=False, num_workers=0)
+    loader = make_loader(wearable_dir, "train", spec=spec, text_len=8)
+    assert loader.spec == LoaderSpec(batch_size=3, rank=1, world_size=2, shuffle=False, num_workers=0, text_len=8)
+    assert (loader.batch_size, loader.rank, loader.world_size) == (3, 1, 2)
+    batch = next(iter(loader))
+    assert batch["input_ids"].shape == (3, 8)
+    assert make_loader(wearable_dir, "train", 5, spec).batch_size == 5 and spec.batch_size == 3
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

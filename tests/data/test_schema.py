@@ -14,7 +14,7 @@ T, C = 144, 34
 
 @pytest.fixture(scope="module")
 def wearable_file(tmp_path_factory):
-    from sensorlm.data.synthetic_wearable import generate_wearable
+    from sensorlm.data.synthetic.wearable import generate_wearable
 
     path = tmp_path_factory.mktemp("pq") / "w.parquet"
     days = list(generate_wearable("tiny", seed=3, num_subjects=4, days_per_subject=1))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sensorlm.data.synthetic_sst import generate_sst
+from sensorlm.data.synthetic.sst import generate_sst
 from sensorlm.evaluation.dineof import dineof, dineof_monthly_mean
 from sensorlm.evaluation.metrics import sst_skill
 

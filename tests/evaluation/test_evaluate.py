@@ -18,10 +18,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from sensorlm.data.synthetic_captions import activity_prompt
+from sensorlm.cli import main as sensorlm_main
+from sensorlm.data.synthetic.captions import activity_prompt
 from sensorlm.data.loader import make_loader
 from sensorlm.data.prepare import prepare_synthetic
-from sensorlm.evaluation.evaluate import evaluate_model, format_metrics_table, main
+from sensorlm.evaluation.evaluate import evaluate_model, format_metrics_table
 from sensorlm.evaluation.metrics import retrieval_recall
 from sensorlm.models import create_model, model_config
 from sensorlm.tracking.mlflow_utils import register_version, setup_experiment
@@ -205,8 +206,6 @@ def test_alias_resolves_to_the_same_version(env, tmp_path):
 
 
 def test_cli_dry_run_resolves_version_and_alias_and_options(env, tmp_path, capsys, monkeypatch):
-    from sensorlm.cli import main as sensorlm_main
-
     monkeypatch.chdir(tmp_path)
     for uri in ("models:/wear-tiny/1", "models:/wear-tiny@champion"):
         assert sensorlm_main(["evaluate", uri, "--tracking-uri", env["store"], "--dry-run", "batch_size=16",
@@ -341,7 +340,7 @@ def test_cli_on_a_local_hvt_package_skips_rollout(env, tmp_path, capsys):
         tokenizer_path=env["wear"] / "tokenizer.json", data_stats=_data_stats(env["wear"]),
     )
     out = tmp_path / "out"
-    code = main([str(pkg), "--data", str(env["wear"]), "--out", str(out), "--no-log", "--shots",
+    code = sensorlm_main(["evaluate", str(pkg), "--data", str(env["wear"]), "--out", str(out), "--no-log", "--shots",
                  "--max-samples", "8", "--rollout-samples", "1"])
     printed = capsys.readouterr().out
     assert code == 0
@@ -350,7 +349,7 @@ def test_cli_on_a_local_hvt_package_skips_rollout(env, tmp_path, capsys):
     assert sorted(p.name for p in out.glob("*.png")) == ["confusion_matrix.png", "tsne.png"]
     assert "the training run of this model is not known" in (out / "notes.txt").read_text()
 
-    assert main(["models:/no-such-model/1", "--tracking-uri", env["store"], "--no-log"]) == 2
+    assert sensorlm_main(["evaluate", "models:/no-such-model/1", "--tracking-uri", env["store"], "--no-log"]) == 2
     assert "no registered model named 'no-such-model'" in capsys.readouterr().err
 
 
@@ -450,7 +449,7 @@ def test_convergence_plots_only_what_changes_and_describes_the_model(env):
 def test_options_are_one_evaluation_config():
     """evaluate_model takes the EvalConfig's fields as keywords: an unknown one or a bad value is
     one line before any model is loaded."""
-    from sensorlm.config import ConfigError
+    from sensorlm.typed_config import ConfigError
 
     with pytest.raises(ConfigError, match=r"unknown evaluation option 'batchsize' \(known: .*batch_size"):
         evaluate_model("models:/nothing/1", batchsize=8)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sensorlm.config import ConfigError, to_dict
+from sensorlm.typed_config import ConfigError, to_dict
 from sensorlm.training.config import load_train_config
 from sensorlm.families import FAMILIES, family_of_config, resolve
 

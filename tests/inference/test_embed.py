@@ -21,7 +21,7 @@ import torch
 
 from sensorlm.cli import main
 from sensorlm.data.schema import schema_for, write_rows
-from sensorlm.inference.embed import REPORT_FILE, EmbedError, embed
+from sensorlm.inference.embed import REPORT_FILE, EmbedError, EmbedOptions, embed
 from sensorlm.models import create_model, model_config
 from sensorlm.tracking.mlflow_utils import register_version, setup_experiment
 from sensorlm.tracking.package import save_model_package
@@ -231,11 +231,19 @@ def test_bad_arguments_are_one_line_errors(package, dataset, tmp_path, capsys):
         embed(str(wide), str(tmp_path / "t"), texts=["a walk"], log=None)
     with pytest.raises(EmbedError, match="exactly one input"):
         embed(str(package), str(tmp_path / "o"), log=None)
+    # the options are one typed record, checked before the model is touched
+    with pytest.raises(EmbedError, match="embed: unknown option 'batchsize'"):
+        embed(str(package), str(tmp_path / "o"), texts=["a walk"], batchsize=4, log=None)
+    with pytest.raises(EmbedError, match="num_actors must be an integer >= 1, got 0"):
+        embed("models:/none/1", str(tmp_path / "o"), texts=["a walk"], num_actors=0, log=None)
+    with pytest.raises(EmbedError, match="cpus_per_actor must be > 0"):
+        EmbedOptions(cpus_per_actor=0)
+    assert not (tmp_path / "o").exists()
 
 
 def test_device_export_is_imported_on_the_fly(tmp_path):
     from sensorlm.data.device_import import import_device_export, load_import_spec
-    from sensorlm.data.synthetic_device import write_device_export
+    from sensorlm.data.synthetic.device import write_device_export
 
     export = write_device_export(tmp_path / "raw", subjects=2, days=2, epoch_s=60, seed=0)
     spec = load_import_spec(export["spec"], window_minutes=240)

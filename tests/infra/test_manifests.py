@@ -696,7 +696,7 @@ def test_dockerignore_keeps_secrets_environments_and_stores_out_of_images():
                  "jobs/outputs/x", "tests/mlruns/0/meta.yaml", ".git/config", "sensorlm/__pycache__/cli.cpython-311.pyc",
                  "infra/.env", "build/k8s/raycluster.yaml"):
         assert _dockerignored(patterns, path), f"{path} would be copied into the image"
-    for path in ("sensorlm/cli.py", "pyproject.toml", "README.md", "infra/mlflow_auth/sensorlm_mlflow_auth.py",
+    for path in ("sensorlm/cli/__init__.py", "pyproject.toml", "README.md", "infra/mlflow_auth/sensorlm_mlflow_auth.py",
                  "configs/sensorlm_tiny.yaml", "jobs/train_sensorlm.py", "sensorlm/data/loader.py"):
         assert not _dockerignored(patterns, path), f"{path} is needed in the image"
 

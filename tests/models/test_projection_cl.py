@@ -12,7 +12,7 @@ import torch
 from sensorlm.models.bounds import clamp_parameters_
 import torch.nn as nn
 
-from sensorlm.config import ConfigError, from_dict, to_dict
+from sensorlm.typed_config import ConfigError, from_dict, to_dict
 from sensorlm.models import create_model, model_config, projection_cl
 from sensorlm.models.projection_cl import ProjectionCL, ProjectionCLConfig
 

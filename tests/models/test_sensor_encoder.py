@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sensorlm.config import ConfigError, from_dict
+from sensorlm.typed_config import ConfigError, from_dict
 from sensorlm.models.sensor_encoder import SensorEncoder, SensorEncoderConfig
 
 TINY = SensorEncoderConfig(input_len=144, num_channels=34, patch=(12, 2), width=32, depth=2, num_heads=4)

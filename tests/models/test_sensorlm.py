@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from sensorlm.config import ConfigError, to_dict
+from sensorlm.typed_config import ConfigError, to_dict
 from sensorlm.losses import siglip_loss
 from sensorlm.models import create_model, list_models, model_config
 from sensorlm.models.sensor_encoder import SensorEncoder

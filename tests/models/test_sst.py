@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from sensorlm.config import ConfigError, from_dict, to_dict
+from sensorlm.typed_config import ConfigError, from_dict, to_dict
 from sensorlm.models import create_model, list_models, model_config
 from sensorlm.models.sst import (
     MonthlyConvDecoder,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sensorlm.config import ConfigError
+from sensorlm.typed_config import ConfigError
 from sensorlm.models.text_encoder import TextEncoder, TextEncoderConfig
 
 TINY = TextEncoderConfig(vocab_size=100, max_len=32, context_len=16, width=32, depth=2, num_heads=4, embed_dim=24)

@@ -79,7 +79,7 @@ def test_registration_records_the_digest_of_the_files_served(registry):
     # files except MLflow's own per-model metadata, so the digests differ only through MLmodel
     v1 = _model_dir(registry["store"], "1")
     assert client.get_model_version("wear", "1").tags[DIGEST_TAG] == model_digest(v1)
-    assert {p.name for p in v1.rglob("*")} >= {"model.safetensors", "MLmodel", "pyfunc.py", "cli.py"}
+    assert {p.name for p in v1.rglob("*")} >= {"model.safetensors", "MLmodel", "pyfunc.py", "loop.py"}
 
 
 def test_an_untouched_version_loads_everywhere(registry):
@@ -121,14 +121,13 @@ def test_a_tampered_version_is_refused_by_every_loader(registry, tampered, capsy
 
 
 def test_promotion_checks_the_files_first(registry, tampered, capsys):
-    from sensorlm.tracking.promote import main as promote_main
 
     store = registry["store"]
-    assert promote_main(["wear", "2", "--tracking-uri", store]) == 2
+    assert cli_main(["promote", "wear", "2", "--tracking-uri", store]) == 2
     out = capsys.readouterr().out
     assert "refused: models:/wear/2: its files do not match the digest" in out
     assert "champion" not in MlflowClient(store).get_registered_model("wear").aliases
-    assert promote_main(["wear", "1", "--tracking-uri", store]) == 0
+    assert cli_main(["promote", "wear", "1", "--tracking-uri", store]) == 0
     assert MlflowClient(store).get_registered_model("wear").aliases["champion"] == 1
 
 
@@ -142,9 +141,8 @@ def test_a_version_without_a_digest_loads_with_a_warning_but_is_never_promoted(r
     load_model(f"models:/wear/{mv.version}", store)
     assert f"models:/wear/{mv.version} has no {DIGEST_TAG} tag" in capsys.readouterr().out
 
-    from sensorlm.tracking.promote import main as promote_main
 
-    assert promote_main(["wear", str(mv.version), "--tracking-uri", store]) == 2
+    assert cli_main(["promote", "wear", str(mv.version), "--tracking-uri", store]) == 2
     assert "what it holds cannot be checked" in capsys.readouterr().out
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from sensorlm.config import ConfigError
+from sensorlm.typed_config import ConfigError
 from sensorlm.training.config import load_train_config
 from sensorlm.training.deepspeed_config import build_deepspeed_config
 
@@ -45,7 +45,7 @@ def test_unknown_key_in_yaml_file_names_file_and_key(tmp_path):
 
 
 def test_missing_config_file_is_named():
-    with pytest.raises(ConfigError, match="neither a YAML file nor a known preset"):
+    with pytest.raises(ConfigError, match="neither a YAML file nor a config in configs/"):
         load_train_config("configs/does_not_exist.yaml")
 
 
@@ -75,7 +75,7 @@ def test_missing_user_deepspeed_file_is_named():
 
 
 def test_augmentation_settings_are_checked():
-    from sensorlm.config import ConfigError
+    from sensorlm.typed_config import ConfigError
     from sensorlm.training.config import load_train_config
 
     cfg = load_train_config("sensorlm_tiny", ["data.augment.crop_min_fraction=0.75", "data.augment.channel_dropout=0.1"])

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from sensorlm.config import ConfigError
+from sensorlm.typed_config import ConfigError
 from sensorlm.training.config import load_train_config
 from sensorlm.training.early_stopping import EarlyStopping
 

@@ -12,7 +12,7 @@ def test_a_recurring_error_is_recorded_and_the_restarted_workers_do_not_train(tm
     import ray.train
     from mlflow.tracking import MlflowClient
 
-    from sensorlm.config import to_dict
+    from sensorlm.typed_config import to_dict
     from sensorlm.tracking.mlflow_utils import FAILURE_TAG
     from sensorlm.training import loop
     from sensorlm.training.config import TrainConfig

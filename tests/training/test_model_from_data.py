@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sensorlm.config import ConfigError
+from sensorlm.typed_config import ConfigError
 from sensorlm.models import create_model, model_config
 from sensorlm.training.config import load_train_config
 from sensorlm.training.model_from_data import fit_model_to_data, fit_patch

@@ -206,9 +206,7 @@ def test_own_device_export_to_registered_model_and_zero_shot(ray_session, tmp_pa
     import json
 
     from sensorlm.cli import main as sensorlm_main
-    from sensorlm.data.synthetic_device import write_device_export
-    from sensorlm.evaluation.evaluate import main as evaluate_main
-    from sensorlm.training.cli import main as train_main
+    from sensorlm.data.synthetic.device import write_device_export
 
     raw = write_device_export(tmp_path / "raw")
     data, db = tmp_path / "mine", f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -216,14 +214,14 @@ def test_own_device_export_to_registered_model_and_zero_shot(ray_session, tmp_pa
                           "--out", str(data), "--window-minutes", "120", "--stride-minutes", "60",
                           "--main-label-min-fraction", "0.5", "--prompt-template", "Two hours of {label}.",
                           "--quiet"]) == 0
-    assert train_main(["--config", "configs/sensorlm_tiny.yaml", f"data.path={data}", "data.synthetic=null",
+    assert sensorlm_main(["train", "--config", "configs/sensorlm_tiny.yaml", f"data.path={data}", "data.synthetic=null",
                        "steps=80", "optim.warmup_steps=20", "log_every=20", "eval_every=40",
                        "checkpoint.every_steps=80", "batch_size=32", f"storage_path={tmp_path / 'ray'}",
                        f"tracking.tracking_uri={db}", "tracking.system_metrics=false", "data.num_workers=0"]) == 0
     out = capsys.readouterr().out
     assert "model input follows the data: sensorlm_tiny sensor (120, 7) patch (6, 7)" in out
     assert "registered models:/sensorlm/1" in out
-    assert evaluate_main(["models:/sensorlm/1", "--data", str(data), "--tracking-uri", db, "--out",
+    assert sensorlm_main(["evaluate", "models:/sensorlm/1", "--data", str(data), "--tracking-uri", db, "--out",
                           str(tmp_path / "eval"), "--rollout-samples", "0", "--shots"]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     chance = 1 / 4
@@ -242,14 +240,13 @@ def test_unlabelled_export_trains_with_the_readme_config_on_a_fold(ray_session, 
     from mlflow.tracking import MlflowClient
 
     from sensorlm.cli import main as sensorlm_main
-    from sensorlm.data.synthetic_device import write_device_export
-    from sensorlm.training.cli import main as train_main
+    from sensorlm.data.synthetic.device import write_device_export
 
     raw = write_device_export(tmp_path / "raw")
     data, db = tmp_path / "unlabelled", f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert sensorlm_main(["import", str(raw["export"]), "--spec", str(raw["spec"]), "--out", str(data),
                           "--window-minutes", "120", "--stride-minutes", "60", "--folds", "3", "--quiet"]) == 0
-    assert train_main(["--config", "configs/sensorlm_tiny.yaml", f"data.path={data}", "data.synthetic=null",
+    assert sensorlm_main(["train", "--config", "configs/sensorlm_tiny.yaml", f"data.path={data}", "data.synthetic=null",
                        "data.fold=1/3", "steps=20", "optim.warmup_steps=5", "log_every=10", "eval_every=10", "checkpoint.every_steps=10",
                        "batch_size=32", f"storage_path={tmp_path / 'ray'}", f"tracking.tracking_uri={db}",
                        "tracking.system_metrics=false", "data.num_workers=0"]) == 0

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from sensorlm.config import ConfigError
+from sensorlm.typed_config import ConfigError
 from sensorlm.training.config import load_train_config
 
 _spec = importlib.util.spec_from_file_location(

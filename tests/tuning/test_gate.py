@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from sensorlm.config import ConfigError, from_dict
+from sensorlm.typed_config import ConfigError, from_dict
 from sensorlm.tuning.gate import HoldoutScore, best_registered_on_holdout, decide, holdout_decision, paired_decision
 from sensorlm.tuning.space import SweepConfig
 

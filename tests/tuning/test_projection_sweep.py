@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sensorlm.config import from_dict
+from sensorlm.typed_config import from_dict
 from sensorlm.tuning.space import SweepConfig
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sensorlm.config import ConfigError, from_dict
+from sensorlm.typed_config import ConfigError, from_dict
 from sensorlm.tuning.space import CONFIG_DIR, SweepConfig, load_sweep_config
 
 

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from sensorlm.config import ConfigError, from_dict, to_dict
+from sensorlm.typed_config import ConfigError, from_dict, to_dict
 from sensorlm.tuning.space import SweepConfig
 from sensorlm.tuning.sweep import (
     TrialRow,
@@ -309,7 +309,10 @@ def test_the_shipped_siglip_sweep_learns_and_is_judged_on_held_out_windows(ray_f
 
 
 def test_entry_point_dry_run_and_config_errors(capsys):
-    from sensorlm.tuning.sweep import main
+    from sensorlm.cli import main as sensorlm_main
+
+    def main(argv, task):
+        return sensorlm_main(["sweep", "--task", task, *argv])
 
     assert main(["--config", "siglip_tiny", "--dry-run", "num_samples=3"], task="sensorlm") == 0
     out = capsys.readouterr().out

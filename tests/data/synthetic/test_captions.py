@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sensorlm.data import synthetic_captions as cap
-from sensorlm.data import synthetic_wearable as sw
-from sensorlm.data.synthetic_wearable import CHANNEL_INDEX as CI
+from sensorlm.data.synthetic import captions as cap
+from sensorlm.data.synthetic import wearable as sw
+from sensorlm.data.synthetic.wearable import CHANNEL_INDEX as CI
 
 SEED = 0
-PRESET = sw.get_wearable_preset("tiny", resolution_min=1, num_subjects=12)
+SIZE = sw.get_wearable_size("tiny", resolution_min=1, num_subjects=12)
 
 
 @pytest.fixture(scope="module")
 def days() -> list[sw.WearableDay]:
-    return list(sw.generate_wearable(PRESET, seed=SEED))
+    return list(sw.generate_wearable(SIZE, seed=SEED))
 
 
 def _stage(values: np.ndarray) -> np.ndarray:
@@ -49,7 +49,7 @@ def test_sleep_hours_match_the_arrays_of_two_days(days):
         stage_today = _stage(day.values)
         asleep = np.count_nonzero(stage_today[max(night.onset_min, 0):night.wake_min] > 0)
         if night.onset_min < 0:
-            yesterday = sw.generate_day(PRESET, SEED, day.subject_index, day.day - 1)
+            yesterday = sw.generate_day(SIZE, SEED, day.subject_index, day.day - 1)
             asleep += np.count_nonzero(_stage(yesterday.values)[1440 + night.onset_min:] > 0)
             checked += 1
         assert asleep == night.asleep_minutes
@@ -114,7 +114,7 @@ def test_phrasing_varies_but_is_reproducible(days):
     openings = {d.caption.split(":")[0].split(",")[0] for d in days}
     assert len(openings) >= 3
     day = days[0]
-    again = sw.generate_day(PRESET, SEED, day.subject_index, day.day)
+    again = sw.generate_day(SIZE, SEED, day.subject_index, day.day)
     assert again.caption == day.caption
     c1 = cap.make_caption(again_values := again.values, again.missing, again.activities, again.primary_activity,
                           night=again.night, rng=7)
@@ -128,7 +128,7 @@ def test_phrasing_varies_but_is_reproducible(days):
 
 
 def test_caption_without_night_or_heart_rate_data():
-    day = sw.generate_day(PRESET, SEED, 1, 0)
+    day = sw.generate_day(SIZE, SEED, 1, 0)
     c = cap.make_caption(day.values, day.missing, day.activities, day.primary_activity, night=None, rng=0)
     assert c.facts.sleep_hours is None and "hours of sleep" not in c.text and "Slept" not in c.text
     all_missing = np.ones(1440, bool)
@@ -139,7 +139,7 @@ def test_caption_without_night_or_heart_rate_data():
 
 
 def test_bad_inputs_raise_clear_errors():
-    day = sw.generate_day(PRESET, SEED, 2, 0)
+    day = sw.generate_day(SIZE, SEED, 2, 0)
     args = (day.values, day.missing, day.activities, day.primary_activity)
     with pytest.raises(ValueError, match=r"values must be one-minute data of shape \(1440, 34\)"):
         cap.make_caption(day.values[:144], *args[1:])
@@ -156,8 +156,8 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_activity_prompt_matches_caption_opening():
-    from sensorlm.data.synthetic_captions import activity_prompt
-    from sensorlm.data.synthetic_wearable import generate_wearable
+    from sensorlm.data.synthetic.captions import activity_prompt
+    from sensorlm.data.synthetic.wearable import generate_wearable
 
     for day in list(generate_wearable("tiny", seed=0))[:8]:
         prompt = activity_prompt(day.primary_activity)

@@ -40,11 +40,11 @@ _PEAK_DAY = 225.0  # day of year of the warmest water (mid August, northern hemi
 
 
 @dataclass(frozen=True)
-class SSTPreset:
+class SSTSize:
     """Size and texture of a synthetic SST dataset.
 
     Args:
-        name: preset name.
+        name: size name.
         height, width: grid size in pixels.
         months: months per sample, M (the last one is the target month).
         pixel_deg: grid spacing in degrees.
@@ -78,21 +78,21 @@ class SSTPreset:
         for name, minimum in minimums.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                raise ValueError(f"SSTPreset.{name} must be an integer >= {minimum}, got {value!r}")
+                raise ValueError(f"SSTSize.{name} must be an integer >= {minimum}, got {value!r}")
         for name in ("eddy_radius_px", "eddy_speed_px", "cloud_coverage"):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
-                raise ValueError(f"SSTPreset.{name} must be (min, max) with 0 <= min <= max, got {(lo, hi)}")
+                raise ValueError(f"SSTSize.{name} must be (min, max) with 0 <= min <= max, got {(lo, hi)}")
         if self.cloud_coverage[1] >= 1.0:
-            raise ValueError(f"SSTPreset.cloud_coverage max must be < 1, got {self.cloud_coverage}")
+            raise ValueError(f"SSTSize.cloud_coverage max must be < 1, got {self.cloud_coverage}")
         if not self.pixel_deg > 0:
-            raise ValueError(f"SSTPreset.pixel_deg must be > 0, got {self.pixel_deg!r}")
+            raise ValueError(f"SSTSize.pixel_deg must be > 0, got {self.pixel_deg!r}")
         if not self.cloud_scale_px > 0:
-            raise ValueError(f"SSTPreset.cloud_scale_px must be > 0, got {self.cloud_scale_px!r}")
+            raise ValueError(f"SSTSize.cloud_scale_px must be > 0, got {self.cloud_scale_px!r}")
         if not 0.0 <= self.holdout_fraction < 0.5:
-            raise ValueError(f"SSTPreset.holdout_fraction must be in [0, 0.5), got {self.holdout_fraction!r}")
+            raise ValueError(f"SSTSize.holdout_fraction must be in [0, 0.5), got {self.holdout_fraction!r}")
         if not 0.0 <= self.land_fraction <= 0.5:
-            raise ValueError(f"SSTPreset.land_fraction must be in [0, 0.5], got {self.land_fraction!r}")
+            raise ValueError(f"SSTSize.land_fraction must be in [0, 0.5], got {self.land_fraction!r}")
 
     @property
     def num_day_slots(self) -> int:
@@ -100,39 +100,39 @@ class SSTPreset:
         return self.months * DAYS_PER_SLOT
 
 
-SST_PRESETS: dict[str, SSTPreset] = {
-    "tiny": SSTPreset("tiny", height=32, width=32, months=2, pixel_deg=0.25, num_eddies=8,
+SST_SIZES: dict[str, SSTSize] = {
+    "tiny": SSTSize("tiny", height=32, width=32, months=2, pixel_deg=0.25, num_eddies=8,
                       eddy_radius_px=(2.0, 4.0), eddy_speed_px=(0.1, 0.4), cloud_scale_px=2.5,
                       num_train=24, num_val=8),
     # The tiny grid with enough months to learn from (the README's SST run).
-    "demo": SSTPreset("demo", height=32, width=32, months=2, pixel_deg=0.25, num_eddies=8,
+    "demo": SSTSize("demo", height=32, width=32, months=2, pixel_deg=0.25, num_eddies=8,
                       eddy_radius_px=(2.0, 4.0), eddy_speed_px=(0.1, 0.4), cloud_scale_px=2.5,
                       num_train=384, num_val=64),
-    "base": SSTPreset("base", height=128, width=128, months=3, pixel_deg=0.0625, num_eddies=40,
+    "base": SSTSize("base", height=128, width=128, months=3, pixel_deg=0.0625, num_eddies=40,
                       eddy_radius_px=(4.0, 10.0), eddy_speed_px=(0.4, 1.5), cloud_scale_px=6.0,
                       num_train=480, num_val=96),
 }
 
 
-def get_sst_preset(preset: str | SSTPreset = "tiny", **overrides) -> SSTPreset:
-    """Look up a preset by name (or take one) and apply field overrides.
+def get_sst_size(size: str | SSTSize = "tiny", **overrides) -> SSTSize:
+    """Look up a size by name (or take one) and apply field overrides.
 
     Args:
-        preset: a name in `SST_PRESETS` or an `SSTPreset`.
+        size: a name in `SST_SIZES` or an `SSTSize`.
         **overrides: fields to replace; ``None`` values are ignored.
     """
-    if isinstance(preset, str):
-        if preset not in SST_PRESETS:
-            raise ValueError(f"unknown SST preset {preset!r}; choose one of {sorted(SST_PRESETS)}")
-        preset = SST_PRESETS[preset]
-    elif not isinstance(preset, SSTPreset):
-        raise ValueError(f"preset must be a preset name or SSTPreset, got {type(preset).__name__}")
+    if isinstance(size, str):
+        if size not in SST_SIZES:
+            raise ValueError(f"unknown SST size {size!r}; choose one of {sorted(SST_SIZES)}")
+        size = SST_SIZES[size]
+    elif not isinstance(size, SSTSize):
+        raise ValueError(f"preset must be a size name or SSTSize, got {type(size).__name__}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    names = {f.name for f in dataclasses.fields(SSTPreset)}
+    names = {f.name for f in dataclasses.fields(SSTSize)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"unknown SSTPreset field(s) {unknown}; fields are {sorted(names)}")
-    return dataclasses.replace(preset, **overrides) if overrides else preset
+        raise ValueError(f"unknown SSTSize field(s) {unknown}; fields are {sorted(names)}")
+    return dataclasses.replace(size, **overrides) if overrides else size
 
 
 @dataclass
@@ -242,30 +242,30 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: tuple[
 
 
 @functools.lru_cache(maxsize=16)
-def sst_region(preset: str | SSTPreset, seed: int) -> SSTRegion:
+def sst_region(size: str | SSTSize, seed: int) -> SSTRegion:
     """The region of dataset ``seed``: grid, land mask, annual mean and seasonal amplitude.
 
     Args:
-        preset: preset name or `SSTPreset`.
+        size: size name or `SSTSize`.
         seed: dataset seed (non-negative).
     """
-    preset, seed = get_sst_preset(preset), _check_seed(seed)
-    H, W = preset.height, preset.width
+    size, seed = get_sst_size(size), _check_seed(seed)
+    H, W = size.height, size.width
     rng = _rng(seed, _TAG_REGION, H, W)
     north = rng.uniform(30.0, 45.0)
     west = rng.uniform(-75.0, -20.0)
-    lat = (north - preset.pixel_deg * np.arange(H)).astype(np.float32)
-    lon = (west + preset.pixel_deg * np.arange(W)).astype(np.float32)
+    lat = (north - size.pixel_deg * np.arange(H)).astype(np.float32)
+    lon = (west + size.pixel_deg * np.arange(W)).astype(np.float32)
 
     # Coast: one side of the box is a continent with an irregular edge, plus a few islands.
     yy, xx = np.meshgrid(np.arange(H) / (H - 1), np.arange(W) / (W - 1), indexing="ij")
     side = int(rng.integers(4))
     u = [xx, 1 - xx, yy, 1 - yy][side]
-    edge = (preset.land_fraction * 0.9 + 0.08 * smooth_noise(rng, (H, W), H / 8)
+    edge = (size.land_fraction * 0.9 + 0.08 * smooth_noise(rng, (H, W), H / 8)
             + 0.03 * smooth_noise(rng, (H, W), H / 24))
-    land = u < edge if preset.land_fraction > 0 else np.zeros((H, W), bool)
+    land = u < edge if size.land_fraction > 0 else np.zeros((H, W), bool)
     islands = smooth_noise(rng, (H, W), max(1.5, H / 20)) > 2.4
-    land = land | (islands & (preset.land_fraction > 0))
+    land = land | (islands & (size.land_fraction > 0))
 
     # Mean state: warmer to the south, cooler near the coast (upwelling), a warm current tongue.
     lat2d = np.broadcast_to(lat[:, None], (H, W)).astype(np.float64)
@@ -302,18 +302,18 @@ def _day_of_year(year: int, month: int, days: np.ndarray) -> np.ndarray:
     return start + days  # days are 1-based
 
 
-def sst_climatology(preset: str | SSTPreset, seed: int, year: int, month: int) -> np.ndarray:
+def sst_climatology(size: str | SSTSize, seed: int, year: int, month: int) -> np.ndarray:
     """Long-term mean SST of ``month`` (deterministic part of the generator averaged over its days).
 
     Args:
-        preset: preset name or `SSTPreset`.
+        size: size name or `SSTSize`.
         seed: dataset seed.
         year: calendar year (sets the month's length and day-of-year).
         month: 1..12.
     """
     if not 1 <= month <= 12:
         raise ValueError(f"month must be in 1..12, got {month!r}")
-    region = sst_region(get_sst_preset(preset), _check_seed(seed))
+    region = sst_region(get_sst_size(size), _check_seed(seed))
     n = calendar.monthrange(year, month)[1]
     factor = float(np.mean(_seasonal_factor(_day_of_year(year, month, np.arange(1, n + 1)))))
     clim = region.annual_mean + region.seasonal_amplitude * factor
@@ -335,18 +335,18 @@ def _window(year: int, month: int, months: int) -> list[tuple[int, int]]:
     return out
 
 
-def _eddy_field(rng: np.random.Generator, preset: SSTPreset, t: np.ndarray) -> np.ndarray:
+def _eddy_field(rng: np.random.Generator, size: SSTSize, t: np.ndarray) -> np.ndarray:
     """(D, H, W) warm and cold eddies drifting westward; ``t`` is days since the window start."""
-    H, W = preset.height, preset.width
+    H, W = size.height, size.width
     D = len(t)
     field = np.zeros((D, H, W))
     rows, cols = np.arange(H), np.arange(W)
     span = float(t[-1]) if D else 0.0
-    for _ in range(preset.num_eddies):
-        radius = rng.uniform(*preset.eddy_radius_px)
+    for _ in range(size.num_eddies):
+        radius = rng.uniform(*size.eddy_radius_px)
         y0, x0 = rng.uniform(-radius, H + radius), rng.uniform(-radius, W + radius)
-        u = -rng.uniform(*preset.eddy_speed_px)  # westward
-        v = rng.normal(0, 0.3 * preset.eddy_speed_px[1])
+        u = -rng.uniform(*size.eddy_speed_px)  # westward
+        v = rng.normal(0, 0.3 * size.eddy_speed_px[1])
         amplitude = rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.5)
         birth = rng.uniform(-60.0, span)
         life = rng.uniform(40.0, 150.0)
@@ -364,25 +364,25 @@ def _eddy_field(rng: np.random.Generator, preset: SSTPreset, t: np.ndarray) -> n
     return field
 
 
-def generate_sst_sample(preset: str | SSTPreset, seed: int, split: str, index: int,
+def generate_sst_sample(size: str | SSTSize, seed: int, split: str, index: int,
                         return_truth: bool = False) -> SSTSample:
     """Generate sample ``index`` of ``split`` alone (deterministic in (seed, split, index)).
 
     Args:
-        preset: preset name or `SSTPreset`.
+        size: size name or `SSTSize`.
         seed: dataset seed (non-negative).
         split: "train" or "val" (different years, see `split_year`).
         index: non-negative sample number; sample i targets month i % 12 + 1 of the split's
             (i // 12)-th year.
         return_truth: also fill ``truth`` and ``eddies`` (for tests and plots).
     """
-    preset, seed = get_sst_preset(preset), _check_seed(seed)
+    size, seed = get_sst_size(size), _check_seed(seed)
     if split not in _SPLIT_CODES:
         raise ValueError(f"split must be one of {sorted(_SPLIT_CODES)}, got {split!r}")
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
         raise ValueError(f"index must be a non-negative integer, got {index!r}")
-    region = sst_region(preset, seed)
-    H, W, M = preset.height, preset.width, preset.months
+    region = sst_region(size, seed)
+    H, W, M = size.height, size.width, size.months
     year, month = split_year(split, int(index) // 12), int(index) % 12 + 1
     window = _window(year, month, M)
     rng = _rng(seed, _TAG_SAMPLE, _SPLIT_CODES[split], index)
@@ -407,26 +407,26 @@ def generate_sst_sample(preset: str | SSTPreset, seed: int, split: str, index: i
     amps = rng.normal(0, 0.35, (3, M + 2))
     anomaly = sum(np.interp(t, node_t, amps[k])[:, None, None] * patterns[k][None] for k in range(3))
     weather = 0.3 * smooth_noise(rng, (D, H, W), (2.0, H / 6, W / 6))
-    eddies = _eddy_field(rng, preset, t)
+    eddies = _eddy_field(rng, size, t)
     deterministic = region.annual_mean[None] + region.seasonal_amplitude[None] * _seasonal_factor(doy)[:, None, None]
     truth_real = deterministic + anomaly + weather + eddies
 
     # Clouds: correlated in space and (a little) in time; coverage wanders between the bounds.
     ocean = ~region.land
-    lo, hi = preset.cloud_coverage
+    lo, hi = size.cloud_coverage
     drift = smooth_noise(rng, (D,), 3.0)
     winter = 0.05 * np.cos(2 * np.pi * (doy - 15) / 365.25)  # cloudier in winter
     coverage = np.clip((lo + hi) / 2 + 0.3 * (hi - lo) * drift + winter, lo, hi)
-    cloud_noise = smooth_noise(rng, (D, H, W), (1.0, preset.cloud_scale_px, preset.cloud_scale_px))
+    cloud_noise = smooth_noise(rng, (D, H, W), (1.0, size.cloud_scale_px, size.cloud_scale_px))
     thresholds = np.array([np.quantile(cloud_noise[d][ocean], 1 - coverage[d]) for d in range(D)])
     clouds = cloud_noise > thresholds[:, None, None]
 
     # DINCAE-style holdout: a cloud-shaped mask (same texture as the daily clouds) hides extra ocean
     # pixels on every day of the last month.
     holdout = np.zeros((H, W), bool)
-    if preset.holdout_fraction > 0:
-        hold_noise = smooth_noise(rng, (H, W), preset.cloud_scale_px)
-        holdout = (hold_noise > np.quantile(hold_noise[ocean], 1 - preset.holdout_fraction)) & ocean
+    if size.holdout_fraction > 0:
+        hold_noise = smooth_noise(rng, (H, W), size.cloud_scale_px)
+        holdout = (hold_noise > np.quantile(hold_noise[ocean], 1 - size.holdout_fraction)) & ocean
 
     sensor_noise = 0.1 * rng.standard_normal((D, H, W))
     last_month = real >= (M - 1) * DAYS_PER_SLOT
@@ -437,7 +437,7 @@ def generate_sst_sample(preset: str | SSTPreset, seed: int, split: str, index: i
     daily = np.zeros((slots, H, W), np.float32)
     daily[real] = np.where(hidden_real, 0.0, truth_real + sensor_noise)
     target = np.where(region.land, 0.0, truth_real[last_month].mean(axis=0)).astype(np.float32)
-    clim = sst_climatology(preset, seed, year, month)
+    clim = sst_climatology(size, seed, year, month)
 
     truth = eddy_out = None
     if return_truth:
@@ -453,20 +453,20 @@ def generate_sst_sample(preset: str | SSTPreset, seed: int, split: str, index: i
     )
 
 
-def generate_sst(preset: str | SSTPreset = "tiny", num_samples: int | None = None, split: str | None = None,
+def generate_sst(size: str | SSTSize = "tiny", num_samples: int | None = None, split: str | None = None,
                  seed: int = 0, *, start: int = 0, return_truth: bool = False) -> Iterator[SSTSample]:
     """Yield SYNTHETIC SST samples ``start .. start + num_samples - 1`` of each requested split.
 
     Args:
-        preset: preset name ("tiny", "base") or an `SSTPreset`.
+        size: size name ("tiny", "base") or an `SSTSize`.
         num_samples: samples per split (consecutive target months of the split's years);
-            None: the preset's ``num_train`` / ``num_val``.
+            None: the size's ``num_train`` / ``num_val``.
         split: "train", "val", or None for train then val.
         seed: dataset seed (non-negative); fixes the region and every sample.
         start: index of the first sample (to shard generation across workers).
         return_truth: also fill ``truth`` and ``eddies``.
     """
-    preset = get_sst_preset(preset)
+    size = get_sst_size(size)
     if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer))
                                     or num_samples < 0):
         raise ValueError(f"num_samples must be a non-negative integer or None, got {num_samples!r}")
@@ -476,6 +476,6 @@ def generate_sst(preset: str | SSTPreset = "tiny", num_samples: int | None = Non
         raise ValueError(f"start must be a non-negative integer, got {start!r}")
     _check_seed(seed)
     for name in ([split] if split is not None else ["train", "val"]):
-        count = num_samples if num_samples is not None else (preset.num_train if name == "train" else preset.num_val)
+        count = num_samples if num_samples is not None else (size.num_train if name == "train" else size.num_val)
         for i in range(start, start + count):
-            yield generate_sst_sample(preset, seed, name, i, return_truth=return_truth)
+            yield generate_sst_sample(size, seed, name, i, return_truth=return_truth)

@@ -5,7 +5,7 @@ Nothing here is measured from a person. It writes what `sensorlm import` reads f
 gaps with no rows, a dead battery for half a day, duplicate and out-of-order rows), ``labels.csv``
 (``subject, start, end, label`` intervals with labels of the user's own: sleep, desk_work,
 high_activity, relaxing) and ``spec.yaml`` (the channel spec naming columns, units and kinds).
-Local times without DST. ``python -m sensorlm.data.synthetic_device OUT`` writes them to OUT.
+Local times without DST. ``python -m sensorlm.data.synthetic.device OUT`` writes them to OUT.
 """
 
 from __future__ import annotations
@@ -119,6 +119,6 @@ def write_device_export(out_dir: str | Path, *, subjects: int = 3, days: int = 5
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m sensorlm.data.synthetic_device OUT_DIR")
+        sys.exit("usage: python -m sensorlm.data.synthetic.device OUT_DIR")
     for name, path in write_device_export(sys.argv[1]).items():
         print(f"{name}: {path}")

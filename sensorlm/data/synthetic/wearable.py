@@ -15,7 +15,7 @@ recognise a day:
 
 Generation is deterministic and order-independent: the random stream of every (seed, subject, day)
 comes from its own `numpy.random.SeedSequence`, so any day can be regenerated alone. Days are
-simulated at one-minute resolution (1440 x 34), captioned from those minutes (see `synthetic_captions`), then
+simulated at one-minute resolution (1440 x 34), captioned from those minutes (see `synthetic.captions`), then
 averaged into ``resolution_min``-minute bins. Activity and sleep spans are always given in minutes
 since local midnight of the day, whatever the resolution.
 """
@@ -30,8 +30,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from sensorlm.data.synthetic_captions import CaptionFacts, make_caption
-from sensorlm.data.synthetic_vocab import (  # noqa: F401 (the generator's vocabulary, re-exported)
+from sensorlm.data.synthetic.captions import CaptionFacts, make_caption
+from sensorlm.data.synthetic.vocab import (  # noqa: F401 (the generator's vocabulary, re-exported)
     MINUTES_PER_DAY,
     Channel,
     CHANNELS,
@@ -108,15 +108,15 @@ def _check_day(day: int) -> int:
     return int(day)
 
 
-# --------------------------------------------------------------------------------------- presets
+# --------------------------------------------------------------------------------------- sizes
 
 
 @dataclass(frozen=True)
-class WearablePreset:
+class WearableSize:
     """Size of a synthetic wearable dataset.
 
     Args:
-        name: preset name.
+        name: size name.
         num_subjects: number of people.
         days_per_subject: days generated per person (day indices 0..days_per_subject-1).
         resolution_min: minutes averaged into one time step; T = 1440 / resolution_min.
@@ -133,12 +133,12 @@ class WearablePreset:
         for name in ("num_subjects", "days_per_subject", "resolution_min"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"WearablePreset.{name} must be a positive integer, got {value!r}")
+                raise ValueError(f"WearableSize.{name} must be a positive integer, got {value!r}")
         if MINUTES_PER_DAY % self.resolution_min:
             raise ValueError(
-                f"WearablePreset.resolution_min must divide {MINUTES_PER_DAY}, got {self.resolution_min}")
+                f"WearableSize.resolution_min must divide {MINUTES_PER_DAY}, got {self.resolution_min}")
         if not 0.0 <= float(self.val_fraction) < 1.0:
-            raise ValueError(f"WearablePreset.val_fraction must be in [0, 1), got {self.val_fraction!r}")
+            raise ValueError(f"WearableSize.val_fraction must be in [0, 1), got {self.val_fraction!r}")
 
     @property
     def num_steps(self) -> int:
@@ -156,38 +156,38 @@ class WearablePreset:
         return min(self.num_subjects - 1, max(1, round(self.val_fraction * self.num_subjects)))
 
 
-WEARABLE_PRESETS: dict[str, WearablePreset] = {
+WEARABLE_SIZES: dict[str, WearableSize] = {
     # 128 days at 10-minute resolution (T=144): builds in seconds, for tests and smoke runs.
-    "tiny": WearablePreset("tiny", num_subjects=32, days_per_subject=4, resolution_min=10, val_fraction=0.25),
+    "tiny": WearableSize("tiny", num_subjects=32, days_per_subject=4, resolution_min=10, val_fraction=0.25),
     # The README's main run: tiny sizes, enough held-out subjects to measure zero-shot accuracy.
-    "demo": WearablePreset("demo", num_subjects=320, days_per_subject=4, resolution_min=10, val_fraction=0.2),
-    "small": WearablePreset("small", num_subjects=200, days_per_subject=7, resolution_min=1, val_fraction=0.2),
-    # Paper-shaped days (1440 x 34) in seconds: throughput runs of the paper preset (bench/gpu/run.sh).
-    "bench": WearablePreset("bench", num_subjects=20, days_per_subject=4, resolution_min=1, val_fraction=0.2),
+    "demo": WearableSize("demo", num_subjects=320, days_per_subject=4, resolution_min=10, val_fraction=0.2),
+    "small": WearableSize("small", num_subjects=200, days_per_subject=7, resolution_min=1, val_fraction=0.2),
+    # Paper-shaped days (1440 x 34) in seconds: throughput runs of the paper size (bench/gpu/run.sh).
+    "bench": WearableSize("bench", num_subjects=20, days_per_subject=4, resolution_min=1, val_fraction=0.2),
     # The SensorLM paper's scale (~103k people, ~59.7M hours); sizes only, never built in tests.
-    "paper": WearablePreset("paper", num_subjects=103_643, days_per_subject=24, resolution_min=1, val_fraction=0.1),
+    "paper": WearableSize("paper", num_subjects=103_643, days_per_subject=24, resolution_min=1, val_fraction=0.1),
 }
 
 
-def get_wearable_preset(preset: str | WearablePreset = "tiny", **overrides) -> WearablePreset:
-    """Look up a preset by name (or take one) and apply field overrides.
+def get_wearable_size(size: str | WearableSize = "tiny", **overrides) -> WearableSize:
+    """Look up a size by name (or take one) and apply field overrides.
 
     Args:
-        preset: a name in `WEARABLE_PRESETS` or a `WearablePreset`.
+        size: a name in `WEARABLE_SIZES` or a `WearableSize`.
         **overrides: fields to replace (``num_subjects=8``); ``None`` values are ignored.
     """
-    if isinstance(preset, str):
-        if preset not in WEARABLE_PRESETS:
-            raise ValueError(f"unknown wearable preset {preset!r}; choose one of {sorted(WEARABLE_PRESETS)}")
-        preset = WEARABLE_PRESETS[preset]
-    elif not isinstance(preset, WearablePreset):
-        raise ValueError(f"preset must be a preset name or WearablePreset, got {type(preset).__name__}")
+    if isinstance(size, str):
+        if size not in WEARABLE_SIZES:
+            raise ValueError(f"unknown wearable size {size!r}; choose one of {sorted(WEARABLE_SIZES)}")
+        size = WEARABLE_SIZES[size]
+    elif not isinstance(size, WearableSize):
+        raise ValueError(f"preset must be a size name or WearableSize, got {type(size).__name__}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    names = {f.name for f in dataclasses.fields(WearablePreset)}
+    names = {f.name for f in dataclasses.fields(WearableSize)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"unknown WearablePreset field(s) {unknown}; fields are {sorted(names)}")
-    return dataclasses.replace(preset, **overrides) if overrides else preset
+        raise ValueError(f"unknown WearableSize field(s) {unknown}; fields are {sorted(names)}")
+    return dataclasses.replace(size, **overrides) if overrides else size
 
 
 # ----------------------------------------------------------------------------------- data types
@@ -242,7 +242,7 @@ class WearableDay:
         resolution_min: minutes per time step.
         subject_index: integer subject number.
         night: the night that ended this morning (full hypnogram, partly before midnight).
-        facts: numbers the caption states, computed from the one-minute data (see `synthetic_captions`).
+        facts: numbers the caption states, computed from the one-minute data (see `synthetic.captions`).
     """
 
     subject_id: str
@@ -810,49 +810,49 @@ def _val_subjects(seed: int, num_subjects: int, num_val: int) -> frozenset[int]:
     return frozenset(int(i) for i in order[:num_val])
 
 
-def subject_split(preset: str | WearablePreset, seed: int, subject_index: int) -> str:
+def subject_split(size: str | WearableSize, seed: int, subject_index: int) -> str:
     """"train" or "val" for a subject: a seeded permutation of subjects, the first ones held out.
 
     Args:
-        preset: preset name or `WearablePreset` (sets the subject count and val fraction).
+        size: size name or `WearableSize` (sets the subject count and val fraction).
         seed: dataset seed.
         subject_index: subject number in [0, num_subjects).
     """
-    preset = get_wearable_preset(preset)
+    size = get_wearable_size(size)
     seed = _check_seed(seed)
-    if not 0 <= subject_index < preset.num_subjects:
-        raise ValueError(f"subject_index must be in [0, {preset.num_subjects}), got {subject_index!r}")
-    val = _val_subjects(seed, preset.num_subjects, preset.num_val_subjects)
+    if not 0 <= subject_index < size.num_subjects:
+        raise ValueError(f"subject_index must be in [0, {size.num_subjects}), got {subject_index!r}")
+    val = _val_subjects(seed, size.num_subjects, size.num_val_subjects)
     return "val" if subject_index in val else "train"
 
 
-def generate_day(preset: str | WearablePreset, seed: int, subject_index: int, day: int) -> WearableDay:
+def generate_day(size: str | WearableSize, seed: int, subject_index: int, day: int) -> WearableDay:
     """Generate one subject-day alone (deterministic in (seed, subject_index, day)).
 
     Args:
-        preset: preset name or `WearablePreset` (resolution and split come from it).
+        size: size name or `WearableSize` (resolution and split come from it).
         seed: dataset seed (non-negative).
-        subject_index: subject number in [0, preset.num_subjects).
-        day: day index (any integer; the preset's days are 0..days_per_subject-1).
+        subject_index: subject number in [0, size.num_subjects).
+        day: day index (any integer; the size's days are 0..days_per_subject-1).
     """
-    preset = get_wearable_preset(preset)
+    size = get_wearable_size(size)
     seed, day = _check_seed(seed), _check_day(day)
-    split = subject_split(preset, seed, subject_index)
+    split = subject_split(size, seed, subject_index)
     profile = subject_profile(seed, subject_index)
     sim = _simulate_minutes(seed, profile, day)
     caption = make_caption(sim.values, sim.missing, sim.activities, sim.primary, night=sim.night,
                            rng=_rng(seed, _TAG_CAPTION, subject_index, day + _DAY_OFFSET))
-    values, missing = resample(sim.values, sim.missing, preset.resolution_min)
+    values, missing = resample(sim.values, sim.missing, size.resolution_min)
     return WearableDay(
         subject_id=subject_id(subject_index), day=day, values=values, missing=missing,
         activities=sim.activities, primary_activity=sim.primary, sleep=sim.sleep, caption=caption.text,
-        split=split, captions=caption.levels(), off_wrist=sim.off_wrist, resolution_min=preset.resolution_min,
+        split=split, captions=caption.levels(), off_wrist=sim.off_wrist, resolution_min=size.resolution_min,
         subject_index=int(subject_index), night=sim.night, facts=caption.facts,
     )
 
 
 def generate_wearable(
-    preset: str | WearablePreset = "tiny",
+    size: str | WearableSize = "tiny",
     seed: int = 0,
     split: str | None = None,
     *,
@@ -865,23 +865,23 @@ def generate_wearable(
     """Yield SYNTHETIC subject-days, subject by subject, day by day.
 
     Args:
-        preset: preset name ("tiny", "small", "paper") or a `WearablePreset`.
+        size: size name ("tiny", "small", "paper") or a `WearableSize`.
         seed: dataset seed (non-negative); same seed, same data.
         split: "train", "val", or None for both.
-        num_subjects, days_per_subject, resolution_min, val_fraction: override the preset's sizes.
+        num_subjects, days_per_subject, resolution_min, val_fraction: override the size's fields.
         subjects: only these subject indices (e.g. one worker's share); default all.
     """
-    preset = get_wearable_preset(preset, num_subjects=num_subjects, days_per_subject=days_per_subject,
+    size = get_wearable_size(size, num_subjects=num_subjects, days_per_subject=days_per_subject,
                                  resolution_min=resolution_min, val_fraction=val_fraction)
     seed = _check_seed(seed)
     if split not in (None, "train", "val"):
         raise ValueError(f"split must be 'train', 'val' or None, got {split!r}")
-    indices = range(preset.num_subjects) if subjects is None else list(subjects)
+    indices = range(size.num_subjects) if subjects is None else list(subjects)
     for s in indices:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < preset.num_subjects:
-            raise ValueError(f"subjects: {s!r} is not a subject index in [0, {preset.num_subjects})")
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s < size.num_subjects:
+            raise ValueError(f"subjects: {s!r} is not a subject index in [0, {size.num_subjects})")
     for s in indices:
-        if split is not None and subject_split(preset, seed, s) != split:
+        if split is not None and subject_split(size, seed, s) != split:
             continue
-        for day in range(preset.days_per_subject):
-            yield generate_day(preset, seed, int(s), day)
+        for day in range(size.days_per_subject):
+            yield generate_day(size, seed, int(s), day)

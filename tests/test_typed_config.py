@@ -1,4 +1,4 @@
-"""sensorlm/config.py: typed configs from dicts, YAML and ``key=value`` overrides, every error naming
+"""sensorlm/typed_config.py: typed configs from dicts, YAML and ``key=value`` overrides, every error naming
 the key (and the file) at fault."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sensorlm.config import ConfigError, deep_update, from_dict, load_yaml, merge_overrides, to_dict
+from sensorlm.typed_config import ConfigError, deep_update, from_dict, load_yaml, merge_overrides, to_dict
 
 
 @dataclass
@@ -103,7 +103,7 @@ def test_caption_mix_and_prompt_template_checked():
 
 
 def test_redact_removes_credentials_everywhere_they_hide():
-    from sensorlm.config import redact
+    from sensorlm.typed_config import redact
 
     assert redact("http://trainer:s3cr3t@mlflow:5000") == "http://trainer:***@mlflow:5000"
     assert redact("postgresql://u:pw@db:5432/mlflow") == "postgresql://u:***@db:5432/mlflow"

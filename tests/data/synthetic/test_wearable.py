@@ -8,8 +8,8 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from sensorlm.data import synthetic_wearable as sw
-from sensorlm.data.synthetic_wearable import CHANNEL_INDEX as CI
+from sensorlm.data.synthetic import wearable as sw
+from sensorlm.data.synthetic.wearable import CHANNEL_INDEX as CI
 
 SEED = 0
 
@@ -51,11 +51,11 @@ def test_channels_and_activities_are_named():
     assert set(sw.ACTIVITY_PHRASES) == set(sw.ACTIVITIES) == set(sw.ACTIVITY_NOUNS)
 
 
-def test_tiny_preset_sizes_and_types(tiny_days):
-    preset = sw.WEARABLE_PRESETS["tiny"]
-    assert preset.num_steps == 144
-    assert len(tiny_days) == preset.num_subjects * preset.days_per_subject
-    assert sw.WEARABLE_PRESETS["paper"].num_steps == 1440
+def test_tiny_size_dimensions_and_types(tiny_days):
+    size = sw.WEARABLE_SIZES["tiny"]
+    assert size.num_steps == 144
+    assert len(tiny_days) == size.num_subjects * size.days_per_subject
+    assert sw.WEARABLE_SIZES["paper"].num_steps == 1440
     for day in tiny_days:
         assert day.values.dtype == np.float32 and day.values.shape == (144, 34)
         assert day.missing.dtype == bool and day.missing.shape == (144,)
@@ -184,9 +184,9 @@ def test_sleep_structure(minute_days):
 
 
 def test_consecutive_days_share_the_night():
-    preset = sw.get_wearable_preset("tiny", resolution_min=1)
-    today = sw.generate_day(preset, SEED, 5, 1)
-    tomorrow = sw.generate_day(preset, SEED, 5, 2)
+    size = sw.get_wearable_size("tiny", resolution_min=1)
+    today = sw.generate_day(size, SEED, 5, 1)
+    tomorrow = sw.generate_day(size, SEED, 5, 2)
     onset_in_today = tomorrow.night.onset_min + 1440
     if onset_in_today < 1440:
         assert today.sleep[-1] == {"start_min": onset_in_today, "end_min": 1440}
@@ -200,7 +200,7 @@ def test_split_by_subject_is_disjoint_and_deterministic(tiny_days):
     train = {d.subject_id for d in tiny_days if d.split == "train"}
     val = {d.subject_id for d in tiny_days if d.split == "val"}
     assert not train & val
-    assert len(val) == sw.WEARABLE_PRESETS["tiny"].num_val_subjects == 8
+    assert len(val) == sw.WEARABLE_SIZES["tiny"].num_val_subjects == 8
     assert len(train) == 24
     only_val = list(sw.generate_wearable("tiny", seed=SEED, split="val"))
     assert {d.subject_id for d in only_val} == val
@@ -246,16 +246,16 @@ def test_resample_averages_observed_minutes_only():
 
 
 def test_bad_inputs_raise_clear_errors():
-    with pytest.raises(ValueError, match="unknown wearable preset 'huge'"):
-        sw.get_wearable_preset("huge")
+    with pytest.raises(ValueError, match="unknown wearable size 'huge'"):
+        sw.get_wearable_size("huge")
     with pytest.raises(ValueError, match="resolution_min must divide 1440"):
-        sw.get_wearable_preset("tiny", resolution_min=7)
+        sw.get_wearable_size("tiny", resolution_min=7)
     with pytest.raises(ValueError, match="num_subjects"):
-        sw.WearablePreset("x", num_subjects=0, days_per_subject=1)
+        sw.WearableSize("x", num_subjects=0, days_per_subject=1)
     with pytest.raises(ValueError, match="val_fraction"):
-        sw.WearablePreset("x", num_subjects=4, days_per_subject=1, val_fraction=1.5)
-    with pytest.raises(ValueError, match="unknown WearablePreset field"):
-        sw.get_wearable_preset("tiny", subjects=3)
+        sw.WearableSize("x", num_subjects=4, days_per_subject=1, val_fraction=1.5)
+    with pytest.raises(ValueError, match="unknown WearableSize field"):
+        sw.get_wearable_size("tiny", subjects=3)
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
         next(sw.generate_wearable("tiny", seed=-1))
     with pytest.raises(ValueError, match="split must be"):

@@ -7,7 +7,7 @@ import calendar
 import numpy as np
 import pytest
 
-from sensorlm.data import synthetic_sst as ss
+from sensorlm.data.synthetic import sst as ss
 
 SEED = 0
 
@@ -27,9 +27,9 @@ def _last_month_days(s: ss.SSTSample) -> np.ndarray:
 
 
 def test_shapes_types_and_calendar(samples):
-    preset = ss.SST_PRESETS["tiny"]
-    assert (preset.height, preset.width, preset.months) == (32, 32, 2)
-    assert (ss.SST_PRESETS["base"].height, ss.SST_PRESETS["base"].months) == (128, 3)
+    size = ss.SST_SIZES["tiny"]
+    assert (size.height, size.width, size.months) == (32, 32, 2)
+    assert (ss.SST_SIZES["base"].height, ss.SST_SIZES["base"].months) == (128, 3)
     for i, s in enumerate(samples):
         assert s.daily.dtype == np.float32 and s.daily.shape == (64, 32, 32)
         assert s.mask.dtype == np.uint8 and s.mask.shape == (64, 32, 32)
@@ -159,27 +159,27 @@ def test_splits_are_by_year_and_generation_is_deterministic(samples):
     shifted = next(ss.generate_sst("tiny", 1, "train", SEED, start=5))
     np.testing.assert_array_equal(shifted.daily, samples[5].daily)
     assert not np.array_equal(samples[4].daily, samples[5].daily)
-    both = list(ss.generate_sst(ss.get_sst_preset("tiny", num_train=2, num_val=1), seed=SEED))
+    both = list(ss.generate_sst(ss.get_sst_size("tiny", num_train=2, num_val=1), seed=SEED))
     assert [b.split for b in both] == ["train", "train", "val"]
 
 
-def test_base_preset_generates_its_shape():
-    preset = ss.get_sst_preset("base", height=48, width=40)  # base texture on a smaller grid
-    s = ss.generate_sst_sample(preset, SEED, "val", 0)
+def test_base_size_generates_its_shape():
+    size = ss.get_sst_size("base", height=48, width=40)  # base texture on a smaller grid
+    s = ss.generate_sst_sample(size, SEED, "val", 0)
     assert s.daily.shape == (96, 48, 40) and s.target.shape == (48, 40) and s.padded_days.shape == (96,)
 
 
 def test_bad_inputs_raise_clear_errors():
-    with pytest.raises(ValueError, match="unknown SST preset 'huge'"):
-        ss.get_sst_preset("huge")
-    with pytest.raises(ValueError, match="SSTPreset.height must be an integer >= 8"):
-        ss.get_sst_preset("tiny", height=4)
+    with pytest.raises(ValueError, match="unknown SST size 'huge'"):
+        ss.get_sst_size("huge")
+    with pytest.raises(ValueError, match="SSTSize.height must be an integer >= 8"):
+        ss.get_sst_size("tiny", height=4)
     with pytest.raises(ValueError, match="holdout_fraction"):
-        ss.get_sst_preset("tiny", holdout_fraction=0.7)
+        ss.get_sst_size("tiny", holdout_fraction=0.7)
     with pytest.raises(ValueError, match="cloud_coverage"):
-        ss.get_sst_preset("tiny", cloud_coverage=(0.5, 0.2))
-    with pytest.raises(ValueError, match="unknown SSTPreset field"):
-        ss.get_sst_preset("tiny", depth=3)
+        ss.get_sst_size("tiny", cloud_coverage=(0.5, 0.2))
+    with pytest.raises(ValueError, match="unknown SSTSize field"):
+        ss.get_sst_size("tiny", depth=3)
     with pytest.raises(ValueError, match="split must be one of"):
         next(ss.generate_sst("tiny", 1, "test"))
     with pytest.raises(ValueError, match="num_samples must be"):

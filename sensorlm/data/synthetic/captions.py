@@ -1,6 +1,6 @@
 """The SYNTHETIC generator's captions: three levels from its one-minute days and its ground truth.
 
-This module belongs to the generator (`synthetic_wearable`), not to the data layer: every user
+This module belongs to the generator (`synthetic.wearable`), not to the data layer: every user
 dataset is captioned by `sensorlm.data.captioner`, which knows channels only by kind. The generator
 knows more than any recording says (the workout it simulated, the night's hypnogram), as a user's
 label file would, so its semantic level states that ground truth:
@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from sensorlm.data.captioner import clock, levels_from_paper, runs
-from sensorlm.data.synthetic_vocab import (
+from sensorlm.data.synthetic.vocab import (
     ACTIVITIES,
     ACTIVITY_NOUNS,
     ACTIVITY_PHRASES,

@@ -1,6 +1,6 @@
 """The synthetic generator's vocabulary: its 34 channels, its 10 activities and the words captions
-use for them, and the sleep nights it simulates. Shared by the generator (`synthetic_wearable`)
-and its captions (`synthetic_captions`); nothing outside the demo data depends on it.
+use for them, and the sleep nights it simulates. Shared by the generator (`synthetic.wearable`)
+and its captions (`synthetic.captions`); nothing outside the demo data depends on it.
 """
 
 from __future__ import annotations

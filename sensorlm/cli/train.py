@@ -1,4 +1,4 @@
-"""``sensorlm train``: ``--config PRESET_OR_YAML`` plus ``key=value`` overrides (also `jobs/train_*.py`)."""
+"""``sensorlm train --config PRESET_OR_YAML [key=value ...]`` (also `jobs/train_*.py`, which set ``--task``)."""
 
 from __future__ import annotations
 
@@ -6,27 +6,27 @@ import argparse
 import os
 import sys
 
-from sensorlm.config import ConfigError
 
-
-def add_train_args(p: argparse.ArgumentParser, default_config: str = "sensorlm_tiny") -> None:
-    p.add_argument("--config", default=default_config, help="configs/NAME.yaml, a YAML path, or NAME")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="sensorlm_tiny", help="configs/NAME.yaml, a YAML path, or NAME")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=3e-4 scaling.zero_stage=3")
+    p.add_argument("--task", help="refuse a config of another task (what jobs/train_*.py pass)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the resolved config, then exit")
     p.add_argument("--verbose", action="store_true", help="Ray's own INFO logs too")
 
 
-def run_train(args: argparse.Namespace, task: str | None = None) -> int:
+def run(args: argparse.Namespace) -> int:
     """Train; a failure the user can fix is one line on stderr and exit code 2 (a failed run: 1)."""
+    from sensorlm.typed_config import ConfigError
     from sensorlm.training.config import load_train_config
 
     cfg = load_train_config(args.config, args.overrides)
-    if task and cfg.task != task:
-        raise ConfigError(f"this job trains task {task!r}, but the config has task {cfg.task!r}")
+    if args.task and cfg.task != args.task:
+        raise ConfigError(f"this job trains task {args.task!r}, but the config has task {cfg.task!r}")
     if args.dry_run:
         import yaml
 
-        from sensorlm.config import redact, to_dict
+        from sensorlm.typed_config import redact, to_dict
 
         print(yaml.safe_dump(redact(to_dict(cfg)), sort_keys=False))
         return 0
@@ -46,14 +46,3 @@ def run_train(args: argparse.Namespace, task: str | None = None) -> int:
     if result.tracking_uri:
         print(f"[sensorlm] look at it: {ui_hint(result.tracking_uri)}")
     return 0
-
-
-def main(argv: list[str] | None = None, default_config: str = "sensorlm_tiny", task: str | None = None) -> int:
-    """`jobs/train_*.py`: the same as ``sensorlm train`` for one task."""
-    from sensorlm.errors import run_guarded
-
-    os.environ.setdefault("SENSORLM_T0", str(__import__("time").time()))  # start-up is measured from here
-    parser = argparse.ArgumentParser(description="Train a sensorlm model on Ray Train + DeepSpeed.")
-    add_train_args(parser, default_config)
-    args = parser.parse_args(argv)
-    return run_guarded(lambda: run_train(args, task), "sensorlm", args.verbose)
