@@ -305,9 +305,27 @@ def write_shards(
         "shapes": {k: list(v) for k, v in info.shapes().items()},
         "inputs": fingerprint or {},
     }
+    writer = _ShardSetWriter(out, info, settings, _kept_shards(out, settings, log), log)
+    # from here until the new manifest is written the directory is incomplete: say so on disk
+    (out / MANIFEST).unlink(missing_ok=True)
+    try:
+        for sample in samples:
+            writer.add(sample)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    manifest = writer.manifest(activities, extra)
+    _atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
+    (out / PROGRESS).unlink(missing_ok=True)
+    log(f"manifest: {manifest['num_samples']} samples in {sum(len(v) for v in writer.splits.values())} shards")
+    return manifest
 
-    # leftovers of an interrupted run: temporary files are never complete
-    for tmp in out.glob(".*.tmp"):
+
+def _kept_shards(out: Path, settings: dict[str, Any], log: Callable[[str], None]) -> dict[str, list[dict[str, Any]]]:
+    """What an interrupted run with the same settings finished (each split's shards up to the first
+    missing or changed one); everything else it left is removed."""
+    for tmp in out.glob(".*.tmp"):  # temporary files are never complete
         tmp.unlink()
     previous = _load_json(out / PROGRESS) or _load_json(out / MANIFEST)
     done: dict[str, list[dict[str, Any]]] = {}
@@ -334,129 +352,142 @@ def write_shards(
     for path in out.glob("*-[0-9][0-9][0-9][0-9][0-9][0-9].tar"):
         if path.name not in keep_names:
             path.unlink()
+    return done
 
-    splits: dict[str, list[dict[str, Any]]] = {s: list(v) for s, v in done.items()}
-    skip_left = {s: [(sh["samples"], sh["first_key"], sh["last_key"]) for sh in v] for s, v in done.items()}
-    open_shards: dict[str, _ShardFile] = {}
-    seen_keys: set[str] = set()
-    labels_seen: set[str] = set()
-    shapes = info.shapes()
-    channel_stats = RunningStats(len(info.channels)) if info.kind == "wearable" else RunningStats(1)
-    all_stats = RunningStats(len(info.channels)) if info.kind == "wearable" else RunningStats(1)
-    counts = collections.Counter({s: 0 for s in SPLITS})  # and fold<k> splits (sensorlm.data.folds)
-    in_shard = collections.Counter()  # position inside the current kept shard during skipping
 
-    def save_progress():
-        _atomic_write_text(
-            out / PROGRESS,
-            json.dumps({"settings": settings, "splits": {s: {"shards": v} for s, v in splits.items()}}, indent=1),
-        )
+class _ShardSetWriter:
+    """The shards of every split being written: checks each sample, gathers the statistics over all
+    of them, skips the samples of shards kept from an interrupted run (checking they are the same)
+    and rolls a split's shard over at ``max_count`` samples or ``max_bytes``."""
 
-    save_progress()
-    # from here until the new manifest is written the directory is incomplete: say so on disk
-    (out / MANIFEST).unlink(missing_ok=True)
+    def __init__(self, out: Path, info: DatasetInfo, settings: dict[str, Any], done: dict[str, list[dict[str, Any]]],
+                 log: Callable[[str], None]):
+        self.out, self.info, self.settings, self.log = out, info, settings, log
+        self.splits: dict[str, list[dict[str, Any]]] = {s: list(v) for s, v in done.items()}
+        self.skip_left = {s: [(sh["samples"], sh["first_key"], sh["last_key"]) for sh in v] for s, v in done.items()}
+        self.in_shard = collections.Counter()  # position inside the current kept shard during skipping
+        self.open_shards: dict[str, _ShardFile] = {}
+        self.seen_keys: set[str] = set()
+        self.labels_seen: set[str] = set()
+        self.shapes = info.shapes()
+        width = len(info.channels) if info.kind == "wearable" else 1
+        self.train_stats, self.all_stats = RunningStats(width), RunningStats(width)
+        self.counts = collections.Counter({s: 0 for s in SPLITS})  # and fold<k> splits (sensorlm.data.folds)
+        self.save_progress()
 
-    try:
-        for sample in samples:
-            if sample.key in seen_keys:
-                raise ShardError(f"duplicate sample key {sample.key!r} (keys must be unique across all inputs)")
-            seen_keys.add(sample.key)
-            split = sample.split
-            for name, shape in shapes.items():
-                got = tuple(np.shape(sample.arrays.get(name)))
-                if got != shape:
-                    raise ShardError(f"sample {sample.key}: '{name}' has shape {got}, expected {shape}")
-            # statistics over every sample (also those skipped on resume): one pass over the data
-            stats = channel_stats if split == "train" else None
-            if info.kind == "wearable":
-                valid = sample.arrays["missing"] == 0
-                labels_seen.add(sample.meta.get("primary_activity", ""))
-                block = (sample.arrays["sensor"], valid)
-            else:
-                valid = (sample.arrays["mask"] == 0).reshape(-1)
-                block = (sample.arrays["daily"].reshape(-1, 1), valid)
-            if stats is not None:
-                stats.update(*block)
-            all_stats.update(*block)
-            counts[split] += 1
+    def save_progress(self) -> None:
+        _atomic_write_text(self.out / PROGRESS, json.dumps(
+            {"settings": self.settings, "splits": {s: {"shards": v} for s, v in self.splits.items()}}, indent=1))
 
-            pending = skip_left.get(split)
-            if pending:
-                n, first_key, last_key = pending[0]
-                pos = in_shard[split]
-                if (pos == 0 and sample.key != first_key) or (pos == n - 1 and sample.key != last_key):
-                    raise ShardError(
-                        f"{out}: input changed since the interrupted run (sample {sample.key} where "
-                        f"{first_key if pos == 0 else last_key} was); use a new directory or delete it"
-                    )
-                in_shard[split] = pos + 1
-                if pos + 1 == n:
-                    pending.pop(0)
-                    in_shard[split] = 0
-                continue
+    def add(self, sample: ShardSample) -> None:
+        if sample.key in self.seen_keys:
+            raise ShardError(f"duplicate sample key {sample.key!r} (keys must be unique across all inputs)")
+        self.seen_keys.add(sample.key)
+        for name, shape in self.shapes.items():
+            got = tuple(np.shape(sample.arrays.get(name)))
+            if got != shape:
+                raise ShardError(f"sample {sample.key}: '{name}' has shape {got}, expected {shape}")
+        self._count(sample)
+        if not self._skip_kept(sample):
+            self._write(sample)
 
-            members = encode_sample(sample, dtype)
-            size = sum(_member_tar_size(len(data)) for _, data in members)
-            cur = open_shards.get(split)
-            if cur is not None and (cur.samples >= max_count or cur.data_bytes + size > max_bytes):
-                splits.setdefault(split, []).append(cur.finish())
-                save_progress()
-                log(f"wrote {cur.path.name} ({cur.samples} samples)")
-                cur = None
-            if cur is None:
-                index = len(splits.get(split, []))
-                cur = open_shards[split] = _ShardFile(out / shard_name(split, index))
-            cur.add(sample.key, members)
-    except BaseException:
-        for cur in open_shards.values():
-            cur.abort()
-        raise
-    for split, cur in open_shards.items():
-        if cur.samples:
-            splits.setdefault(split, []).append(cur.finish())
-            log(f"wrote {cur.path.name} ({cur.samples} samples)")
+    def _count(self, sample: ShardSample) -> None:
+        # statistics over every sample (also those skipped on resume): one pass over the data
+        if self.info.kind == "wearable":
+            self.labels_seen.add(sample.meta.get("primary_activity", ""))
+            block = (sample.arrays["sensor"], sample.arrays["missing"] == 0)
         else:
-            cur.abort()
-    for split, pending in skip_left.items():
-        if pending:
-            raise ShardError(
-                f"{out}: input has fewer '{split}' samples than the interrupted run wrote; "
-                "use a new directory or delete it"
-            )
-    if not seen_keys:
-        raise ShardError("no samples to write")
-    save_progress()
+            block = (sample.arrays["daily"].reshape(-1, 1), (sample.arrays["mask"] == 0).reshape(-1))
+        if sample.split == "train":
+            self.train_stats.update(*block)
+        self.all_stats.update(*block)
+        self.counts[sample.split] += 1
 
-    stats_src = channel_stats if counts["train"] else all_stats
-    manifest: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": info.kind,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "dtype": dtype,
-        "sample_shape": {k: list(v) for k, v in shapes.items()},
-        "num_samples": sum(counts.values()),
-        "splits": {
-            s: {"num_samples": sum(sh["samples"] for sh in v), "shards": v} for s, v in sorted(splits.items())
-        },
-        "stats_split": "train" if counts["train"] else "all",
-        "settings": settings,
-    }
-    if info.kind == "wearable":
-        labels = list(activities or info.activities or [])
-        labels += sorted(labels_seen - set(labels) - {""})
-        manifest["channels"] = [{"name": n, "unit": u} for n, u in info.channels]
-        manifest["activities"] = labels
-        manifest["stats"] = {"sensor": stats_src.as_dict()}
-    else:
-        s = stats_src.as_dict()
-        manifest["stats"] = {"sst": {"mean": s["mean"][0], "std": s["std"][0], "count": s["count"][0], "unit": "degC"}}
-        # normalised errors times sst_std are errors in degC
-        manifest["sst_mean"], manifest["sst_std"] = s["mean"][0], s["std"][0]
-    manifest.update(extra or {})
-    _atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
-    (out / PROGRESS).unlink(missing_ok=True)
-    log(f"manifest: {manifest['num_samples']} samples in {sum(len(v) for v in splits.values())} shards")
-    return manifest
+    def _skip_kept(self, sample: ShardSample) -> bool:
+        """True for a sample of a shard kept from the interrupted run (its first and last keys checked)."""
+        split = sample.split
+        pending = self.skip_left.get(split)
+        if not pending:
+            return False
+        n, first_key, last_key = pending[0]
+        pos = self.in_shard[split]
+        if (pos == 0 and sample.key != first_key) or (pos == n - 1 and sample.key != last_key):
+            raise ShardError(
+                f"{self.out}: input changed since the interrupted run (sample {sample.key} where "
+                f"{first_key if pos == 0 else last_key} was); use a new directory or delete it"
+            )
+        self.in_shard[split] = pos + 1
+        if pos + 1 == n:
+            pending.pop(0)
+            self.in_shard[split] = 0
+        return True
+
+    def _write(self, sample: ShardSample) -> None:
+        split, dtype = sample.split, self.settings["dtype"]
+        members = encode_sample(sample, dtype)
+        size = sum(_member_tar_size(len(data)) for _, data in members)
+        cur = self.open_shards.get(split)
+        if cur is not None and (cur.samples >= self.settings["max_count"]
+                                or cur.data_bytes + size > self.settings["max_bytes"]):
+            self.splits.setdefault(split, []).append(cur.finish())
+            self.save_progress()
+            self.log(f"wrote {cur.path.name} ({cur.samples} samples)")
+            cur = None
+        if cur is None:
+            index = len(self.splits.get(split, []))
+            cur = self.open_shards[split] = _ShardFile(self.out / shard_name(split, index))
+        cur.add(sample.key, members)
+
+    def abort(self) -> None:
+        for cur in self.open_shards.values():
+            cur.abort()
+
+    def close(self) -> None:
+        for split, cur in self.open_shards.items():
+            if cur.samples:
+                self.splits.setdefault(split, []).append(cur.finish())
+                self.log(f"wrote {cur.path.name} ({cur.samples} samples)")
+            else:
+                cur.abort()
+        for split, pending in self.skip_left.items():
+            if pending:
+                raise ShardError(
+                    f"{self.out}: input has fewer '{split}' samples than the interrupted run wrote; "
+                    "use a new directory or delete it"
+                )
+        if not self.seen_keys:
+            raise ShardError("no samples to write")
+        self.save_progress()
+
+    def manifest(self, activities: Sequence[str] | None, extra: dict[str, Any] | None) -> dict[str, Any]:
+        info, counts = self.info, self.counts
+        stats_src = self.train_stats if counts["train"] else self.all_stats
+        manifest: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": info.kind,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "dtype": self.settings["dtype"],
+            "sample_shape": {k: list(v) for k, v in self.shapes.items()},
+            "num_samples": sum(counts.values()),
+            "splits": {
+                s: {"num_samples": sum(sh["samples"] for sh in v), "shards": v} for s, v in sorted(self.splits.items())
+            },
+            "stats_split": "train" if counts["train"] else "all",
+            "settings": self.settings,
+        }
+        if info.kind == "wearable":
+            labels = list(activities or info.activities or [])
+            labels += sorted(self.labels_seen - set(labels) - {""})
+            manifest["channels"] = [{"name": n, "unit": u} for n, u in info.channels]
+            manifest["activities"] = labels
+            manifest["stats"] = {"sensor": stats_src.as_dict()}
+        else:
+            s = stats_src.as_dict()
+            manifest["stats"] = {"sst": {"mean": s["mean"][0], "std": s["std"][0], "count": s["count"][0], "unit": "degC"}}
+            # normalised errors times sst_std are errors in degC
+            manifest["sst_mean"], manifest["sst_std"] = s["mean"][0], s["std"][0]
+        manifest.update(extra or {})
+        return manifest
 
 
 # ---------------------------------------------------------------------------------------------

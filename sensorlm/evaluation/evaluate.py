@@ -207,16 +207,13 @@ def evaluate_model(model_uri: str, data: str | Path | None = None, split: str = 
 
 def _evaluate(model_uri: str, cfg) -> EvaluationResult:
     """The evaluation of `model_uri` as `cfg` (an `EvalConfig`) says."""
-    from sensorlm.tracking.mlflow_utils import check_tracking_server, resolve_tracking_uri, run_tags
+    from sensorlm.tracking.mlflow_utils import check_tracking_server, resolve_tracking_uri
 
-    data, split, tracking_uri, out_dir, experiment = cfg.data, cfg.split, cfg.tracking_uri, cfg.out_dir, cfg.experiment
-    compare, rollout_samples, map_samples, log = cfg.compare, cfg.rollout_samples, cfg.map_samples, cfg.log
-    batch_size, max_samples, max_train, tsne_max = cfg.batch_size, cfg.max_samples, cfg.max_train, cfg.tsne_max
-    embeddings_a, embeddings_b, device = cfg.embeddings_a, cfg.embeddings_b, cfg.device
-    shots, ks = tuple(cfg.shots), tuple(cfg.ks)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data, split, out_dir, compare = cfg.data, cfg.split, cfg.out_dir, cfg.compare
+    embeddings_a, embeddings_b = cfg.embeddings_a, cfg.embeddings_b
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    uri = resolve_tracking_uri(tracking_uri)
+    uri = resolve_tracking_uri(cfg.tracking_uri)
     if str(model_uri).startswith(("models:/", "runs:/")) or _RUN_ID.fullmatch(str(model_uri)):
         check_tracking_server(uri)
     resolved = resolve_model(model_uri, uri)
@@ -235,14 +232,13 @@ def _evaluate(model_uri: str, cfg) -> EvaluationResult:
         # A local pyfunc directory copied from another tracking server names a run this one lacks.
         notes.append(f"training run {resolved.training_run_id} is not in {redact(uri)}: no curves, no default dataset")
         resolved.training_run_id = None
-    name = resolved.name or package.preset
-    tail = f"v{resolved.version}" if resolved.version else (resolved.training_run_id or "local")[:8]
+    name, tail = _run_label(resolved.name, resolved.version, resolved.training_run_id, package.preset)
     if out_dir is None:
         out_dir = Path("outputs") / "eval" / f"{name}-{tail}"
     out_dir = Path(out_dir)
-    opts = dict(batch_size=batch_size, max_samples=max_samples, max_train=max_train, shots=shots, ks=ks,
-                tsne_max=tsne_max, rollout_samples=rollout_samples, map_samples=map_samples,
-                embeddings_a=embeddings_a, embeddings_b=embeddings_b)
+    opts = dict(batch_size=cfg.batch_size, max_samples=cfg.max_samples, max_train=cfg.max_train, shots=tuple(cfg.shots),
+                ks=tuple(cfg.ks), tsne_max=cfg.tsne_max, rollout_samples=cfg.rollout_samples,
+                map_samples=cfg.map_samples, embeddings_a=embeddings_a, embeddings_b=embeddings_b)
 
     data_str = manifest = None
     if embeddings_a is None and embeddings_b is None:
@@ -257,79 +253,100 @@ def _evaluate(model_uri: str, cfg) -> EvaluationResult:
     metrics, figures = evaluate(package, data_str, split, manifest, opts, device, notes)
     metrics = {metric_key(k): float(v) for k, v in metrics.items()}
 
-    # Curves read back from MLflow: this model's training run, and the runs to compare with it.
-    curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
-    if resolved.training_run_id:
-        own = _convergence_curves(client, resolved.training_run_id)
-        if own:
-            figures["convergence"] = lambda: P.convergence_plot(
-                own, title=f"Convergence of {name} (run {resolved.training_run_id[:8]})"
-            )
-            run_name = run_display_name(client, resolved.training_run_id)
-            curves[f"{run_name} (evaluated)"] = own
-        else:
-            notes.append(f"convergence plot skipped: training run {resolved.training_run_id} has no train/val metrics")
-    else:
-        notes.append("convergence plot skipped: the training run of this model is not known")
-    if compared:
-        for label, run_id in compared.items():
-            if run_id != resolved.training_run_id:
-                curves[label] = {k: _history(client, run_id, k) for k in record.metrics}
-        made = False
-        for key, higher in record.higher_is_better():
-            if any(c.get(key) for c in curves.values()):
-                figures[f"ablation_{metric_key(key).replace('/', '_')}"] = (
-                    lambda key=key, higher=higher: P.ablation_plot(curves, key, higher_is_better=higher)
-                )
-                made = True
-        if not made:
-            wanted = list(record.metrics)
-            notes.append(f"ablation plot skipped: no compared run has any of {wanted}")
+    _add_curve_figures(client, resolved.training_run_id, record, compared, name, figures, notes)
 
     table = format_metrics_table(metrics, family) if record.table_columns else None
     plots = _write_local(out_dir, metrics, figures, notes, table)
     for note in notes:
         _say(note)
 
-    run_id = None
-    if log:
-        tags = {
-            "sensorlm.task": EVAL_TASK_TAG,
-            "sensorlm.model_uri": str(model_uri),
-            "sensorlm.model_family": family,
-            "sensorlm.model_preset": package.preset,
-            "sensorlm.eval_split": split if data_str is not None else "features",
-        }
-        if resolved.name:
-            tags["sensorlm.model_name"] = resolved.name
-            tags["sensorlm.model_version"] = resolved.version
-        if resolved.training_run_id:
-            tags["sensorlm.training_run_id"] = resolved.training_run_id
-        if data_str is not None:
-            tags["sensorlm.eval_data"] = data_str
-        manifest_path = Path(data_str) / "manifest.json" if data_str and _is_local(data_str) else None
-        tags.update(run_tags(manifest_path))
-        params = {"model_uri": str(model_uri), "split": split, "batch_size": str(batch_size),
-                  "max_samples": str(max_samples), "shots": ",".join(map(str, shots)),
-                  "ks": ",".join(map(str, ks)), "compare": ",".join(compare) or "none"}
-        if data_str is not None:
-            params["data"] = data_str
-        params.update({k: str(getattr(cfg, k)) for k in record.eval_params})
-        run_id = log_evaluation_run(client, uri, experiment or f"{name}-evaluation", f"eval-{name}-{tail}-{split}", tags,
-                          params, metrics, out_dir, plots, notes)
-        if resolved.name:
-            from sensorlm.tracking.mlflow_utils import set_version_tags
-
-            version_tags = {f"eval.{k}": repr(v) for k, v in metrics.items() if not k.startswith("zero_shot/per_class/")}
-            version_tags.update({"eval.run_id": run_id, "eval.split": tags["sensorlm.eval_split"]})
-            refused = set_version_tags(client, resolved.name, resolved.version, version_tags)
-            if refused:
-                _say(f"version {resolved.version} keeps the eval.* tags of an earlier evaluation ({len(refused)} "
-                     "refused: changing them needs MANAGE on the model); this evaluation is in its run")
-        _say(f"logged evaluation run {run_id} (experiment {experiment or f'{name}-evaluation'!r})")
-    _say(f"wrote {len(plots)} plots and metrics.json to {out_dir}")
-    return EvaluationResult(
-        metrics=metrics, plots=plots, run_id=run_id, out_dir=out_dir, model_name=resolved.name,
+    result = EvaluationResult(
+        metrics=metrics, plots=plots, run_id=None, out_dir=out_dir, model_name=resolved.name,
         model_version=resolved.version, training_run_id=resolved.training_run_id, family=family,
         compared=compared, notes=notes,
     )
+    if cfg.log:
+        result.run_id = _log_evaluation(client, uri, cfg, model_uri, result, package.preset, data_str)
+    _say(f"wrote {len(plots)} plots and metrics.json to {out_dir}")
+    return result
+
+
+def _run_label(model_name: str | None, version: str | None, training_run_id: str | None, preset: str) -> tuple[str, str]:
+    """(name, tail) of the output folder and the evaluation run: ``NAME-vVERSION`` for a registered
+    version, else the training run's id (or ``local``)."""
+    name = model_name or preset
+    return name, f"v{version}" if version else (training_run_id or "local")[:8]
+
+
+def _add_curve_figures(client, training_run_id: str | None, record, compared: dict[str, str], name: str,
+                       figures: dict, notes: list[str]) -> None:
+    """Curves read back from MLflow: this model's training run (convergence), and the runs to
+    compare with it (one ablation figure per metric any of them has)."""
+    curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    if training_run_id:
+        own = _convergence_curves(client, training_run_id)
+        if own:
+            figures["convergence"] = lambda: P.convergence_plot(own, title=f"Convergence of {name} (run {training_run_id[:8]})")
+            curves[f"{run_display_name(client, training_run_id)} (evaluated)"] = own
+        else:
+            notes.append(f"convergence plot skipped: training run {training_run_id} has no train/val metrics")
+    else:
+        notes.append("convergence plot skipped: the training run of this model is not known")
+    if not compared:
+        return
+    for label, run_id in compared.items():
+        if run_id != training_run_id:
+            curves[label] = {k: _history(client, run_id, k) for k in record.metrics}
+    made = False
+    for key, higher in record.higher_is_better():
+        if any(c.get(key) for c in curves.values()):
+            figures[f"ablation_{metric_key(key).replace('/', '_')}"] = (
+                lambda key=key, higher=higher: P.ablation_plot(curves, key, higher_is_better=higher)
+            )
+            made = True
+    if not made:
+        notes.append(f"ablation plot skipped: no compared run has any of {list(record.metrics)}")
+
+
+def _log_evaluation(client, uri: str, cfg, model_uri: str, result: EvaluationResult, preset: str,
+                    data_str: str | None) -> str:
+    """The evaluation's MLflow run (tags name the model, version, training run and data) and, for a
+    registered version, its ``eval.*`` tags. Returns the run id."""
+    from sensorlm.tracking.mlflow_utils import run_tags, set_version_tags
+
+    name, tail = _run_label(result.model_name, result.model_version, result.training_run_id, preset)
+    split = cfg.split
+    tags = {
+        "sensorlm.task": EVAL_TASK_TAG,
+        "sensorlm.model_uri": str(model_uri),
+        "sensorlm.model_family": result.family,
+        "sensorlm.model_preset": preset,
+        "sensorlm.eval_split": split if data_str is not None else "features",
+    }
+    if result.model_name:
+        tags["sensorlm.model_name"] = result.model_name
+        tags["sensorlm.model_version"] = result.model_version
+    if result.training_run_id:
+        tags["sensorlm.training_run_id"] = result.training_run_id
+    if data_str is not None:
+        tags["sensorlm.eval_data"] = data_str
+    manifest_path = Path(data_str) / "manifest.json" if data_str and _is_local(data_str) else None
+    tags.update(run_tags(manifest_path))
+    params = {"model_uri": str(model_uri), "split": split, "batch_size": str(cfg.batch_size),
+              "max_samples": str(cfg.max_samples), "shots": ",".join(map(str, cfg.shots)),
+              "ks": ",".join(map(str, cfg.ks)), "compare": ",".join(cfg.compare) or "none"}
+    if data_str is not None:
+        params["data"] = data_str
+    params.update({k: str(getattr(cfg, k)) for k in FAMILIES[result.family].eval_params})
+    experiment = cfg.experiment or f"{name}-evaluation"
+    run_id = log_evaluation_run(client, uri, experiment, f"eval-{name}-{tail}-{split}", tags, params, result.metrics,
+                                result.out_dir, result.plots, result.notes)
+    if result.model_name:
+        version_tags = {f"eval.{k}": repr(v) for k, v in result.metrics.items() if not k.startswith("zero_shot/per_class/")}
+        version_tags.update({"eval.run_id": run_id, "eval.split": tags["sensorlm.eval_split"]})
+        refused = set_version_tags(client, result.model_name, result.model_version, version_tags)
+        if refused:
+            _say(f"version {result.model_version} keeps the eval.* tags of an earlier evaluation ({len(refused)} "
+                 "refused: changing them needs MANAGE on the model); this evaluation is in its run")
+    _say(f"logged evaluation run {run_id} (experiment {experiment!r})")
+    return run_id

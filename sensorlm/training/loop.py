@@ -1,16 +1,15 @@
 """The per-worker training loop: Ray Train worker -> DeepSpeed engine -> task step.
 
 One code path for CPU (fp32, gloo) and GPU (bf16, NCCL) and for every model family: what
-differs between families (data, loss, validation) comes from their record in `families.py`.
+differs between families (data, loss, validation) comes from their record in `sensorlm.families`;
+the engine (build, resume, save) is `engine.py`.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -20,13 +19,8 @@ import torch
 
 from sensorlm.typed_config import from_dict
 from sensorlm.training.config import TrainConfig
-from sensorlm.training.deepspeed_config import build_deepspeed_config
-from sensorlm.training.distributed import barrier
 from sensorlm.training.early_stopping import EarlyStopping
-from sensorlm.training.rng import rng_state, set_rng_state
-
-CKPT_TAG = "ds"
-RNG_DIR = "rng"  # rank{r}.json: each rank's RNG states (JSON, not pickled)
+from sensorlm.training.engine import build_engine, resume, save_and_report
 
 
 def _device(use_gpu: bool) -> torch.device:
@@ -141,17 +135,6 @@ def quiet_logs() -> None:
         logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
-def _skip_inference_comm_op() -> None:
-    """DeepSpeed loads (first time: compiles) a C++ shared-memory all-reduce at its first
-    init_distributed; only its inference_all_reduce uses it, never training. Skipping it saves
-    about 3 s of every start-up on CPU (and a "built successfully" line per rank)."""
-    import deepspeed.ops
-
-    compatible = getattr(deepspeed.ops, "__compatible_ops__", None)
-    if isinstance(compatible, dict):
-        compatible["deepspeed_shm_comm"] = False
-
-
 def _one_line(exc: BaseException, limit: int = 600) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -159,73 +142,21 @@ def _one_line(exc: BaseException, limit: int = 600) -> str:
 
 def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
     """One attempt of the run on this worker: model, engine, resume, steps, checkpoints."""
-    import deepspeed
     import ray.train
 
     from sensorlm.data.tokenizer import tokenizer_from_str
-    from sensorlm.models import create_model, model_config
-    from sensorlm.training.bounds import clamp_bounded_parameters
-    from sensorlm.training.checkpointing import install_safe_loading
     from sensorlm.families import get_family
-    from sensorlm.training.optim import build_optimizer, build_scheduler
+    from sensorlm.training.bounds import clamp_bounded_parameters
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.scaling.threads_per_worker)
     device = _device(cfg.scaling.use_gpu)
-
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    mcfg = model_config(cfg.model.preset, **cfg.model.overrides)
-    model = create_model(cfg.model.preset, **cfg.model.overrides)
-    if world > 1:  # BatchNorm statistics over the global batch: N workers compute what one does
-        from sensorlm.training.sync_batchnorm import sync_batchnorm
-
-        model = sync_batchnorm(model, device)
-    if cfg.scaling.activation_checkpointing and hasattr(model, "set_grad_checkpointing"):
-        model.set_grad_checkpointing(True)
-    if cfg.scaling.compile:
-        # Block by block, batch dim dynamic: +23% on H100 vs eager, and no graph breaks around
-        # DeepSpeed's hooks (bench/RESULTS.md); a whole-engine compile was slower.
-        from sensorlm.models.blocks import TransformerBlock
-
-        for block in (m for m in model.modules() if isinstance(m, TransformerBlock)):
-            block.compile(dynamic=True)
-    model.to(device)
-    optimizer = build_optimizer(
-        model, cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.eps, fused=device.type == "cuda"
-    )
-    scheduler = build_scheduler(optimizer, cfg.steps, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio)
-    _skip_inference_comm_op()
-    engine, optimizer, _, scheduler = deepspeed.initialize(
-        model=model,
-        optimizer=optimizer,
-        lr_scheduler=scheduler,
-        config=build_deepspeed_config(cfg, world),
-        dist_init_required=False,
-    )
-    install_safe_loading(engine)
-
-    step, data_seed = 0, cfg.data.seed
+    engine, model, mcfg, scheduler = build_engine(cfg, world, device)
     ck = cfg.checkpoint
     early = (EarlyStopping(ck.best_metric, ck.best_mode, ck.early_stop_patience, ck.early_stop_min_delta)
              if ck.early_stop_patience else None)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as ckpt_dir:
-            _, client_state = engine.load_checkpoint(ckpt_dir, tag=CKPT_TAG)
-            rng_file = Path(ckpt_dir) / RNG_DIR / f"rank{rank}.json"
-            rng = json.loads(rng_file.read_text()) if rng_file.is_file() else None
-        step = int(client_state["step"])
-        if early is not None and client_state.get("early_stopping"):
-            early.load_state_dict(client_state["early_stopping"])  # count on from where it left off
-        if cfg.data.resume == "exact":
-            data_seed = int(client_state["data_seed"])  # the same stream, fast-forwarded below
-            if rng is not None and int(client_state.get("world_size", world)) == world:
-                set_rng_state(rng)
-        else:  # "fresh": a new stream per resume, no fast-forward
-            data_seed = int(client_state["data_seed"]) + 1
-        if rank == 0:
-            print(f"[sensorlm] resumed from step {step} (checkpoint {checkpoint.path})", flush=True)
+    step, data_seed, checkpoint = resume(engine, cfg, rank, world, early)
 
     family = get_family(cfg.task)
     tokenizer = tokenizer_from_str(run["tokenizer_json"], f"{run['dataset']}: tokenizer") if run.get("tokenizer_json") else None
@@ -233,109 +164,42 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
     text_len = family.text_len(mcfg)
     bounds = model.parameter_bounds() if hasattr(model, "parameter_bounds") else {}
     train_iter = iter(_loader(cfg, run, "train", rank, world, data_seed, text_len))
-    if checkpoint and cfg.data.resume == "exact":
+    exact = checkpoint is not None and cfg.data.resume == "exact"
+    if exact:
         # The loader has no state to restore: read and drop what the first `step` steps used, so
         # the resumed run sees exactly the batches the uninterrupted one would (data time only).
         for _ in range(step * cfg.optim.grad_accum):
             next(train_iter)
-    logger = _Logger(run.get("mlflow_run_id") if rank == 0 else None, run.get("tracking_uri"), cfg.tracking.system_metrics)
-    if checkpoint:
-        logger.log({"train/resumed_from_step": float(step)}, step)  # a restart leaves a trace
-        if cfg.data.resume == "exact":
-            logger.skip_through(logger.last_logged_step())  # replayed steps log the same values again
+    logger = _open_logger(cfg, run, rank, step, resumed=checkpoint is not None, replayed=exact)
 
-    samples_per_step = cfg.batch_size * cfg.optim.grad_accum * world
-    loss_sum = torch.zeros((), device=device)
-    # the first step whose loss was not finite (0 = none): tracked on the device, read at log time
-    first_bad_step = torch.zeros((), device=device, dtype=torch.int64)
-    skip_mode = cfg.optim.on_non_finite == "skip"
-    skipped_steps = 0
-    window_start, window_steps, data_time, micro_steps = time.perf_counter(), 0, 0.0, 0
-    skips = _SkipAccount(rank)
-    shards_read: set[str] = set()
-    run_start, start_step = time.perf_counter(), step
+    window = _Window(cfg, rank, world, device, step)
+    skips = window.skips
     last_val: dict[str, float] = {}
     stopped_early = False
-    scalars: dict[str, torch.Tensor] = {}
     # Ray, DeepSpeed, MLflow and the model live as long as the worker: out of the collector's
     # generations, its collections walk only what the steps allocate (bench/RESULTS.md, "CPU train step").
     gc.freeze()
     engine.train()
     while step < cfg.steps:
-        for _ in range(cfg.optim.grad_accum):
-            t0 = time.perf_counter()
-            batch = next(train_iter)
-            data_time += time.perf_counter() - t0
-            skips.add(batch.get("skipped"))
-            shards_read.update(batch.get("shard") or ())
-            loss, scalars = task.loss(engine, batch)
-            if skip_mode and not _finite_everywhere(loss, device):
-                # one small all-reduce and host sync per micro-step, only in skip mode: every rank
-                # must leave out the same step or the gradient all-reduce would wait forever
-                skipped_steps += 1
-                continue
-            engine.backward(loss)
-            engine.step()
-            loss_sum += loss.detach()
-            micro_steps += 1
-            first_bad_step = torch.where((first_bad_step == 0) & ~torch.isfinite(loss.detach()), step + 1, first_bad_step)
+        window.optimizer_step(engine, task, train_iter, step)
         if bounds:  # after the optimizer step: a bounded scale stays trainable at its bound
             clamp_bounded_parameters(engine, bounds)
         step += 1
-        window_steps += 1
-        if step == start_step + 1 and rank == 0 and run.get("t0"):
-            startup = time.time() - float(run["t0"])
-            print(f"[sensorlm] first step done {startup:.1f} s after the command", flush=True)
-            logger.log({"perf/seconds_to_first_step": startup}, step)
+        if step == window.start_step + 1 and rank == 0 and run.get("t0"):
+            _log_startup(float(run["t0"]), logger, step)
         _maybe_fail(cfg, run, step, rank)
 
         if step % cfg.log_every == 0 or step == cfg.steps:
-            # The only host sync of the step, once per log interval.
-            elapsed = time.perf_counter() - window_start
-            grad_norm = float(engine.get_global_grad_norm() or 0.0)
-            failure, skipped = _window_status(first_bad_step, grad_norm, skips, step, device)
+            failure, skipped = window.report(engine, scheduler, step, logger)
             if failure:
                 _stop_run(failure, step, rank, logger, skips, skipped, device)
                 return
-            metrics = {
-                "train/loss": loss_sum.item() / micro_steps if micro_steps else float("nan"),
-                "train/lr": scheduler.get_last_lr()[0],
-                "train/grad_norm": grad_norm,
-                "train/samples_per_s": window_steps * samples_per_step / elapsed,
-                "train/data_wait_frac": data_time / elapsed,
-                **{f"train/{k}": float(v) for k, v in scalars.items()},
-                **skipped,
-            }
-            if skip_mode:
-                metrics["train/non_finite_steps_skipped"] = float(skipped_steps)
-            if device.type == "cuda":  # this rank's high-water mark since the start (GPU sizing)
-                metrics["perf/peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-            if rank == 0:
-                rate = (step - start_step) / (time.perf_counter() - run_start)
-                print(
-                    f"[sensorlm] step {step}/{cfg.steps} loss {metrics['train/loss']:.4f} "
-                    f"lr {metrics['train/lr']:.2e} {metrics['train/samples_per_s']:.1f} samples/s "
-                    f"data {metrics['train/data_wait_frac']:.0%} ETA {_format_eta((cfg.steps - step) / max(rate, 1e-9))}",
-                    flush=True,
-                )
-                logger.log(metrics, step)
-            loss_sum.zero_()
-            window_start, window_steps, data_time, micro_steps = time.perf_counter(), 0, 0.0, 0
 
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            engine.eval()
             val_batches = _take(_loader(cfg, run, "val", rank, world, cfg.data.seed, text_len), cfg.data.val_batches)
-            last_val = task.evaluate(engine, val_batches)
-            engine.train()
-            bad = sorted(k for k, v in last_val.items() if not math.isfinite(v))
-            if bad and (step == cfg.steps or not skip_mode):  # a non-finite final model is never registered
-                _, skipped = _window_status(first_bad_step, 0.0, skips, step, device)
-                _stop_run(f"validation at step {step}: {', '.join(bad)} not finite", step, rank, logger, skips, skipped,
-                          device)
+            last_val = _validate(engine, task, val_batches, window, skips, step, logger)
+            if last_val is None:
                 return
-            if rank == 0:
-                print("[sensorlm] validation " + " ".join(f"{k} {v:.4f}" for k, v in last_val.items()), flush=True)
-                logger.log(last_val, step)
             # the validation metrics are reduced over the ranks, so every rank decides the same
             if early is not None and early.metric in last_val and early.update(last_val[early.metric], step):
                 stopped_early = step < cfg.steps
@@ -347,14 +211,132 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
         if step % cfg.checkpoint.every_steps == 0 or final:
             validated = step % cfg.eval_every == 0 or step == cfg.steps
             # the validation metrics of this step, never an earlier one's
-            _save_and_report(engine, cfg, run, step, data_seed, last_val if validated else {}, final=final,
-                             state={"early_stopping": early.state_dict()} if early is not None else {},
-                             extra={"early_stopped": 1.0} if stopped_early else {})
+            save_and_report(engine, cfg, run, step, data_seed, last_val if validated else {}, final=final,
+                            state={"early_stopping": early.state_dict()} if early is not None else {},
+                            extra={"early_stopped": 1.0} if stopped_early else {})
         if stopped_early:
             break
-    _log_data_placement(logger, ctx, shards_read, device)
+    _log_data_placement(logger, ctx, window.shards_read, device)
     skips.log_events(logger, device)
     logger.close()
+
+
+def _open_logger(cfg: TrainConfig, run: dict[str, Any], rank: int, step: int, resumed: bool, replayed: bool) -> _Logger:
+    """Rank 0 logs to the run's MLflow run; a restart leaves a trace, and the steps a resumed run
+    replays (``data.resume=exact``) log nothing again."""
+    logger = _Logger(run.get("mlflow_run_id") if rank == 0 else None, run.get("tracking_uri"), cfg.tracking.system_metrics)
+    if resumed:
+        logger.log({"train/resumed_from_step": float(step)}, step)
+        if replayed:
+            logger.skip_through(logger.last_logged_step())
+    return logger
+
+
+def _log_startup(t0: float, logger: _Logger, step: int) -> None:
+    startup = time.time() - t0
+    print(f"[sensorlm] first step done {startup:.1f} s after the command", flush=True)
+    logger.log({"perf/seconds_to_first_step": startup}, step)
+
+
+def _validate(engine, task, batches, window: "_Window", skips: "_SkipAccount", step: int,
+              logger: _Logger) -> dict[str, float] | None:
+    """The validation metrics at `step` (reduced over the ranks), printed and logged by rank 0; None
+    when the run was stopped because one is not finite (never in skip mode before the last step:
+    a non-finite final model is never registered)."""
+    engine.eval()
+    metrics = task.evaluate(engine, batches)
+    engine.train()
+    bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+    if bad and (step == window.cfg.steps or not window.skip_mode):
+        _, skipped = _window_status(window.first_bad_step, 0.0, skips, step, window.device)
+        _stop_run(f"validation at step {step}: {', '.join(bad)} not finite", step, window.rank, logger, skips, skipped,
+                  window.device)
+        return None
+    if window.rank == 0:
+        print("[sensorlm] validation " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
+        logger.log(metrics, step)
+    return metrics
+
+
+class _Window:
+    """Runs the optimizer steps and keeps what the ones since the last log line add up to: their
+    loss summed on the device (read once per log interval, the only host sync of a step), their
+    data wait and throughput. For the whole run: the first step whose loss was not finite (0 =
+    none, on the device), the samples the loader skipped and the shards this rank read."""
+
+    def __init__(self, cfg: TrainConfig, rank: int, world: int, device: torch.device, start_step: int):
+        self.cfg, self.rank, self.device = cfg, rank, device
+        self.samples_per_step = cfg.batch_size * cfg.optim.grad_accum * world
+        self.skip_mode = cfg.optim.on_non_finite == "skip"
+        self.skipped_steps = 0
+        self.run_start, self.start_step = time.perf_counter(), start_step
+        self.loss_sum = torch.zeros((), device=device)
+        self.first_bad_step = torch.zeros((), device=device, dtype=torch.int64)
+        self.scalars: dict[str, torch.Tensor] = {}
+        self.skips = _SkipAccount(rank)
+        self.shards_read: set[str] = set()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.loss_sum.zero_()
+        self.start, self.steps, self.data_time, self.micro_steps = time.perf_counter(), 0, 0.0, 0
+
+    def optimizer_step(self, engine, task, batches, step: int) -> None:
+        """One optimizer step (``optim.grad_accum`` micro-steps) at step `step` (0-based)."""
+        for _ in range(self.cfg.optim.grad_accum):
+            t0 = time.perf_counter()
+            batch = next(batches)
+            self.data_time += time.perf_counter() - t0
+            self.skips.add(batch.get("skipped"))
+            self.shards_read.update(batch.get("shard") or ())
+            loss, self.scalars = task.loss(engine, batch)
+            if self.skip_mode and not _finite_everywhere(loss, self.device):
+                # one small all-reduce and host sync per micro-step, only in skip mode: every rank
+                # must leave out the same step or the gradient all-reduce would wait forever
+                self.skipped_steps += 1
+                continue
+            engine.backward(loss)
+            engine.step()
+            loss = loss.detach()
+            self.loss_sum += loss
+            self.micro_steps += 1
+            self.first_bad_step = torch.where((self.first_bad_step == 0) & ~torch.isfinite(loss), step + 1,
+                                              self.first_bad_step)
+        self.steps += 1
+
+    def report(self, engine, scheduler, step: int, logger: _Logger):
+        """Print and log the window's metrics (rank 0) and start a new window. Collective: returns
+        (the reason to stop or None, the skipped-sample metrics) the same on every rank."""
+        cfg = self.cfg
+        elapsed = time.perf_counter() - self.start
+        grad_norm = float(engine.get_global_grad_norm() or 0.0)
+        failure, skipped = _window_status(self.first_bad_step, grad_norm, self.skips, step, self.device)
+        if failure:
+            return failure, skipped
+        metrics = {
+            "train/loss": self.loss_sum.item() / self.micro_steps if self.micro_steps else float("nan"),
+            "train/lr": scheduler.get_last_lr()[0],
+            "train/grad_norm": grad_norm,
+            "train/samples_per_s": self.steps * self.samples_per_step / elapsed,
+            "train/data_wait_frac": self.data_time / elapsed,
+            **{f"train/{k}": float(v) for k, v in self.scalars.items()},
+            **skipped,
+        }
+        if self.skip_mode:
+            metrics["train/non_finite_steps_skipped"] = float(self.skipped_steps)
+        if self.device.type == "cuda":  # this rank's high-water mark since the start (GPU sizing)
+            metrics["perf/peak_mem_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        if self.rank == 0:
+            rate = (step - self.start_step) / (time.perf_counter() - self.run_start)
+            print(
+                f"[sensorlm] step {step}/{cfg.steps} loss {metrics['train/loss']:.4f} "
+                f"lr {metrics['train/lr']:.2e} {metrics['train/samples_per_s']:.1f} samples/s "
+                f"data {metrics['train/data_wait_frac']:.0%} ETA {_format_eta((cfg.steps - step) / max(rate, 1e-9))}",
+                flush=True,
+            )
+            logger.log(metrics, step)
+        self._reset()
+        return None, skipped
 
 
 class _SkipAccount:
@@ -483,64 +465,3 @@ def _maybe_fail(cfg: TrainConfig, run: dict, step: int, rank: int) -> None:
             # record the last checkpoint's report first: a restart must resume from it
             time.sleep(2.5 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")))
             os._exit(1)  # a hard death, as from an OOM kill, not a Python exception
-
-
-def _save_and_report(engine, cfg: TrainConfig, run: dict, step: int, data_seed: int, val: dict, final: bool,
-                     state: dict | None = None, extra: dict | None = None) -> None:
-    """Collective DeepSpeed save on every rank, then one Ray report per rank (Ray merges dirs).
-    ``state`` joins the checkpoint's client state, ``extra`` the reported metrics."""
-    import ray.train
-
-    rank = ray.train.get_context().get_world_rank()
-    with tempfile.TemporaryDirectory(prefix="sensorlm-ckpt-") as tmp:
-        engine.save_checkpoint(tmp, tag=CKPT_TAG,
-                               client_state={"step": step, "data_seed": data_seed,
-                                             "world_size": ray.train.get_context().get_world_size(), **(state or {})})
-        rng_dir = Path(tmp) / RNG_DIR
-        rng_dir.mkdir(exist_ok=True)
-        (rng_dir / f"rank{rank}.json").write_text(json.dumps(rng_state()))  # Ray merges every rank's files
-        # The final checkpoint always carries the package; with a best metric every validated one
-        # does too, so the best of them can be registered (trainer.best_package).
-        if final or (cfg.checkpoint.best_metric and cfg.checkpoint.best_metric in val):
-            _export_package(engine, cfg, run, Path(tmp) / "package", rank)
-        barrier()
-        metrics = {"step": step, **val, **(extra or {})}
-        has_files = any(Path(tmp).iterdir())
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if has_files else None)
-
-
-def _export_package(engine, cfg: TrainConfig, run: dict, out_dir: Path, rank: int) -> None:
-    """Consolidated fp32 weights as a plain safetensors package. Under bf16 these are DeepSpeed's
-    fp32 master weights (the module holds bf16 copies), under fp32 the module's own (gathered under
-    ZeRO-3); the package records which (collective: every rank calls it)."""
-    import deepspeed
-
-    from sensorlm.models import model_config
-    from sensorlm.tracking.package import save_model_package
-
-    module = engine.module
-    bf16 = bool(engine.bfloat16_enabled())
-    state = None
-    if bf16:
-        from deepspeed.utils import safe_get_full_fp32_param
-
-        masters = {name: safe_get_full_fp32_param(p) for name, p in module.named_parameters()}
-        if rank == 0:
-            state = {k: (masters[k] if k in masters else v.float() if v.is_floating_point() else v)
-                     for k, v in module.state_dict().items()}
-        precision = {"precision": "bf16", "weights": "fp32 master weights (DeepSpeed optimizer)"}
-    else:
-        precision = {"precision": "fp32", "weights": "fp32 module weights"}
-    params = list(module.parameters())
-    with deepspeed.zero.GatheredParameters(params, modifier_rank=None, enabled=cfg.scaling.zero_stage == 3 and not bf16):
-        if rank == 0:
-            save_model_package(
-                module,
-                cfg.model.preset,
-                model_config(cfg.model.preset, **cfg.model.overrides),
-                out_dir,
-                tokenizer_json=run.get("tokenizer_json"),
-                data_stats=run.get("data_stats"),
-                state_dict=state,
-                training={**precision, "zero_stage": cfg.scaling.zero_stage},
-            )

@@ -357,6 +357,74 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
         A `SweepResult`; ``complete`` is False when the sweep was interrupted (run it again to
         resume; nothing is registered until every trial has ended).
     """
+    name, sweep_dir, tune_root, restoring, meta = _locate(cfg, resume)
+
+    from sensorlm.tracking.mlflow_utils import check_tracking_server, resolve_tracking_uri
+
+    task = make_task(cfg)
+    tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
+    check_tracking_server(tracking_uri)  # fails in seconds, before Ray starts
+    if meta is not None and meta.get("tracking_uri") != redact(tracking_uri):
+        raise ConfigError(
+            f"sweep {name!r} logged to {meta.get('tracking_uri')}, not {redact(tracking_uri)}; set tracking.tracking_uri to it"
+        )
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    setup = task.prepare(sweep_dir, tracking_uri)  # raises ConfigError before anything runs
+
+    if meta is None:
+        meta = _start(cfg, task, tracking_uri, name, sweep_dir)
+    else:
+        _say(f"sweep {name}: resuming from {tune_root} (MLflow parent run {meta['parent_run_id']})")
+    parent_run_id = meta["parent_run_id"]
+    parent = TrackedRun(tracking_uri, parent_run_id)
+    parent.reopen()
+    setup = {**setup, "parent_run_id": parent_run_id, "sweep_name": name, "tracking_uri": tracking_uri}
+
+    try:
+        if not meta.get("finished"):
+            _fit(cfg, task, setup, tune_root, restoring, callbacks, num_cpus)
+        runs = _child_runs(parent)
+        rows, complete = _collect_rows(tune_root, cfg, task.total_steps(), runs)
+        best = best_completed(rows, cfg.metric, cfg.mode)
+        results_dir = sweep_dir / "results"
+        registration = meta.get("registration")
+        if registration is not None:  # finished before: report it, log and register nothing again
+            result = SweepResult(name, sweep_dir, parent_run_id, tracking_uri, complete, rows, best,
+                                 registration.get("model_uri"), registration.get("version"),
+                                 bool(registration.get("promoted")), registration["decision"],
+                                 results_dir / "trials.csv", results_dir / "metric_vs_params.png")
+            _say(f"sweep {name} already finished; nothing to run")
+            return _end(parent, result, cfg)
+        _finalize_child_runs(tracking_uri, rows, runs)
+        holdout = score_holdout(task, rows) if complete else {}
+        csv_path = write_results_csv(rows, list(cfg.params), results_dir / "trials.csv", cfg.metric)
+        plot = plot_metric_vs_params(rows, cfg, results_dir / "metric_vs_params.png") if rows else None
+        result = SweepResult(name, sweep_dir, parent_run_id, tracking_uri, complete, rows, best, results_csv=csv_path, plot=plot)
+        if not complete:
+            return _interrupted(parent, result, cfg)
+        _log_results(parent, cfg, rows, csv_path, plot, best)
+        if best is None:
+            result.decision = "no trial completed (every trial was stopped early or failed); nothing registered"
+        elif not cfg.tracking.register:
+            result.decision = f"best trial {best.trial_id}; registration is off (tracking.register=false)"
+        else:
+            result.model_uri, result.model_version, result.promoted, result.decision = _register_best(
+                task, cfg, best, tracking_uri, name, parent_run_id, holdout.get(best.trial_id))
+        meta.update(finished=True, registration={"model_uri": result.model_uri, "version": result.model_version,
+                                                 "promoted": result.promoted, "decision": result.decision})
+        _write_meta(sweep_dir, meta)
+        parent.set_tags({"sensorlm.sweep_state": "finished", "sensorlm.registration": result.decision[:5000],
+                         **({"sensorlm.registered_version": f"{cfg.registered_name}/{result.model_version}"}
+                            if result.model_version else {})})
+        return _end(parent, result, cfg)
+    except BaseException:
+        parent.end("FAILED")
+        raise
+
+
+def _locate(cfg: SweepConfig, resume: bool | None) -> tuple[str, Path, Path, bool, dict[str, Any] | None]:
+    """The sweep's name and folder, its Tune folder, whether Tune can restore it and its meta file;
+    refuses a resume that `resume` does not allow or a config that differs from the one it began with."""
     from ray import tune
 
     name = cfg.name or f"{cfg.task}-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -378,93 +446,49 @@ def run_sweep(cfg: SweepConfig, *, resume: bool | None = None, callbacks: list |
                 f"sweep {name!r} at {sweep_dir} was started with a different config ({', '.join(diff)} differ); "
                 "resume it unchanged or pick another name"
             )
+    return name, sweep_dir, tune_root, restoring, meta
 
-    from sensorlm.tracking.mlflow_utils import check_tracking_server, resolve_tracking_uri
 
-    task = make_task(cfg)
-    tracking_uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
-    check_tracking_server(tracking_uri)  # fails in seconds, before Ray starts
-    if meta is not None and meta.get("tracking_uri") != redact(tracking_uri):
-        raise ConfigError(
-            f"sweep {name!r} logged to {meta.get('tracking_uri')}, not {redact(tracking_uri)}; set tracking.tracking_uri to it"
-        )
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    setup = task.prepare(sweep_dir, tracking_uri)  # raises ConfigError before anything runs
+def _fit(cfg: SweepConfig, task: SweepTask, setup: dict[str, Any], tune_root: Path, restoring: bool,
+         callbacks: list | None, num_cpus: int | None) -> None:
+    """Run the trials on Ray Tune: a new tuner, or the restored one (finished trials stay finished;
+    unfinished and errored ones run again)."""
+    from ray import tune
 
-    if meta is None:
-        parent_run_id = _open_parent_run(cfg, task, tracking_uri, name, sweep_dir)
-        meta = {"name": name, "task": cfg.task, "config": redact(to_dict(cfg)), "parent_run_id": parent_run_id,
-                "tracking_uri": redact(tracking_uri), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "finished": False}
-        _write_meta(sweep_dir, meta)
-        _say(f"sweep {name}: {cfg.expected_trials()} trials, searcher {cfg.searcher}, metric {cfg.metric} ({cfg.mode}); "
-             f"MLflow parent run {parent_run_id}")
+    init_ray(task.worker_env(), num_cpus=num_cpus)
+    _check_cluster_fits(cfg)
+    trainable = tune.with_resources(tune.with_parameters(task.trainable(), setup=setup), {"CPU": cfg.resources.trial_cpus})
+    if restoring:
+        tuner = tune.Tuner.restore(str(tune_root), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        parent_run_id = meta["parent_run_id"]
-        _say(f"sweep {name}: resuming from {tune_root} (MLflow parent run {parent_run_id})")
-    parent = TrackedRun(tracking_uri, parent_run_id)
-    parent.reopen()
-    setup = {**setup, "parent_run_id": parent_run_id, "sweep_name": name, "tracking_uri": tracking_uri}
+        tuner = _build_tuner(cfg, trainable, tune_root, task.total_steps(), callbacks)
+    tuner.fit()
 
-    try:
-        if not meta.get("finished"):
-            init_ray(task.worker_env(), num_cpus=num_cpus)
-            _check_cluster_fits(cfg)
-            trainable = tune.with_resources(
-                tune.with_parameters(task.trainable(), setup=setup), {"CPU": cfg.resources.trial_cpus}
-            )
-            if restoring:
-                # Finished trials stay finished; unfinished and errored ones run (again).
-                tuner = tune.Tuner.restore(str(tune_root), trainable=trainable, resume_unfinished=True, resume_errored=True)
-            else:
-                tuner = _build_tuner(cfg, trainable, tune_root, task.total_steps(), callbacks)
-            tuner.fit()
-        runs = _child_runs(parent)
-        rows, complete = _collect_rows(tune_root, cfg, task.total_steps(), runs)
-        best = best_completed(rows, cfg.metric, cfg.mode)
-        results_dir = sweep_dir / "results"
-        registration = meta.get("registration")
-        if registration is not None:  # finished before: report it, log and register nothing again
-            result = SweepResult(name, sweep_dir, parent_run_id, tracking_uri, complete, rows, best,
-                                 registration.get("model_uri"), registration.get("version"),
-                                 bool(registration.get("promoted")), registration["decision"],
-                                 results_dir / "trials.csv", results_dir / "metric_vs_params.png")
-            _say(f"sweep {name} already finished; nothing to run")
-            parent.end("FINISHED")
-            _print_summary(result, cfg)
-            return result
-        _finalize_child_runs(tracking_uri, rows, runs)
-        holdout = score_holdout(task, rows) if complete else {}
-        csv_path = write_results_csv(rows, list(cfg.params), results_dir / "trials.csv", cfg.metric)
-        plot = plot_metric_vs_params(rows, cfg, results_dir / "metric_vs_params.png") if rows else None
-        result = SweepResult(name, sweep_dir, parent_run_id, tracking_uri, complete, rows, best, results_csv=csv_path, plot=plot)
-        if not complete:
-            done = sum(r.status != "unfinished" for r in rows)
-            _say(f"sweep {name} interrupted: {done} of {cfg.expected_trials()} trials ended; "
-                 "run the same command again to resume (finished trials are not rerun)")
-            parent.set_tags({"sensorlm.sweep_state": "interrupted"})
-            parent.end("KILLED")
-            return result
-        _log_results(parent, cfg, rows, csv_path, plot, best)
-        if best is None:
-            result.decision = "no trial completed (every trial was stopped early or failed); nothing registered"
-        elif not cfg.tracking.register:
-            result.decision = f"best trial {best.trial_id}; registration is off (tracking.register=false)"
-        else:
-            model_uri, version, promoted, reason = _register_best(task, cfg, best, tracking_uri, name, parent_run_id,
-                                                                  holdout.get(best.trial_id))
-            result.model_uri, result.model_version, result.promoted, result.decision = model_uri, version, promoted, reason
-        meta.update(finished=True, registration={"model_uri": result.model_uri, "version": result.model_version,
-                                                 "promoted": result.promoted, "decision": result.decision})
-        _write_meta(sweep_dir, meta)
-        parent.set_tags({"sensorlm.sweep_state": "finished", "sensorlm.registration": result.decision[:5000],
-                         **({"sensorlm.registered_version": f"{cfg.registered_name}/{result.model_version}"}
-                            if result.model_version else {})})
-        parent.end("FINISHED")
-        _print_summary(result, cfg)
-        return result
-    except BaseException:
-        parent.end("FAILED")
-        raise
+
+def _start(cfg: SweepConfig, task: SweepTask, tracking_uri: str, name: str, sweep_dir: Path) -> dict[str, Any]:
+    """A new sweep: its MLflow parent run and its meta file (which a resume reads back)."""
+    parent_run_id = _open_parent_run(cfg, task, tracking_uri, name, sweep_dir)
+    meta = {"name": name, "task": cfg.task, "config": redact(to_dict(cfg)), "parent_run_id": parent_run_id,
+            "tracking_uri": redact(tracking_uri), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "finished": False}
+    _write_meta(sweep_dir, meta)
+    _say(f"sweep {name}: {cfg.expected_trials()} trials, searcher {cfg.searcher}, metric {cfg.metric} ({cfg.mode}); "
+         f"MLflow parent run {parent_run_id}")
+    return meta
+
+
+def _interrupted(parent: TrackedRun, result: SweepResult, cfg: SweepConfig) -> SweepResult:
+    done = sum(r.status != "unfinished" for r in result.trials)
+    _say(f"sweep {result.name} interrupted: {done} of {cfg.expected_trials()} trials ended; "
+         "run the same command again to resume (finished trials are not rerun)")
+    parent.set_tags({"sensorlm.sweep_state": "interrupted"})
+    parent.end("KILLED")
+    return result
+
+
+def _end(parent: TrackedRun, result: SweepResult, cfg: SweepConfig) -> SweepResult:
+    parent.end("FINISHED")
+    _print_summary(result, cfg)
+    return result
 
 
 def _check_cluster_fits(cfg: SweepConfig) -> None:

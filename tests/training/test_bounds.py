@@ -30,7 +30,7 @@ def _worker(rank, world, port, out_dir):
     from sensorlm.models import create_model
     from sensorlm.training.bounds import clamp_bounded_parameters
 
-    from sensorlm.training.loop import _skip_inference_comm_op
+    from sensorlm.training.engine import _skip_inference_comm_op
 
     _skip_inference_comm_op()  # as the trainer does: training never uses DeepSpeed's shm inference op
     deepspeed.init_distributed(dist_backend="gloo")
