@@ -10,7 +10,8 @@ import dataclasses
 from typing import Any, Callable
 
 from sensorlm.typed_config import ConfigError
-from sensorlm.families.registry import Family, SearchParam, register_family
+from sensorlm.families.registry import FAMILIES, Family, SearchParam, register_family
+from sensorlm.models.coca import SensorCoCaConfig
 from sensorlm.models.projection_cl import ProjectionCLConfig
 from sensorlm.models.sensorlm import SensorLMConfig
 from sensorlm.models.sst import SSTConfig
@@ -85,6 +86,18 @@ def _sensorlm_task(cfg, manifest, device, model_cfg, tokenizer):
                         exchange=cfg.scaling.loss_exchange)
 
 
+def _coca_task(cfg, manifest, device, model_cfg, tokenizer):
+    from sensorlm.data.captioner import manifest_prompts
+    from sensorlm.training.tasks import CoCaTask
+
+    if tokenizer is None:
+        raise ConfigError("the dataset has no tokenizer; a captioning model trains on captions (see sensorlm import)")
+    prompts = manifest_prompts(manifest, cfg.data.prompt_template)
+    return CoCaTask(manifest.get("activities") or [], prompts, tokenizer, model_cfg.text.context_len, device,
+                    exchange=cfg.scaling.loss_exchange, caption_loss_weight=model_cfg.caption_loss_weight,
+                    contrastive_loss=model_cfg.contrastive_loss)
+
+
 def _sst_task(cfg, manifest, device, model_cfg, tokenizer):
     from sensorlm.training.tasks import SSTTask
 
@@ -142,6 +155,18 @@ register_family(Family(
     input_array=_sensor_array,
     stats_check="sensorlm.tracking.package:check_sensor_stats",
     eval_params=("max_train",),
+))
+
+# The CoCa variant: the dual encoder's record (data, contrastive side, serving, evaluation) with the
+# captioning decoder's config, task and search space.
+register_family(dataclasses.replace(
+    FAMILIES["sensorlm"],
+    name="sensorlm_coca",
+    config_type=SensorCoCaConfig,
+    task=_coca_task,
+    metrics={"val/zero_shot_acc": "max", "val/loss": "min", "val/caption_loss": "min", "val/caption_token_acc": "max"},
+    search={**FAMILIES["sensorlm"].search,
+            "caption_loss_weight": SearchParam("nonnegative", "model.overrides.caption_loss_weight")},
 ))
 
 register_family(Family(

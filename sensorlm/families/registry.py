@@ -21,7 +21,7 @@ from sensorlm.typed_config import ConfigError
 
 @dataclass(frozen=True)
 class SearchParam:
-    """A sweep parameter: what its values must be (``positive``, ``finite``, ``bool``) and the
+    """A sweep parameter: what its values must be (``positive``, ``nonnegative``, ``finite``, ``bool``) and the
     training-config fields it writes (dotted paths) and how (``set`` or ``log``: the model holds
     the log of the value)."""
 
@@ -150,7 +150,5 @@ def embeds(name: str) -> bool:
 def family_of_config(model_cfg: Any) -> Family | None:
     """The family whose presets have this config type, or None (e.g. a bare HVT tower)."""
     _load_all()
-    for family in FAMILIES.values():
-        if isinstance(model_cfg, family.config_type):
-            return family
-    return None
+    exact = [f for f in FAMILIES.values() if type(model_cfg) is f.config_type]  # a CoCa config is a SensorLM one too
+    return exact[0] if exact else next((f for f in FAMILIES.values() if isinstance(model_cfg, f.config_type)), None)

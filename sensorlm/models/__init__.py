@@ -11,3 +11,4 @@ from sensorlm.models import sst  # noqa: E402,F401
 from sensorlm.models import sensor_encoder as _sensor_encoder  # noqa: E402,F401
 from sensorlm.models import text_encoder as _text_encoder  # noqa: E402,F401
 from sensorlm.models import sensorlm as _sensorlm  # noqa: E402,F401
+from sensorlm.models import coca as _coca  # noqa: E402,F401

@@ -33,15 +33,17 @@ class Attention(nn.Module):
         self.attn_drop = attn_drop
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, N, D). key_padding_mask: optional (B, N) bool, True = token may be attended."""
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+        """x: (B, N, D). key_padding_mask: optional (B, N) bool, True = token may be attended.
+        causal: each token attends to itself and earlier ones only (the padding mask is then not
+        used: with right padding a real token never sees a later pad)."""
         B, N, D = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         attn_mask = None
-        if key_padding_mask is not None:
+        if key_padding_mask is not None and not causal:
             attn_mask = key_padding_mask[:, None, None, :].to(torch.bool)
         x = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop if self.training else 0.0
+            q, k, v, attn_mask=attn_mask, dropout_p=self.attn_drop if self.training else 0.0, is_causal=causal
         )
         x = x.transpose(1, 2).reshape(B, N, D)
         return self.proj_drop(self.proj(x))
@@ -80,8 +82,8 @@ class TransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), key_padding_mask)
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), key_padding_mask, causal)
         return x + self.mlp(self.norm2(x))
 
 

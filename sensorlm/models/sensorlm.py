@@ -145,13 +145,7 @@ class SensorLM(nn.Module):
             check_finite: count NaN/inf values and raise ValueError if any (a host sync; the
                 training loop passes False).
         """
-        T, C = self.config.sensor.input_len, self.config.sensor.num_channels
-        if x.ndim != 3 or tuple(x.shape[1:]) != (T, C):
-            raise ValueError(f"sensor input: expected shape (B, {T}, {C}), got {tuple(x.shape)}")
-        if check_finite:
-            n_bad = int((~torch.isfinite(x)).sum())
-            if n_bad:
-                raise ValueError(f"{n_bad} non-finite values in sensor input of shape {tuple(x.shape)}")
+        self._check_sensor(x, check_finite)
         if self.sensor_proj is None:
             return self.sensor_encoder(x, missing)
         if isinstance(self.sensor_encoder, SensorEncoder):
@@ -159,6 +153,15 @@ class SensorLM(nn.Module):
         else:
             z = self.sensor_encoder(x, missing)
         return F.normalize(self.sensor_proj(z), dim=-1)
+
+    def _check_sensor(self, x: torch.Tensor, check_finite: bool) -> None:
+        T, C = self.config.sensor.input_len, self.config.sensor.num_channels
+        if x.ndim != 3 or tuple(x.shape[1:]) != (T, C):
+            raise ValueError(f"sensor input: expected shape (B, {T}, {C}), got {tuple(x.shape)}")
+        if check_finite:
+            n_bad = int((~torch.isfinite(x)).sum())
+            if n_bad:
+                raise ValueError(f"{n_bad} non-finite values in sensor input of shape {tuple(x.shape)}")
 
     def encode_text(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, validate: bool = True

@@ -319,7 +319,7 @@ def _validate_model(cfg: TrainConfig) -> None:
 
     preset = get_preset(cfg.model.preset)
     want = get_family(cfg.task).config_type
-    if not isinstance(preset.config, want):
+    if type(preset.config) is not want:  # exactly: a CoCa config is also a SensorLM one
         raise ConfigError(f"model.preset {cfg.model.preset!r} is a {type(preset.config).__name__}, but task "
                           f"{cfg.task!r} needs a {want.__name__}")
     try:

@@ -83,6 +83,7 @@ class SensorLMTask:
         sums = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss*n, n, labelled
         k = len(self.activities)
         confusion = torch.zeros(k * k, device=self.device, dtype=torch.float64)  # true * k + predicted
+        extra = torch.zeros(self.extra_sums, device=self.device, dtype=torch.float64)  # a subclass's own sums
         for batch in batches:
             b = _to(batch, self.device, input_dtype(engine), ("sensor",))
             out = engine(b["sensor"], b["input_ids"], b["attention_mask"], b.get("missing"), validate=False)
@@ -103,8 +104,11 @@ class SensorLMTask:
                     per_window.setdefault("val/zero_shot_acc", {}).update(zip(keys, hits))
             sums += torch.stack([loss.double() * n, torch.tensor(n, device=self.device, dtype=torch.float64),
                                  labelled.sum().double()])
+            extra += self._batch_sums(out, b)
         all_reduce_sum(sums)
         all_reduce_sum(confusion)
+        if extra.numel():
+            all_reduce_sum(extra)
         n, labelled_n = sums[1].item(), sums[2].item()
         # no readable validation sample is no score (NaN stops the run), never a perfect loss of 0
         out = {"val/loss": sums[0].item() / n if n else float("nan"), "val/samples": n,
@@ -112,7 +116,57 @@ class SensorLMTask:
         if self.activities and labelled_n > 0:
             out["val/zero_shot_acc"] = confusion.view(k, k).trace().item() / labelled_n
             out.update(_class_balanced(confusion.view(k, k).cpu()))
+        out.update(self._extra_metrics(extra.tolist()))
         return out
+
+    # what a subclass validates beside the dual encoder's metrics: `extra_sums` float64 sums per
+    # batch (all-reduced over the ranks), turned into metrics at the end
+    extra_sums = 0
+
+    def _batch_sums(self, out: dict, b: dict) -> torch.Tensor:
+        return torch.zeros(0, device=self.device, dtype=torch.float64)
+
+    def _extra_metrics(self, sums: list[float]) -> dict[str, float]:
+        return {}
+
+
+class CoCaTask(SensorLMTask):
+    """The CoCa variant: the dual encoder's contrastive loss (SigLIP, or CLIP) plus
+    ``caption_loss_weight`` x next-token cross-entropy of the captioning decoder, both reported;
+    validation adds the caption loss and next-token accuracy over the caption tokens."""
+
+    name = "sensorlm_coca"
+    extra_sums = 3  # caption cross-entropy sum, correct next tokens, caption tokens
+
+    def __init__(self, *args, caption_loss_weight: float = 2.0, contrastive_loss: str = "siglip", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.caption_loss_weight = float(caption_loss_weight)
+        self.contrastive_loss = contrastive_loss
+
+    def loss(self, engine, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from sensorlm.models.coca import caption_loss
+
+        b = _to(batch, self.device, input_dtype(engine), ("sensor",))
+        out = engine(b["sensor"], b["input_ids"], b["attention_mask"], b.get("missing"), validate=False)
+        zs, zt, t_prime = out["sensor_emb"].float(), out["text_emb"].float(), out["t_prime"].float()
+        if self.contrastive_loss == "clip":
+            contrastive = clip_loss_distributed(zs, zt, t_prime.exp())
+        else:
+            contrastive = self.siglip(zs, zt, t_prime, out["bias"].float())
+        captioning = caption_loss(out["caption_logits"], b["input_ids"], b["attention_mask"])
+        return contrastive + self.caption_loss_weight * captioning, {
+            "contrastive_loss": contrastive.detach(), "caption_loss": captioning.detach(),
+            "temperature": t_prime.detach().exp(), "bias": out["bias"].detach().float()}
+
+    def _batch_sums(self, out: dict, b: dict) -> torch.Tensor:
+        logits, ids, mask = out["caption_logits"][:, :-1].float(), b["input_ids"][:, 1:], b["attention_mask"][:, 1:].bool()
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1), reduction="none")
+        hits = (logits.argmax(dim=-1) == ids) & mask
+        return torch.stack([(ce.view_as(ids) * mask).sum().double(), hits.sum().double(), mask.sum().double()])
+
+    def _extra_metrics(self, sums: list[float]) -> dict[str, float]:
+        ce, hits, n = sums
+        return {"val/caption_loss": ce / n if n else float("nan"), "val/caption_token_acc": hits / n if n else float("nan")}
 
 
 def _class_balanced(confusion: torch.Tensor) -> dict[str, float]:

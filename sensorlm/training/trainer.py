@@ -233,6 +233,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     from sensorlm.training.loop import quiet_logs
 
     quiet_logs()
+    # one progress bar per file of the registered package would drown the log's last lines
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     run_name = cfg.name or f"{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}"
     check_tracking_server(resolve_tracking_uri(cfg.tracking.tracking_uri))  # seconds, not minutes of retries
     dataset = prepare_dataset(cfg)

@@ -306,6 +306,8 @@ def _check_values(name: str, kind: str, spec: ParamSpec) -> None:
         if kind == "positive" and v <= 0:
             what = "a learning rate" if name == "lr" else "a scale"
             raise ConfigError(f"params.{name}: must be > 0 ({what}), got {v!r}")
+        if kind == "nonnegative" and v < 0:
+            raise ConfigError(f"params.{name}: must be >= 0 (a weight), got {v!r}")
 
 
 def _check_searcher(searcher: str, params: dict[str, ParamSpec]) -> None:

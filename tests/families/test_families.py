@@ -13,7 +13,7 @@ from sensorlm.families import FAMILIES, family_of_config, resolve
 def test_every_family_names_what_each_layer_needs():
     from sensorlm.models import get_preset
 
-    assert set(FAMILIES) == {"sensorlm", "sst", "projection_cl"}
+    assert set(FAMILIES) == {"sensorlm", "sensorlm_coca", "sst", "projection_cl"}
     for family in FAMILIES.values():
         resolve(family.serving)  # the pyfunc's input handler
         assert callable(resolve(family.evaluator))
@@ -25,11 +25,14 @@ def test_every_family_names_what_each_layer_needs():
 
 
 def test_unknown_task_and_a_preset_of_another_family_are_named():
-    with pytest.raises(ConfigError, match=r"task 'clip' is not a model family \(known: sensorlm, sst, projection_cl\)"):
+    with pytest.raises(ConfigError, match=r"task 'clip' is not a model family \(known: sensorlm, sensorlm_coca, sst, projection_cl\)"):
         load_train_config("sensorlm_tiny", ["task=clip"])
     with pytest.raises(ConfigError, match=r"model.preset 'sst_tiny' is a SSTConfig, but task 'projection_cl' needs a "
                                           r"ProjectionCLConfig"):
         load_train_config("projection_cl_tiny", ["model.preset=sst_tiny"])
+    with pytest.raises(ConfigError, match=r"model.preset 'sensorlm_coca_tiny' is a SensorCoCaConfig, but task 'sensorlm' "
+                                          r"needs a SensorLMConfig"):
+        load_train_config("sensorlm_tiny", ["model.preset=sensorlm_coca_tiny"])
     with pytest.raises(ConfigError, match=r"batch_size must be >= 2 for the contrastive loss of task 'projection_cl'"):
         load_train_config("projection_cl_tiny", ["batch_size=1"])
     with pytest.raises(ConfigError, match=r"temperature_min \(5\.0\) is above temperature_max \(2\.0\)"):

@@ -263,7 +263,7 @@ def test_bad_inputs_are_named(sensorlm_logged, sst_logged):
 
 def test_unsupported_family_and_missing_artifact(tmp_path):
     package = save_model_package(create_model("hvt_tiny"), "hvt_tiny", {}, tmp_path / "pkg")
-    with pytest.raises(ValueError, match=r"family 'hvt' .* has no pyfunc; supported: \['sensorlm', 'sst', 'projection_cl'\]"):
+    with pytest.raises(ValueError, match=r"family 'hvt' .* has no pyfunc; supported: \['sensorlm', 'sensorlm_coca', 'sst', 'projection_cl'\]"):
         log_model_package(package)
     with pytest.raises(ValueError, match="'package'"):
         SensorLMPyfunc().load_context(mlflow.pyfunc.PythonModelContext(artifacts={}, model_config=None))

@@ -1,0 +1,134 @@
+"""Caption generation for the CoCa family: greedy, beam search and top-p sampling, batched.
+
+Every method starts each caption with ``bos_id`` (the tokenizer's [CLS], which begins every
+training caption), stops a caption at ``eos_id`` ([SEP]) or at ``max_len`` tokens, and pads the
+rest with ``pad_id``; the other special ids are never generated. The sensor tower runs once per
+batch; each step reruns the text layers over the prefix (captions are tens of tokens).
+Greedy and beam search are deterministic; sampling draws from a ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+
+METHODS = ("greedy", "beam", "top_p")
+
+
+@torch.no_grad()
+def generate(
+    model,
+    sensor: torch.Tensor,
+    missing: torch.Tensor | None = None,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int = 0,
+    banned_ids: Sequence[int] = (),
+    max_len: int = 32,
+    method: Literal["greedy", "beam", "top_p"] = "greedy",
+    num_beams: int = 4,
+    top_p: float = 0.9,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Captions of a sensor batch.
+
+    Args:
+        model: a `SensorCoCa` (anything with ``sensor_tokens`` and ``caption_logits``).
+        sensor: (B, T, C) sensor values, normalised as in training.
+        missing: optional (B, T) bool, True = minute missing.
+        bos_id, eos_id, pad_id: the tokenizer's start, end and padding ids.
+        banned_ids: more ids never generated (e.g. [UNK]).
+        max_len: caption length limit in tokens, the start token included.
+        method: ``greedy``, ``beam`` (``num_beams`` beams, scores normalised by length) or
+            ``top_p`` (nucleus sampling at ``temperature``).
+        generator: the random generator of ``top_p`` (default: torch's global one).
+
+    Returns:
+        (B, max_len) int64 token ids.
+    """
+    if not hasattr(model, "caption_logits"):
+        raise ValueError(f"{type(model).__name__} has no captioning decoder: generation needs a sensorlm_coca model")
+    if method not in METHODS:
+        raise ValueError(f"method {method!r}: expected one of {list(METHODS)}")
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 2:
+        raise ValueError(f"max_len must be an integer >= 2, got {max_len!r}")
+    if method == "beam" and (isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1):
+        raise ValueError(f"num_beams must be a positive integer, got {num_beams!r}")
+    if method == "top_p" and not (0.0 < top_p <= 1.0 and temperature > 0):
+        raise ValueError(f"top_p must be in (0, 1] and temperature > 0, got top_p={top_p!r}, temperature={temperature!r}")
+    _, memory, memory_mask = model.sensor_tokens(sensor, missing)
+    banned = sorted({pad_id, bos_id, *banned_ids} - {eos_id})
+    if method == "beam":
+        return _beam(model, memory, memory_mask, bos_id, eos_id, pad_id, banned, max_len, num_beams)
+    return _greedy_or_sample(model, memory, memory_mask, bos_id, eos_id, pad_id, banned, max_len,
+                             None if method == "greedy" else (top_p, temperature, generator))
+
+
+def _next_logits(model, ids: torch.Tensor, memory, memory_mask, banned: list[int]) -> torch.Tensor:
+    logits = model.caption_logits(ids, memory, memory_mask)[:, -1].float()
+    logits[:, banned] = float("-inf")
+    return logits
+
+
+def _greedy_or_sample(model, memory, memory_mask, bos_id, eos_id, pad_id, banned, max_len, sampling) -> torch.Tensor:
+    B = memory.shape[0]
+    ids = torch.full((B, 1), bos_id, dtype=torch.long, device=memory.device)
+    done = torch.zeros(B, dtype=torch.bool, device=memory.device)
+    while ids.shape[1] < max_len and not bool(done.all()):
+        logits = _next_logits(model, ids, memory, memory_mask, banned)
+        nxt = logits.argmax(dim=-1) if sampling is None else _top_p(logits, *sampling)
+        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        ids = torch.cat([ids, nxt[:, None]], dim=1)
+        done |= nxt == eos_id
+    return _pad_to(ids, max_len, pad_id)
+
+
+def _top_p(logits: torch.Tensor, top_p: float, temperature: float, generator) -> torch.Tensor:
+    probs = torch.softmax(logits / temperature, dim=-1)
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    outside = sorted_p.cumsum(dim=-1) - sorted_p > top_p  # the nucleus keeps at least the top token
+    sorted_p = sorted_p.masked_fill(outside, 0.0)
+    pick = torch.multinomial(sorted_p / sorted_p.sum(dim=-1, keepdim=True), 1, generator=generator)
+    return order.gather(-1, pick).squeeze(-1)
+
+
+def _beam(model, memory, memory_mask, bos_id, eos_id, pad_id, banned, max_len, K) -> torch.Tensor:
+    B, device = memory.shape[0], memory.device
+    memory = memory.repeat_interleave(K, dim=0)
+    memory_mask = None if memory_mask is None else memory_mask.repeat_interleave(K, dim=0)
+    ids = torch.full((B * K, 1), bos_id, dtype=torch.long, device=device)
+    scores = torch.full((B, K), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # one live beam per caption at the start
+    done = torch.zeros(B * K, dtype=torch.bool, device=device)
+    lengths = torch.ones(B * K, device=device)
+    while ids.shape[1] < max_len and not bool(done.all()):
+        logp = torch.log_softmax(_next_logits(model, ids, memory, memory_mask, banned), dim=-1)
+        V = logp.shape[-1]
+        # a finished beam continues only with padding, at no cost
+        ended = torch.full_like(logp, float("-inf"))
+        ended[:, pad_id] = 0.0
+        logp = torch.where(done[:, None], ended, logp)
+        cand = (scores.view(B * K, 1) + logp).view(B, K * V)
+        scores, flat = cand.topk(K, dim=-1)
+        beam = (flat // V) + torch.arange(B, device=device)[:, None] * K
+        token = (flat % V).view(-1)
+        beam = beam.view(-1)
+        ids = torch.cat([ids[beam], token[:, None]], dim=1)
+        lengths = torch.where(done[beam], lengths[beam], lengths[beam] + 1)
+        done = done[beam] | (token == eos_id)
+    best = (scores / lengths.view(B, K)).argmax(dim=-1) + torch.arange(B, device=device) * K
+    return _pad_to(ids[best], max_len, pad_id)
+
+
+def _pad_to(ids: torch.Tensor, max_len: int, pad_id: int) -> torch.Tensor:
+    if ids.shape[1] >= max_len:
+        return ids[:, :max_len]
+    return torch.cat([ids, ids.new_full((ids.shape[0], max_len - ids.shape[1]), pad_id)], dim=1)
+
+
+def captions_text(ids: torch.Tensor, tokenizer) -> list[str]:
+    """Generated ids -> caption strings (special tokens dropped)."""
+    return [tokenizer.decode(row.tolist()) for row in ids]
