@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("import_exports", "device exports (CSV/Parquet) + labels -> captioned dataset"),
     "export": ("export", "a SensorLM's sensor/caption embeddings -> paired dataset"),
     "embed": ("embed", "a registered model over data or prompts -> Parquet embeddings (Ray Data)"),
+    "caption": ("caption", "a captioning (sensorlm_coca) model over data -> Parquet captions (Ray Data)"),
     "promote": ("promote", "move an alias (@champion) to a version, with the promoter's login"),
 }
 

@@ -36,6 +36,9 @@ class EvalConfig:
         tsne_max: at most this many points in the t-SNE.
         embeddings_a / embeddings_b: ProjectionCL on two paired .npy feature files instead of a dataset.
         device: torch device (None: CUDA when available, else CPU).
+        caption_samples: windows a captioning model captions (``caption/`` metrics; 0 = none).
+        caption_method: ``greedy``, ``beam`` or ``top_p`` (`sensorlm.models.generation`).
+        caption_max_len: caption length limit in tokens.
     """
 
     data: str | None = None
@@ -57,6 +60,9 @@ class EvalConfig:
     embeddings_a: str | None = None
     embeddings_b: str | None = None
     device: str | None = None
+    caption_samples: int = 256
+    caption_method: str = "greedy"
+    caption_max_len: int = 48
 
     def __post_init__(self):
         if self.fold is not None:
@@ -67,7 +73,7 @@ class EvalConfig:
             except ValueError as e:
                 raise ConfigError(str(e)) from None
         for name, low in (("batch_size", 1), ("max_train", 1), ("tsne_max", 3), ("rollout_samples", 0),
-                          ("map_samples", 0)):
+                          ("map_samples", 0), ("caption_samples", 0), ("caption_max_len", 2)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -75,6 +81,8 @@ class EvalConfig:
             isinstance(self.max_samples, bool) or not isinstance(self.max_samples, int) or self.max_samples < 2
         ):
             raise ConfigError(f"max_samples must be an integer >= 2 or None, got {self.max_samples!r}")
+        if self.caption_method not in ("greedy", "beam", "top_p"):
+            raise ConfigError(f"caption_method must be greedy, beam or top_p, got {self.caption_method!r}")
         self.shots, self.ks = [int(s) for s in self.shots], [int(k) for k in self.ks]
         if any(s < 1 for s in self.shots) or not self.ks or any(k < 1 for k in self.ks):
             raise ConfigError(f"shots and ks must be positive integers (ks non-empty), got shots={self.shots} "

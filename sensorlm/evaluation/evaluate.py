@@ -238,7 +238,9 @@ def _evaluate(model_uri: str, cfg) -> EvaluationResult:
     out_dir = Path(out_dir)
     opts = dict(batch_size=cfg.batch_size, max_samples=cfg.max_samples, max_train=cfg.max_train, shots=tuple(cfg.shots),
                 ks=tuple(cfg.ks), tsne_max=cfg.tsne_max, rollout_samples=cfg.rollout_samples,
-                map_samples=cfg.map_samples, embeddings_a=embeddings_a, embeddings_b=embeddings_b)
+                map_samples=cfg.map_samples, embeddings_a=embeddings_a, embeddings_b=embeddings_b,
+                caption_samples=cfg.caption_samples, caption_method=cfg.caption_method,
+                caption_max_len=cfg.caption_max_len)
 
     data_str = manifest = None
     if embeddings_a is None and embeddings_b is None:

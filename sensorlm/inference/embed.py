@@ -214,7 +214,8 @@ def _file_exists(filesystem, path: str) -> bool:
 class _EmbedActor:
     """Loads the model once; per unit: read, embed in batches, write the output atomically."""
 
-    def __init__(self, ref: dict[str, Any], out: str, batch_size: int, device: str, threads: int):
+    def __init__(self, ref: dict[str, Any], out: str, batch_size: int, device: str, threads: int,
+                 captions: dict[str, Any] | None = None):
         import torch
 
         torch.set_num_threads(max(1, threads))
@@ -222,6 +223,7 @@ class _EmbedActor:
         self.ref = ModelRef(**ref)
         self.embedder = load_embedder(self.ref, device)
         self.out, self.batch_size = out, batch_size
+        self.captions = captions
         self.fs, self.root = _output_fs(out)
         # Torch, Ray and the model are here for the actor's life: out of the collector's
         # generations, each collection walks only what a unit allocates (a third of the time of
@@ -252,16 +254,35 @@ class _EmbedActor:
             table = pa.table({"prompt": pa.array(unit["prompts"], pa.string()), "embedding": _embedding_array(emb)})
             return table.replace_schema_metadata(self._metadata("text", unit))
         samples = read_samples(unit, bad)
-        emb = self._embed(lambda chunk: self.embedder.embed_sensor(stack_raw(chunk)), samples)
-        table = pa.table({
+        columns = {
             "key": pa.array([s.key for s in samples], pa.string()),
             "split": pa.array([s.split for s in samples], pa.string()),
             "subject_id": pa.array([s.subject_id for s in samples], pa.string()),
             "day": pa.array([s.day for s in samples], pa.int64()),
             "label": pa.array([s.label for s in samples], pa.string()),
-            "embedding": _embedding_array(emb),
-        })
-        return table.replace_schema_metadata(self._metadata("sensor", unit))
+        }
+        if self.captions is not None:
+            columns["caption"] = pa.array(self._caption(samples, unit), pa.string())
+            columns["reference"] = pa.array([s.caption for s in samples], pa.string())
+            return pa.table(columns).replace_schema_metadata(self._metadata("caption", unit))
+        emb = self._embed(lambda chunk: self.embedder.embed_sensor(stack_raw(chunk)), samples)
+        columns["embedding"] = _embedding_array(emb)
+        return pa.table(columns).replace_schema_metadata(self._metadata("sensor", unit))
+
+    def _caption(self, samples: list, unit: dict[str, Any]) -> list[str]:
+        import zlib
+
+        import torch
+
+        opts = dict(self.captions)
+        # a seed per output file: a resumed run samples what the first one would have
+        opts["seed"] = (int(opts["seed"]) * 1_000_003 + zlib.crc32(unit["output"].encode())) % (2**63)
+        out: list[str] = []
+        with torch.inference_mode():
+            for i in range(0, len(samples), self.batch_size):
+                out += self.embedder.caption_sensor(stack_raw(samples[i:i + self.batch_size]), **opts)
+                opts["seed"] += 1
+        return out
 
     def process(self, unit: dict[str, Any]) -> dict[str, Any]:
         started, start = time.time(), time.perf_counter()
@@ -420,7 +441,7 @@ class EmbedOptions:
 
 
 def embed(model: str, out: str, source: EmbedInput | None = None, options: EmbedOptions | None = None,
-          log: Callable[[str], None] | None = print, **fields: Any) -> EmbedReport:
+          log: Callable[[str], None] | None = print, captions: Any = None, **fields: Any) -> EmbedReport:
     """Embed a dataset, Parquet days, device exports or text prompts with a SensorLM model.
 
     Output files that already exist in `out` are kept (resume); see the module docstring for the layout.
@@ -432,6 +453,8 @@ def embed(model: str, out: str, source: EmbedInput | None = None, options: Embed
         source: what to embed (`EmbedInput`).
         options: how (`EmbedOptions`; default: its defaults).
         log: progress printer, or None.
+        captions: a `sensorlm.inference.caption.CaptionOptions`: write generated captions instead of
+            embeddings (``sensorlm caption``).
         **fields: fields of `EmbedInput` or `EmbedOptions` by name (``dataset=DIR, batch_size=16``),
             on top of `source` and `options`; an unknown name is one error.
 
@@ -452,6 +475,12 @@ def embed(model: str, out: str, source: EmbedInput | None = None, options: Embed
     ref = pin_model(model, options.tracking_uri)
     # One load on the driver checks the family and the input shape before any actor starts.
     embedder = load_embedder(ref, "cpu")
+    if captions is not None:
+        if source.texts:
+            raise EmbedError("captions are written for sensor data (--dataset, --parquet, --exports), not for prompts")
+        if not hasattr(embedder.model, "caption_logits"):
+            raise EmbedError(f"model {ref.requested}: a {embedder.family!r} model has no captioning decoder "
+                             "(caption needs a sensorlm_coca model)")
     if source.exports:
         dataset = _import_exports(source.exports, out, source.import_spec, source.labels, log)
     if dataset:
@@ -470,7 +499,7 @@ def embed(model: str, out: str, source: EmbedInput | None = None, options: Embed
     del embedder
 
     filesystem, root = _output_fs(out)
-    _claim_folder(filesystem, root, ref, out)
+    _claim_folder(filesystem, root, ref, out, "caption" if captions else "embedding")
     report = EmbedReport(ref.uri, ref.version, out)
     from pyarrow import fs as pafs
 
@@ -483,7 +512,7 @@ def embed(model: str, out: str, source: EmbedInput | None = None, options: Embed
     log(f"model {ref.uri} (from {ref.requested}); {len(units)} files, {len(report.existing)} already done, "
         f"{len(pending)} to embed")
     if pending:
-        _run_units(pending, ref, out, report, options, log)
+        _run_units(pending, ref, out, report, options, log, captions)
     report_json = dataclasses.asdict(report)
     report_json.update(samples_per_s=report.samples_per_s, samples_per_s_per_actor=report.samples_per_s_per_actor)
     import pyarrow as pa
@@ -494,9 +523,9 @@ def embed(model: str, out: str, source: EmbedInput | None = None, options: Embed
     return report
 
 
-def _claim_folder(filesystem, root: str, ref: ModelRef, out: str) -> None:
-    """Record the pinned model in ``<out>/_embed_model.json``, or refuse a folder that holds another
-    model's embeddings (resuming it would mix two models' files)."""
+def _claim_folder(filesystem, root: str, ref: ModelRef, out: str, output: str) -> None:
+    """Record the pinned model and the kind of output in ``<out>/_embed_model.json``, or refuse a
+    folder that holds another model's outputs or the other kind (resuming would mix them)."""
     import pyarrow as pa
 
     path = f"{root}/{MODEL_FILE}"
@@ -506,10 +535,13 @@ def _claim_folder(filesystem, root: str, ref: ModelRef, out: str) -> None:
         if previous.get("model_uri") != ref.uri:
             raise EmbedError(f"output {out}: holds embeddings of {previous.get('model_uri')}, but this run's model is "
                              f"{ref.uri} (from {ref.requested}): use another output folder")
+        if previous.get("output", "embedding") != output:
+            raise EmbedError(f"output {out}: holds {previous.get('output', 'embedding')}s, not {output}s: use another "
+                             "output folder")
         return
     with filesystem.open_output_stream(path) as f:
         f.write(pa.py_buffer(json.dumps({"model_uri": ref.uri, "model_version": ref.version,
-                                         "model_requested": ref.requested}).encode("utf-8")))
+                                         "model_requested": ref.requested, "output": output}).encode("utf-8")))
 
 
 def _import_exports(exports, out: str, spec, labels, log) -> str:
@@ -528,7 +560,8 @@ def _import_exports(exports, out: str, spec, labels, log) -> str:
     return str(target)
 
 
-def _run_units(pending, ref: ModelRef, out: str, report: EmbedReport, options: EmbedOptions, log) -> None:
+def _run_units(pending, ref: ModelRef, out: str, report: EmbedReport, options: EmbedOptions, log,
+               captions: Any = None) -> None:
     import ray
 
     from sensorlm.ray_runtime import init_ray
@@ -545,7 +578,8 @@ def _run_units(pending, ref: ModelRef, out: str, report: EmbedReport, options: E
         num_cpus=options.cpus_per_actor,
         num_gpus=options.gpus_per_actor or None,
         fn_constructor_kwargs={"ref": dataclasses.asdict(ref), "out": out, "batch_size": options.batch_size,
-                               "device": device, "threads": max(1, math.floor(options.cpus_per_actor))},
+                               "device": device, "threads": max(1, math.floor(options.cpus_per_actor)),
+                               "captions": dataclasses.asdict(captions) if captions else None},
     )
     start = time.perf_counter()
     spans = []

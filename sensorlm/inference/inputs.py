@@ -151,6 +151,7 @@ class Sample:
     raw: np.ndarray  # (T, C) float32 in raw units, NaN = missing minute
     block: np.ndarray | None = None  # the decoded (N, T, C) block `raw` is row `row` of, if any
     row: int = -1
+    caption: str | None = None  # the caption stored with the sample (the captioner's), if any
 
 
 def stack_raw(samples: Sequence[Sample]) -> np.ndarray:
@@ -218,7 +219,13 @@ def _decode_shard_sample(key: str, members: dict[str, bytes], shape: tuple[int, 
     meta = _sample_meta(key, members, bad)
     if meta is None:
         return None
-    return Sample(key=key, raw=_raw_sensor(sensor, missing, owned=True), **_sample_fields(meta, split))
+    return Sample(key=key, raw=_raw_sensor(sensor, missing, owned=True), caption=_text(members),
+                  **_sample_fields(meta, split))
+
+
+def _text(members: dict[str, Any]) -> str | None:
+    text = members.get("txt")
+    return None if text is None else bytes(text).decode("utf-8", errors="replace")
 
 
 def _npy_payloads(members: list[Any], shape: tuple[int, ...], kinds: str):
@@ -279,7 +286,8 @@ def _decode_shard(entries: list[tuple[str, dict[str, Any]]], shape: tuple[int, i
         elif (meta := _sample_meta(key, members, bad)) is None:
             continue
         else:
-            sample = Sample(key=key, raw=raw[row[i]], block=raw, row=row[i], **_sample_fields(meta, split))
+            sample = Sample(key=key, raw=raw[row[i]], block=raw, row=row[i], caption=_text(members),
+                            **_sample_fields(meta, split))
         if sample is not None:
             out.append(sample)
     return out
@@ -341,7 +349,7 @@ def _parquet_samples(unit: dict[str, Any], bad: Callable[[str, str, str], None])
         # ParquetSource validates every row; it stops at the first bad one, so the file is skipped whole
         for s in ParquetSource(unit["input"], "wearable"):
             samples.append(Sample(key=s.key, raw=_raw_sensor(s.arrays["sensor"], s.arrays["missing"]),
-                                   **_sample_fields(s.meta, s.split)))
+                                  caption=s.text or None, **_sample_fields(s.meta, s.split)))
     except FileNotFoundError:
         raise BadInput("missing_file", f"{unit['input']}: not found") from None
     except Exception as exc:

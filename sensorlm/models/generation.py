@@ -9,6 +9,7 @@ Greedy and beam search are deterministic; sampling draws from a ``torch.Generato
 
 from __future__ import annotations
 
+import re
 from typing import Literal, Sequence
 
 import torch
@@ -130,5 +131,23 @@ def _pad_to(ids: torch.Tensor, max_len: int, pad_id: int) -> torch.Tensor:
 
 
 def captions_text(ids: torch.Tensor, tokenizer) -> list[str]:
-    """Generated ids -> caption strings (special tokens dropped)."""
-    return [tokenizer.decode(row.tolist()) for row in ids]
+    """Generated ids -> caption strings (special tokens dropped, `tidy`)."""
+    return [tidy(tokenizer.decode(row.tolist())) for row in ids]
+
+
+_TIDY = [
+    (re.compile(r"(\d) : (\d\d)\b"), r"\1:\2"),  # clock times: "18 : 10" -> "18:10"
+    (re.compile(r"(\d)\. (\d+)(?=\s*(?:[a-z%°]|$))"), r"\1.\2"),  # a decimal before its unit: "6. 6 hours"
+    (re.compile(r"(\d) - ([a-z])"), r"\1-\2"),  # "71 - minute" -> "71-minute"
+    (re.compile(r" ' s\b"), "'s"),
+    (re.compile(r"\( "), "("),
+    (re.compile(r" ([),;:%])"), r"\1"),
+]
+
+
+def tidy(text: str) -> str:
+    """Undo what word-piece decoding does to numbers and punctuation (it puts a space around every
+    punctuation mark): clock times, decimals before a unit, ``71-minute``, ``day's``."""
+    for pattern, repl in _TIDY:
+        text = pattern.sub(repl, text)
+    return text

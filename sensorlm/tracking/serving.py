@@ -167,6 +167,51 @@ class SensorLMServing:
         return signature, example
 
 
+class CoCaServing(SensorLMServing):
+    """SensorLM's captioning variant: the dual encoder's inputs, plus ``caption``: raw sensor days
+    (N, T, C) -> N generated captions (greedy, at most ``CAPTION_MAX_TOKENS`` tokens)."""
+
+    KEYS = ("text", "sensor", "caption")
+    CAPTION_MAX_TOKENS = 48
+
+    def predict(self, data: dict[str, Any]) -> np.ndarray | dict[str, np.ndarray]:
+        _check_keys(data, self.KEYS, "SensorLM CoCa")
+        if "caption" not in data:
+            return super().predict(data)
+        captions = np.asarray(self.caption_sensor(data["caption"]), dtype=object)
+        rest = {k: v for k, v in data.items() if k != "caption"}
+        if not rest:
+            return captions
+        out = super().predict(rest)
+        out = out if isinstance(out, dict) else {"text_emb" if "text" in rest else "sensor_emb": out}
+        return {**out, "caption": captions}
+
+    def caption_sensor(self, raw: Any, method: str = "greedy", max_len: int | None = None, num_beams: int = 4,
+                       top_p: float = 0.9, seed: int | None = None) -> list[str]:
+        """Captions of raw (N, T, C) sensor days (NaN = missing), by `sensorlm.models.generation`."""
+        from sensorlm.models.generation import captions_text, generate
+
+        x, missing = self.normalise_sensor(raw)
+        if x.shape[0] == 0:
+            return []
+        tok = self.package.tokenizer
+        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        ids = generate(self.model, torch.from_numpy(x).to(self.device), torch.from_numpy(missing).to(self.device),
+                       bos_id=tok.cls_id, eos_id=tok.sep_id, pad_id=tok.pad_id, banned_ids=[tok.unk_id],
+                       max_len=min(max_len or self.CAPTION_MAX_TOKENS, self.context_len), method=method,
+                       num_beams=num_beams, top_p=top_p, generator=generator)
+        return captions_text(ids.cpu(), tok)
+
+    @staticmethod
+    def signature_and_example(cfg: Mapping[str, Any], stats: Mapping[str, Any] | None):
+        from mlflow.models import ModelSignature
+        from mlflow.types.schema import ColSpec, Schema
+
+        signature, example = SensorLMServing.signature_and_example(cfg, stats)
+        inputs = Schema([*signature.inputs.inputs, ColSpec(_any_array(), "caption", required=False)])
+        return ModelSignature(inputs=inputs), example
+
+
 class SSTServing:
     """SST: daily maps with gaps -> the last month's monthly map in degrees C."""
 
