@@ -68,7 +68,9 @@ def main() -> None:
 
     from sensorlm.inference.embed import load_embedder, pin_model
     from sensorlm.inference.inputs import stack_raw
+    from sensorlm.models.generation import Decoding
 
+    decoding = Decoding(method=args.method, max_len=args.max_len)
     embedder = load_embedder(pin_model(args.model, args.tracking_uri))
     samples, manifest = _samples(args.data, args.split)
     labels = list(manifest.get("activities") or [])
@@ -76,8 +78,7 @@ def main() -> None:
     start = time.perf_counter()
     captions: list[str] = []
     for i in range(0, len(samples), args.batch_size):
-        captions += embedder.caption_sensor(stack_raw(samples[i:i + args.batch_size]), method=args.method,
-                                            max_len=args.max_len, seed=args.seed)
+        captions += embedder.caption_sensor(stack_raw(samples[i:i + args.batch_size]), decoding, args.seed + i)
     seconds = time.perf_counter() - start
     truth = [s.label for s in samples]
     labelled = [i for i, t in enumerate(truth) if t]

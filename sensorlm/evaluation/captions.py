@@ -16,6 +16,8 @@ record the generated facts are checked against:
 ``fact_recall`` the share of the references' facts a generated caption states truly. The same
 scores of a random training window's reference caption, checked against this window's, are the
 baseline a captioner must beat: fluent captions that ignore the recording score that much.
+``<score>_vs_baseline`` (with a 95% paired bootstrap interval over the windows) is the difference
+of the per-window scores, generated minus baseline, for the fact precision and the label.
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ def caption_metrics(generated: Sequence[str], references: Sequence[str], main_la
     import sacrebleu
     from rouge_score import rouge_scorer
 
+    from sensorlm.evaluation.metrics import paired_bootstrap_difference
+
     if not (len(generated) == len(references) == len(main_labels) == len(baseline)) or not generated:
         raise ValueError(f"caption metrics: {len(generated)} generated, {len(references)} references, "
                          f"{len(main_labels)} labels, {len(baseline)} baseline captions (need equal, non-zero counts)")
@@ -125,15 +129,26 @@ def caption_metrics(generated: Sequence[str], references: Sequence[str], main_la
         "caption/rouge_l": float(np.mean([scorer.score(r, g)["rougeL"].fmeasure for g, r in zip(generated, references)])),
         "caption/num_windows": float(len(generated)),
     }
+    per_window = {}
     for prefix, texts in (("caption/", generated), ("caption/baseline/", baseline)):
-        counts = sum(factual_counts(g, r, labels, y) for g, r, y in zip(texts, references, main_labels))
-        out[f"{prefix}fact_precision"] = float(counts[1] / counts[0]) if counts[0] else float("nan")
-        out[f"{prefix}fact_recall"] = float(counts[3] / counts[2]) if counts[2] else float("nan")
-        out[f"{prefix}facts_stated"] = float(counts[0] / len(texts))
+        counts = np.stack([factual_counts(g, r, labels, y) for g, r, y in zip(texts, references, main_labels)])
+        total = counts.sum(axis=0)
+        out[f"{prefix}fact_precision"] = float(total[1] / total[0]) if total[0] else float("nan")
+        out[f"{prefix}fact_recall"] = float(total[3] / total[2]) if total[2] else float("nan")
+        out[f"{prefix}facts_stated"] = float(total[0] / len(texts))
+        # per window: the share of its stated facts that are true (nothing stated: none true)
+        per_window[prefix] = {"fact_precision": np.divide(counts[:, 1], counts[:, 0], out=np.zeros(len(texts)),
+                                                          where=counts[:, 0] > 0)}
         labelled = [i for i, y in enumerate(main_labels) if y]
         if labelled and labels:
-            out[f"{prefix}names_main_label"] = float(np.mean([named_label(texts[i], labels) == main_labels[i]
-                                                              for i in labelled]))
+            hits = np.array([named_label(texts[i], labels) == main_labels[i] for i in labelled], dtype=np.float64)
+            out[f"{prefix}names_main_label"] = float(hits.mean())
+            per_window[prefix]["names_main_label"] = hits
+    # the captioner against the baseline on the same windows: a paired bootstrap interval (95%)
+    for name in per_window["caption/"]:
+        diff, low, high = paired_bootstrap_difference(per_window["caption/"][name], per_window["caption/baseline/"][name])
+        out[f"caption/{name}_vs_baseline"], out[f"caption/{name}_vs_baseline_ci_low"] = diff, low
+        out[f"caption/{name}_vs_baseline_ci_high"] = high
     labelled = [y for y in main_labels if y]
     if labelled:
         out["caption/label_prior"] = float(np.unique(labelled, return_counts=True)[1].max() / len(labelled))
@@ -183,18 +198,18 @@ def _as_seen(tokenizer, texts: list[str], context_len: int) -> list[str]:
 def _caption_windows(package, loader, device, n: int, opts: dict, activities: list[str]) -> dict:
     import torch
 
-    from sensorlm.models.generation import captions_text, generate
+    from sensorlm.models.generation import Decoding, Tokens, captions_text, generate
 
     model, tok = package.model.to(device).eval(), package.tokenizer
+    decoding = Decoding(method=opts.get("caption_method", "greedy"),
+                        max_len=min(int(opts.get("caption_max_len", 48)), int(package.config["text"]["context_len"])))
     out: dict = {"generated": [], "reference": [], "label": [], "examples": []}
     for batch in loader:
         take = min(n - len(out["generated"]), batch["sensor"].shape[0])
         sensor, missing = batch["sensor"][:take].to(device), batch["missing"][:take].to(device)
         with torch.no_grad():
-            ids = generate(model, sensor, missing, bos_id=tok.cls_id, eos_id=tok.sep_id, pad_id=tok.pad_id,
-                           banned_ids=[tok.unk_id], method=opts.get("caption_method", "greedy"),
-                           max_len=min(int(opts.get("caption_max_len", 48)), int(package.config["text"]["context_len"])),
-                           generator=torch.Generator(device=device).manual_seed(len(out["generated"])))
+            ids = generate(model, sensor, missing, Tokens.of(tok), decoding,
+                           torch.Generator(device=device).manual_seed(len(out["generated"])))
         out["generated"] += captions_text(ids.cpu(), tok)
         out["reference"] += list(batch["caption"][:take])
         out["label"] += [activities[i] if 0 <= i < len(activities) else None for i in batch["label"][:take].tolist()]

@@ -11,42 +11,31 @@ Greedy and beam search give the same captions on every run; ``top_p`` draws from
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from sensorlm.inference import EmbedError
 from sensorlm.inference.embed import EmbedInput, EmbedOptions, EmbedReport, embed
+from sensorlm.models.generation import Decoding
 
 
 @dataclass(frozen=True)
-class CaptionOptions:
-    """Captions instead of embeddings (``sensorlm caption``; a `sensorlm_coca` model).
+class CaptionOptions(Decoding):
+    """How to caption (`sensorlm.models.generation.Decoding`: method, max_len, num_beams, top_p,
+    temperature) and ``seed``, the sampling seed of ``top_p`` (each output file draws from its own
+    stream seeded by it and the file's name). A bad value is one `EmbedError`."""
 
-    Args:
-        method: ``greedy``, ``beam`` or ``top_p`` (`sensorlm.models.generation`).
-        max_len: caption length limit in tokens (at most the model's text context).
-        num_beams: beams of ``beam``.
-        top_p: nucleus of ``top_p``.
-        seed: the sampling seed of ``top_p`` (each output file draws from its own seeded stream).
-    """
-
-    method: str = "greedy"
-    max_len: int = 48
-    num_beams: int = 4
-    top_p: float = 0.9
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from sensorlm.models.generation import METHODS
+        try:
+            super().__post_init__()
+        except ValueError as exc:
+            raise EmbedError(str(exc)) from None
 
-        if self.method not in METHODS:
-            raise EmbedError(f"method {self.method!r}: expected one of {list(METHODS)}")
-        for name, low in (("max_len", 2), ("num_beams", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise EmbedError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise EmbedError(f"top_p must be in (0, 1], got {self.top_p!r}")
+    def decoding(self) -> Decoding:
+        return Decoding(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Decoding)})
 
 
 def caption(model: str, out: str, source: EmbedInput | None = None, options: EmbedOptions | None = None,

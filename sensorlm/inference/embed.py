@@ -274,14 +274,16 @@ class _EmbedActor:
 
         import torch
 
+        from sensorlm.models.generation import Decoding
+
         opts = dict(self.captions)
         # a seed per output file: a resumed run samples what the first one would have
-        opts["seed"] = (int(opts["seed"]) * 1_000_003 + zlib.crc32(unit["output"].encode())) % (2**63)
+        seed = (int(opts.pop("seed")) * 1_000_003 + zlib.crc32(unit["output"].encode())) % (2**63)
+        decoding = Decoding(**opts)
         out: list[str] = []
         with torch.inference_mode():
             for i in range(0, len(samples), self.batch_size):
-                out += self.embedder.caption_sensor(stack_raw(samples[i:i + self.batch_size]), **opts)
-                opts["seed"] += 1
+                out += self.embedder.caption_sensor(stack_raw(samples[i:i + self.batch_size]), decoding, seed + i)
         return out
 
     def process(self, unit: dict[str, Any]) -> dict[str, Any]:
@@ -471,7 +473,6 @@ def embed(model: str, out: str, source: EmbedInput | None = None, options: Embed
     picked = {k: v for k, v in fields.items() if k in input_names}
     source = dataclasses.replace(source, **picked) if source else EmbedInput(**picked)
     options = dataclasses.replace(options or EmbedOptions(), **{k: v for k, v in fields.items() if k in option_names})
-    dataset, splits, parquet, texts = source.dataset, source.splits, source.parquet, source.texts
     ref = pin_model(model, options.tracking_uri)
     # One load on the driver checks the family and the input shape before any actor starts.
     embedder = load_embedder(ref, "cpu")
@@ -481,21 +482,7 @@ def embed(model: str, out: str, source: EmbedInput | None = None, options: Embed
         if not hasattr(embedder.model, "caption_logits"):
             raise EmbedError(f"model {ref.requested}: a {embedder.family!r} model has no captioning decoder "
                              "(caption needs a sensorlm_coca model)")
-    if source.exports:
-        dataset = _import_exports(source.exports, out, source.import_spec, source.labels, log)
-    if dataset:
-        units, manifest = dataset_units(dataset, splits)
-        _check_shape(ref, embedder, manifest["sample_shape"]["sensor"], f"dataset {dataset}")
-    elif parquet:
-        units, _ = parquet_units(parquet)
-        for u in units:  # a file of another shape is skipped and reported; all of them: a bad argument
-            if "shape" in u and tuple(u["shape"]) != tuple(embedder.sample_shape):
-                u["unreadable"] = (f"wrong_shape: samples are (T, C) = {tuple(u['shape'])}, model expects "
-                                   f"{tuple(embedder.sample_shape)}")
-        if all("unreadable" in u for u in units):
-            raise EmbedError(f"parquet {parquet[0]}: no readable file of the model's shape ({units[0]['unreadable']})")
-    else:
-        units = text_units(texts, options.prompts_per_file)
+    units = _units(source, options, ref, embedder, out, log)
     del embedder
 
     filesystem, root = _output_fs(out)
@@ -521,6 +508,29 @@ def embed(model: str, out: str, source: EmbedInput | None = None, options: Embed
         f.write(pa.py_buffer(json.dumps(report_json, indent=1).encode()))
     log(report.summary())
     return report
+
+
+def _units(source: EmbedInput, options: EmbedOptions, ref: ModelRef, embedder, out: str, log) -> list[dict]:
+    """The units of work of `source` (device exports imported first), checked against the model's
+    input shape: a dataset of another shape is a bad argument; Parquet files of another shape are
+    skipped and reported (all of them: a bad argument)."""
+    dataset, parquet = source.dataset, source.parquet
+    if source.exports:
+        dataset = _import_exports(source.exports, out, source.import_spec, source.labels, log)
+    if dataset:
+        units, manifest = dataset_units(dataset, source.splits)
+        _check_shape(ref, embedder, manifest["sample_shape"]["sensor"], f"dataset {dataset}")
+        return units
+    if parquet:
+        units, _ = parquet_units(parquet)
+        for u in units:
+            if "shape" in u and tuple(u["shape"]) != tuple(embedder.sample_shape):
+                u["unreadable"] = (f"wrong_shape: samples are (T, C) = {tuple(u['shape'])}, model expects "
+                                   f"{tuple(embedder.sample_shape)}")
+        if all("unreadable" in u for u in units):
+            raise EmbedError(f"parquet {parquet[0]}: no readable file of the model's shape ({units[0]['unreadable']})")
+        return units
+    return text_units(source.texts, options.prompts_per_file)
 
 
 def _claim_folder(filesystem, root: str, ref: ModelRef, out: str, output: str) -> None:

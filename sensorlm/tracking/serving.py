@@ -7,6 +7,7 @@ docstring for every family's inputs and outputs.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -186,21 +187,26 @@ class CoCaServing(SensorLMServing):
         out = out if isinstance(out, dict) else {"text_emb" if "text" in rest else "sensor_emb": out}
         return {**out, "caption": captions}
 
-    def caption_sensor(self, raw: Any, method: str = "greedy", max_len: int | None = None, num_beams: int = 4,
-                       top_p: float = 0.9, seed: int | None = None) -> list[str]:
-        """Captions of raw (N, T, C) sensor days (NaN = missing), by `sensorlm.models.generation`."""
-        from sensorlm.models.generation import captions_text, generate
+    def caption_sensor(self, raw: Any, decoding=None, seed: int | None = None) -> list[str]:
+        """Captions of raw (N, T, C) sensor days (NaN = missing).
+
+        Args:
+            raw: the days in raw units.
+            decoding: a `sensorlm.models.generation.Decoding` (default: greedy, `CAPTION_MAX_TOKENS`).
+            seed: the seed of ``top_p`` sampling.
+        """
+        from sensorlm.models.generation import Decoding, Tokens, captions_text, generate
 
         x, missing = self.normalise_sensor(raw)
         if x.shape[0] == 0:
             return []
-        tok = self.package.tokenizer
+        decoding = decoding or Decoding(max_len=self.CAPTION_MAX_TOKENS)
+        if decoding.max_len > self.context_len:  # the text tower's positions end there
+            decoding = dataclasses.replace(decoding, max_len=self.context_len)
         generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
         ids = generate(self.model, torch.from_numpy(x).to(self.device), torch.from_numpy(missing).to(self.device),
-                       bos_id=tok.cls_id, eos_id=tok.sep_id, pad_id=tok.pad_id, banned_ids=[tok.unk_id],
-                       max_len=min(max_len or self.CAPTION_MAX_TOKENS, self.context_len), method=method,
-                       num_beams=num_beams, top_p=top_p, generator=generator)
-        return captions_text(ids.cpu(), tok)
+                       Tokens.of(self.package.tokenizer), decoding, generator)
+        return captions_text(ids.cpu(), self.package.tokenizer)
 
     @staticmethod
     def signature_and_example(cfg: Mapping[str, Any], stats: Mapping[str, Any] | None):

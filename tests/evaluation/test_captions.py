@@ -46,6 +46,10 @@ def test_caption_metrics_and_the_random_caption_baseline():
     assert m["caption/names_main_label"] == 0.5 and m["caption/baseline/names_main_label"] == 0.0
     assert m["caption/fact_precision"] > m["caption/baseline/fact_precision"]
     assert m["caption/label_prior"] == 1.0
+    # per window, generated minus baseline, with a paired bootstrap interval around it
+    assert m["caption/names_main_label_vs_baseline"] == 0.5
+    assert m["caption/names_main_label_vs_baseline_ci_low"] <= 0.5 <= m["caption/names_main_label_vs_baseline_ci_high"]
+    assert m["caption/fact_precision_vs_baseline_ci_low"] <= m["caption/fact_precision_vs_baseline"]
     perfect = caption_metrics([REF], [REF], ["strength_training"], LABELS, [REF])
     assert perfect["caption/bleu4"] == pytest.approx(1.0) and perfect["caption/rouge_l"] == pytest.approx(1.0)
     assert perfect["caption/fact_precision"] == 1.0 and perfect["caption/fact_recall"] == 1.0

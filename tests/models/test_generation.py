@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from sensorlm.models import create_model
-from sensorlm.models.generation import generate
+from sensorlm.models.generation import Decoding, Tokens, generate
 
 BOS, EOS, PAD, UNK = 2, 3, 0, 1
+TOKENS = Tokens(BOS, EOS, PAD, (UNK,))
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +21,8 @@ def _x(B=3):
     return torch.randn(B, 144, 34, generator=torch.Generator().manual_seed(1))
 
 
-def _gen(model, x, **kw):
-    return generate(model, x, bos_id=BOS, eos_id=EOS, pad_id=PAD, banned_ids=[UNK], max_len=10, **kw)
+def _gen(model, x, missing=None, generator=None, **kw):
+    return generate(model, x, missing, TOKENS, Decoding(max_len=10, **kw), generator)
 
 
 @pytest.mark.parametrize("method", ["greedy", "beam"])
@@ -67,8 +68,8 @@ class _EndsEarly:
 
 @pytest.mark.parametrize("method", ["greedy", "beam", "top_p"])
 def test_a_batch_of_different_lengths_pads_after_the_end(model, method):
-    ids = generate(_EndsEarly(model), _x(2), bos_id=BOS, eos_id=EOS, pad_id=PAD, max_len=8, method=method,
-                   num_beams=2, top_p=0.5, generator=torch.Generator().manual_seed(0))
+    ids = generate(_EndsEarly(model), _x(2), None, Tokens(BOS, EOS, PAD),
+                   Decoding(max_len=8, method=method, num_beams=2, top_p=0.5), torch.Generator().manual_seed(0))
     assert ids[0].tolist() == [BOS, 7, 7, EOS, PAD, PAD, PAD, PAD]
     assert ids[1].tolist() == [BOS] + [7] * 7
 
@@ -87,8 +88,8 @@ def test_bad_inputs_are_one_line(model):
     with pytest.raises(ValueError, match="method 'nucleus': expected one of"):
         _gen(model, x, method="nucleus")
     with pytest.raises(ValueError, match="max_len must be an integer >= 2, got 1"):
-        generate(model, x, bos_id=BOS, eos_id=EOS, max_len=1)
+        Decoding(max_len=1)
     with pytest.raises(ValueError, match="top_p must be in \\(0, 1\\]"):
         _gen(model, x, method="top_p", top_p=0.0)
     with pytest.raises(ValueError, match="SensorLM has no captioning decoder"):
-        generate(create_model("sensorlm_tiny"), x, bos_id=BOS, eos_id=EOS)
+        generate(create_model("sensorlm_tiny"), x, None, TOKENS)
