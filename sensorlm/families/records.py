@@ -167,7 +167,7 @@ register_family(dataclasses.replace(
     serving="sensorlm.tracking.serving:CoCaServing",
     evaluator="sensorlm.evaluation.captions:evaluate_coca",
     eval_params=("max_train", "caption_samples", "caption_method", "caption_max_len"),
-    metrics={"val/zero_shot_acc": "max", "val/loss": "min", "val/caption_loss": "min", "val/caption_token_acc": "max"},
+    metrics={"val/caption_loss": "min", "val/caption_token_acc": "max", "val/zero_shot_acc": "max", "val/loss": "min"},
     search={**FAMILIES["sensorlm"].search,
             "caption_loss_weight": SearchParam("nonnegative", "model.overrides.caption_loss_weight")},
 ))

@@ -53,6 +53,19 @@ def test_search_parameters_write_the_training_config():
         apply_trial_params(load_train_config("projection_cl_tiny"), {"min_logit_scale": 50.0, "max_logit_scale": 10.0})
 
 
+def test_a_coca_sweep_may_sweep_the_caption_loss_weight():
+    from sensorlm.tuning.space import load_sweep_config
+    from sensorlm.tuning.trials import apply_trial_params
+
+    sweep = ["task=sensorlm_coca", "base_config=sensorlm_coca_tiny", "metric=val/caption_loss", "mode=min"]
+    cfg = load_sweep_config("siglip_tiny", [*sweep, "params.caption_loss_weight={type: choice, values: [1.0, 2.0]}"])
+    assert cfg.params["caption_loss_weight"].values == [1.0, 2.0]
+    trial = apply_trial_params(load_train_config("sensorlm_coca_tiny"), {"caption_loss_weight": 0.5, "lr": 0.01})
+    assert trial.model.overrides["caption_loss_weight"] == 0.5 and trial.optim.lr == 0.01
+    with pytest.raises(ConfigError, match=r"params.caption_loss_weight: must be >= 0 \(a weight\), got -1.0"):
+        load_sweep_config("siglip_tiny", [*sweep, "params.caption_loss_weight={type: choice, values: [-1.0]}"])
+
+
 def test_projection_model_input_follows_the_data(tmp_path):
     from sensorlm.data.embedding_pairs import make_synthetic_pairs, read_pairs_manifest
     from sensorlm.training.trainer import data_decides_model
