@@ -20,25 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-
-
-def named_label(caption: str | None, labels: list[str]) -> str | None:
-    """The label whose words come first in `caption` (whole words; None if none appears)."""
-    if not caption:
-        return None
-    text = caption.lower()
-    found = []
-    for label in labels:
-        m = re.search(rf"\b{re.escape(label.replace('_', ' ').lower())}\b", text)
-        if m:
-            found.append((m.start(), label))
-    return min(found)[1] if found else None
 
 
 def _samples(data: str, split: str):
@@ -66,6 +51,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
+    from sensorlm.evaluation.captions import named_label
     from sensorlm.inference.embed import load_embedder, pin_model
     from sensorlm.inference.inputs import stack_raw
     from sensorlm.models.generation import Decoding

@@ -65,10 +65,18 @@ def extract_facts(caption: str, labels: Sequence[str] = ()) -> list[Fact]:
         clause = _CLAUSE.split(masked[:m.start()])[-1]
         context = frozenset(w for w in _WORD.findall(clause)[-CONTEXT_WORDS:] if w not in _STOP)
         facts.append(Fact("number", float(m.group(1)), unit, context))
-    for label in labels:
-        if re.search(rf"\b{re.escape(label.replace('_', ' ').lower())}\b", text):
-            facts.append(Fact("label", label))
+    facts += [Fact("label", label) for _, label in _labels_named(text, labels)]
     return facts
+
+
+def _labels_named(text: str, labels: Sequence[str]) -> list[tuple[int, str]]:
+    """(position, label) of every label whose words (``_`` read as a space) `text` contains."""
+    found = []
+    for label in labels:
+        m = re.search(rf"\b{re.escape(label.replace('_', ' ').lower())}\b", text.lower())
+        if m:
+            found.append((m.start(), label))
+    return found
 
 
 def _true(fact: Fact, reference: list[Fact], main_label: str | None) -> bool:
@@ -96,11 +104,7 @@ def factual_counts(generated: str, reference: str, labels: Sequence[str], main_l
 
 def named_label(caption: str | None, labels: Sequence[str]) -> str | None:
     """The label whose words come first in `caption` (whole words; None if none appears)."""
-    found = []
-    for label in labels:
-        m = re.search(rf"\b{re.escape(label.replace('_', ' ').lower())}\b", (caption or "").lower())
-        if m:
-            found.append((m.start(), label))
+    found = _labels_named(caption or "", labels)
     return min(found)[1] if found else None
 
 
@@ -176,7 +180,11 @@ def evaluate_coca(package, data, split, manifest, opts, device, notes) -> tuple[
     windows = _caption_windows(package, _loader(data, split, manifest, opts["batch_size"], **kw), device, n,
                                opts, activities)
     rng = np.random.default_rng(0)
-    pool = [c for batch in _loader(data, "train", manifest, opts["batch_size"], **kw) for c in batch["caption"]]
+    pool: list[str] = []  # at most max_train training captions (a big split is not read whole for them)
+    for batch in _loader(data, "train", manifest, opts["batch_size"], **kw):
+        pool += batch["caption"]
+        if len(pool) >= int(opts.get("max_train") or 2000):
+            break
     if not pool:
         raise ValueError(f"dataset {data}: no train captions for the random-caption baseline")
     baseline = [pool[i] for i in rng.integers(0, len(pool), len(windows["generated"]))]

@@ -76,26 +76,27 @@ def _pair_loader(cfg, dataset, manifest, split, where, tokenizer=None):
 
 
 def _sensorlm_task(cfg, manifest, device, model_cfg, tokenizer):
-    from sensorlm.data.captioner import manifest_prompts
     from sensorlm.training.tasks import SensorLMTask
+
+    return _caption_task(SensorLMTask, cfg, manifest, device, model_cfg, tokenizer)
+
+
+def _coca_task(cfg, manifest, device, model_cfg, tokenizer):
+    from sensorlm.training.tasks import CoCaTask
+
+    return _caption_task(CoCaTask, cfg, manifest, device, model_cfg, tokenizer,
+                         caption_loss_weight=model_cfg.caption_loss_weight, contrastive_loss=model_cfg.contrastive_loss)
+
+
+def _caption_task(task_type, cfg, manifest, device, model_cfg, tokenizer, **extra):
+    """A task trained on the dataset's captions, validated zero-shot on its label prompts."""
+    from sensorlm.data.captioner import manifest_prompts
 
     if tokenizer is None:
         raise ConfigError("the dataset has no tokenizer; a SensorLM trains on captions (see sensorlm prepare-data)")
     prompts = manifest_prompts(manifest, cfg.data.prompt_template)
-    return SensorLMTask(manifest.get("activities") or [], prompts, tokenizer, model_cfg.text.context_len, device,
-                        exchange=cfg.scaling.loss_exchange)
-
-
-def _coca_task(cfg, manifest, device, model_cfg, tokenizer):
-    from sensorlm.data.captioner import manifest_prompts
-    from sensorlm.training.tasks import CoCaTask
-
-    if tokenizer is None:
-        raise ConfigError("the dataset has no tokenizer; a captioning model trains on captions (see sensorlm import)")
-    prompts = manifest_prompts(manifest, cfg.data.prompt_template)
-    return CoCaTask(manifest.get("activities") or [], prompts, tokenizer, model_cfg.text.context_len, device,
-                    exchange=cfg.scaling.loss_exchange, caption_loss_weight=model_cfg.caption_loss_weight,
-                    contrastive_loss=model_cfg.contrastive_loss)
+    return task_type(manifest.get("activities") or [], prompts, tokenizer, model_cfg.text.context_len, device,
+                     exchange=cfg.scaling.loss_exchange, **extra)
 
 
 def _sst_task(cfg, manifest, device, model_cfg, tokenizer):

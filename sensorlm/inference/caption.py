@@ -11,7 +11,6 @@ Greedy and beam search give the same captions on every run; ``top_p`` draws from
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -33,9 +32,6 @@ class CaptionOptions(Decoding):
             super().__post_init__()
         except ValueError as exc:
             raise EmbedError(str(exc)) from None
-
-    def decoding(self) -> Decoding:
-        return Decoding(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Decoding)})
 
 
 def caption(model: str, out: str, source: EmbedInput | None = None, options: EmbedOptions | None = None,

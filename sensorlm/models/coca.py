@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from sensorlm.models.blocks import Attention, Mlp
 from sensorlm.models.registry import register_preset
@@ -74,7 +75,10 @@ class CausalTextEncoder(TextEncoder):
         L = input_ids.shape[1]
         x = self.token_embed(input_ids) + self.pos_embed[:, :L]
         for blk in self.blocks:
-            x = blk(x, None, True)
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(blk, x, None, True, use_reentrant=False)
+            else:
+                x = blk(x, None, True)
         last = (attention_mask.long().sum(dim=1) - 1).clamp_min(0)  # an empty row pools its first position
         pooled = self.norm(x[torch.arange(x.shape[0], device=x.device), last])
         return F.normalize(self.proj(pooled), dim=-1), x
@@ -130,9 +134,10 @@ class SensorCoCa(SensorLM):
     position the scores of the next caption token (the loss shifts them; `caption_loss`).
     """
 
+    text_tower = CausalTextEncoder
+
     def __init__(self, cfg: SensorCoCaConfig):
         super().__init__(cfg)
-        self.text_encoder = CausalTextEncoder(cfg.text)
         width = cfg.text.width
         self.sensor_to_text = nn.Linear(self.sensor_encoder.embed_dim, width)
         self.decoder = nn.ModuleList(
@@ -160,8 +165,11 @@ class SensorCoCa(SensorLM):
     def decode(self, text_tokens: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None) -> torch.Tensor:
         """Unimodal token outputs (B, L, width) -> next-token logits (B, L, vocab)."""
         x = text_tokens
-        for blk in self.decoder:
-            x = blk(x, memory, memory_mask)
+        for blk in self.decoder:  # checkpointed with the text tower (scaling.activation_checkpointing)
+            if self.text_encoder.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(blk, x, memory, memory_mask, use_reentrant=False)
+            else:
+                x = blk(x, memory, memory_mask)
         return self.decoder_norm(x) @ self.text_encoder.token_embed.weight.T  # tied to the embedding
 
     def caption_logits(self, input_ids: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None
@@ -183,14 +191,21 @@ class SensorCoCa(SensorLM):
                 "bias": bias, "caption_logits": self.decode(text_tokens, memory, memory_mask)}
 
 
+def caption_token_stats(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(cross-entropy sum, correct next tokens, tokens predicted) over the captions' real tokens:
+    position i predicts token i + 1; padding is not predicted (fp32 whatever the logits' precision)."""
+    target, keep = input_ids[:, 1:], attention_mask[:, 1:].bool()
+    logits = logits[:, :-1].float()
+    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
+    hits = (logits.argmax(dim=-1) == target) & keep
+    return (losses.view_as(target) * keep).sum(), hits.sum(), keep.sum()
+
+
 def caption_loss(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over the caption's real tokens: position i predicts token
-    i + 1; padding is not predicted (in fp32 whatever the logits' precision)."""
-    target = input_ids[:, 1:]
-    keep = attention_mask[:, 1:].bool()
-    flat = logits[:, :-1].float().reshape(-1, logits.shape[-1])
-    losses = F.cross_entropy(flat, target.reshape(-1), reduction="none").view_as(target)
-    return (losses * keep).sum() / keep.sum().clamp_min(1)
+    """Mean next-token cross-entropy over the captions' real tokens (`caption_token_stats`)."""
+    total, _, n = caption_token_stats(logits, input_ids, attention_mask)
+    return total / n.clamp_min(1)
 
 
 def build_coca(cfg: SensorCoCaConfig) -> SensorCoCa:
@@ -213,4 +228,4 @@ SENSORLM_COCA_TINY = _coca(SENSORLM_TINY, multimodal_layers=2)
 register_preset("sensorlm_coca_vitb_10_2", SENSORLM_COCA_VITB_10_2, build_coca)
 register_preset("sensorlm_coca_tiny", SENSORLM_COCA_TINY, build_coca)
 
-__all__ = ["CausalTextEncoder", "SensorCoCa", "SensorCoCaConfig", "caption_loss"]
+__all__ = ["CausalTextEncoder", "SensorCoCa", "SensorCoCaConfig", "caption_loss", "caption_token_stats"]

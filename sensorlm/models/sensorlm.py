@@ -103,6 +103,8 @@ class SensorLM(nn.Module):
             stored in `self.config`, so `to_dict(model.config)` rebuilds the same model.
     """
 
+    text_tower = TextEncoder  # the class of the text tower (a subclass may read captions causally)
+
     def __init__(self, cfg: SensorLMConfig):
         super().__init__()
         cfg = cfg.resolved()
@@ -111,7 +113,7 @@ class SensorLM(nn.Module):
             self.sensor_encoder: nn.Module = SensorEncoder(cfg.sensor)
         else:
             self.sensor_encoder = _hvt_module().HVTSensorEncoder(cfg.hvt)
-        self.text_encoder = TextEncoder(cfg.text)
+        self.text_encoder = self.text_tower(cfg.text)
         sensor_dim = self.sensor_encoder.embed_dim
         # Only when the towers' widths differ (not in the paper preset, both 768).
         self.sensor_proj = nn.Linear(sensor_dim, cfg.text.embed_dim) if sensor_dim != cfg.text.embed_dim else None

@@ -110,15 +110,20 @@ class SensorLMServing:
         return self
 
     def predict(self, data: dict[str, Any]) -> np.ndarray | dict[str, np.ndarray]:
-        _check_keys(data, self.KEYS, "SensorLM")
+        """One output for one input key, else a dict of them (``text_emb``, ``sensor_emb``, ...)."""
+        _check_keys(data, self.KEYS, type(self).__name__.removesuffix("Serving"))
         if not data:
             raise ValueError(f"model input: give at least one of {list(self.KEYS)}")
+        out = self._outputs(data)
+        return out if len(out) > 1 else next(iter(out.values()))
+
+    def _outputs(self, data: dict[str, Any]) -> dict[str, np.ndarray]:
         out = {}
         if "text" in data:
             out["text_emb"] = self.embed_text(_texts(data["text"]))
         if "sensor" in data:
             out["sensor_emb"] = self.embed_sensor(data["sensor"])
-        return out if len(out) == 2 else next(iter(out.values()))
+        return out
 
     def embed_text(self, texts: list[str]) -> np.ndarray:
         """(N, D) L2-normalised text embeddings of captions."""
@@ -175,17 +180,11 @@ class CoCaServing(SensorLMServing):
     KEYS = ("text", "sensor", "caption")
     CAPTION_MAX_TOKENS = 48
 
-    def predict(self, data: dict[str, Any]) -> np.ndarray | dict[str, np.ndarray]:
-        _check_keys(data, self.KEYS, "SensorLM CoCa")
-        if "caption" not in data:
-            return super().predict(data)
-        captions = np.asarray(self.caption_sensor(data["caption"]), dtype=object)
-        rest = {k: v for k, v in data.items() if k != "caption"}
-        if not rest:
-            return captions
-        out = super().predict(rest)
-        out = out if isinstance(out, dict) else {"text_emb" if "text" in rest else "sensor_emb": out}
-        return {**out, "caption": captions}
+    def _outputs(self, data: dict[str, Any]) -> dict[str, np.ndarray]:
+        out = super()._outputs(data)
+        if "caption" in data:
+            out["caption"] = np.asarray(self.caption_sensor(data["caption"]), dtype=object)
+        return out
 
     def caption_sensor(self, raw: Any, decoding=None, seed: int | None = None) -> list[str]:
         """Captions of raw (N, T, C) sensor days (NaN = missing).

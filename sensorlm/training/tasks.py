@@ -159,10 +159,9 @@ class CoCaTask(SensorLMTask):
             "temperature": t_prime.detach().exp(), "bias": out["bias"].detach().float()}
 
     def _batch_sums(self, out: dict, b: dict) -> torch.Tensor:
-        logits, ids, mask = out["caption_logits"][:, :-1].float(), b["input_ids"][:, 1:], b["attention_mask"][:, 1:].bool()
-        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1), reduction="none")
-        hits = (logits.argmax(dim=-1) == ids) & mask
-        return torch.stack([(ce.view_as(ids) * mask).sum().double(), hits.sum().double(), mask.sum().double()])
+        from sensorlm.models.coca import caption_token_stats
+
+        return torch.stack(caption_token_stats(out["caption_logits"], b["input_ids"], b["attention_mask"])).double()
 
     def _extra_metrics(self, sums: list[float]) -> dict[str, float]:
         ce, hits, n = sums

@@ -104,3 +104,17 @@ def test_paper_preset_splits_the_text_tower_in_half():
     assert isinstance(cfg, SensorCoCaConfig)
     assert (cfg.sensor.input_len, cfg.sensor.num_channels, cfg.sensor.patch) == (1440, 34, (10, 2))
     assert (cfg.text.depth, cfg.multimodal_layers, cfg.text.width) == (6, 6, 768)
+
+
+def test_activation_checkpointing_covers_the_text_and_decoder_layers_and_changes_no_gradient():
+    x, ids, mask = _batch()
+    grads = []
+    for enable in (False, True):
+        torch.manual_seed(0)
+        model = create_model("sensorlm_coca_tiny")
+        model.set_grad_checkpointing(enable)
+        caption_loss(model(x, ids, mask)["caption_logits"], ids, mask).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert model.text_encoder.grad_checkpointing and grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)

@@ -25,13 +25,13 @@ has its own random stream (seed, split, index), so any sample can be regenerated
 from __future__ import annotations
 
 import calendar
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
+from sensorlm.data.synthetic.sizes import pick_size
 
 DAYS_PER_SLOT = 32  # 31 real days at most; the rest of a month's slots are padding
 _TAG_REGION, _TAG_SAMPLE = 11, 12
@@ -121,18 +121,7 @@ def get_sst_size(size: str | SSTSize = "tiny", **overrides) -> SSTSize:
         size: a name in `SST_SIZES` or an `SSTSize`.
         **overrides: fields to replace; ``None`` values are ignored.
     """
-    if isinstance(size, str):
-        if size not in SST_SIZES:
-            raise ValueError(f"unknown SST size {size!r}; choose one of {sorted(SST_SIZES)}")
-        size = SST_SIZES[size]
-    elif not isinstance(size, SSTSize):
-        raise ValueError(f"preset must be a size name or SSTSize, got {type(size).__name__}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    names = {f.name for f in dataclasses.fields(SSTSize)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ValueError(f"unknown SSTSize field(s) {unknown}; fields are {sorted(names)}")
-    return dataclasses.replace(size, **overrides) if overrides else size
+    return pick_size(SST_SIZES, SSTSize, "SST", size, overrides)
 
 
 @dataclass

@@ -22,7 +22,6 @@ since local midnight of the day, whatever the resolution.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from sensorlm.data.synthetic.captions import CaptionFacts, make_caption
+from sensorlm.data.synthetic.sizes import pick_size
 from sensorlm.data.synthetic.vocab import (  # noqa: F401 (the generator's vocabulary, re-exported)
     MINUTES_PER_DAY,
     Channel,
@@ -176,18 +176,7 @@ def get_wearable_size(size: str | WearableSize = "tiny", **overrides) -> Wearabl
         size: a name in `WEARABLE_SIZES` or a `WearableSize`.
         **overrides: fields to replace (``num_subjects=8``); ``None`` values are ignored.
     """
-    if isinstance(size, str):
-        if size not in WEARABLE_SIZES:
-            raise ValueError(f"unknown wearable size {size!r}; choose one of {sorted(WEARABLE_SIZES)}")
-        size = WEARABLE_SIZES[size]
-    elif not isinstance(size, WearableSize):
-        raise ValueError(f"preset must be a size name or WearableSize, got {type(size).__name__}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    names = {f.name for f in dataclasses.fields(WearableSize)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ValueError(f"unknown WearableSize field(s) {unknown}; fields are {sorted(names)}")
-    return dataclasses.replace(size, **overrides) if overrides else size
+    return pick_size(WEARABLE_SIZES, WearableSize, "wearable", size, overrides)
 
 
 # ----------------------------------------------------------------------------------- data types
