@@ -9,6 +9,10 @@ import dataclasses
 from sensorlm.cli.argtypes import positive_int
 
 
+def workers_arg(text: str) -> int | str:
+    return text if text == "auto" else positive_int(text)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("exports", nargs="+", metavar="EXPORT",
                    help="device files: long-format CSV/Parquet or a vendor format (see --format)")
@@ -17,7 +21,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="auto", metavar="NAME",
                    help=f"auto (each file's own, by content and extension; logged), {', '.join(known_formats())} "
                         "(docs/data.md, 'Device formats')")
-    p.add_argument("--out", required=True, help="new dataset directory (shards, manifest.json, tokenizer.json)")
+    p.add_argument("--out", required=True,
+                   help="new dataset directory (shards, manifest.json, tokenizer.json), or an fsspec URL such as "
+                        "s3://bucket/ds (built locally, then uploaded, manifest.json last)")
+    p.add_argument("--scratch", help="where a URL --out is built first (default: the system's temporary folder; "
+                                     "on a multi-node cluster a shared folder every node sees)")
     p.add_argument("--spec", help="channel spec (YAML/JSON); default: channels from 'name[unit]' column headers")
     p.add_argument("--labels", help="label intervals (subject,start,end,label) or day labels (subject,date,label)")
     p.add_argument("--window-minutes", type=positive_int, help="window length (default 1440: a calendar day)")
@@ -34,6 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-count", type=positive_int, default=64, help="maximum samples per shard (default 64)")
     p.add_argument("--vocab-size", type=positive_int, default=1024, help="tokenizer vocabulary (default 1024)")
     p.add_argument("--text-len", type=positive_int, help="caption tokens recorded as the loader default")
+    p.add_argument("--workers", type=workers_arg, default="auto", metavar="N",
+                   help="import on N Ray workers at once, one file then one subject per task (the same dataset "
+                        "with any N); 1 = in this process; auto (default) = the CPUs of the Ray this runs on "
+                        "(under `ray job submit`, or RAY_ADDRESS set), else 1")
     p.add_argument("--quiet", action="store_true", help="print only errors")
 
 
@@ -58,8 +70,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.format != "auto" and args.format not in known_formats():
         raise ValueError(f"--format {args.format!r}: known formats are auto, {', '.join(known_formats())}")
+    from sensorlm.data.import_units import ray_cpus
+
+    workers = (ray_cpus() or 1) if args.workers == "auto" else args.workers
     import_device_export(args.exports, args.out, spec=spec, labels=args.labels, log=log, fmt=args.format,
-                         max_count=args.max_count, vocab_size=args.vocab_size, text_len=args.text_len)
+                         workers=workers, scratch=args.scratch, max_count=args.max_count, vocab_size=args.vocab_size,
+                         text_len=args.text_len)
     if not args.quiet:
         print(f"[import] done: {args.out} (report: {args.out}/import_report.json)", flush=True)
     return 0

@@ -1,254 +1,51 @@
 """Device exports in: timestamped rows -> fixed-grid windows -> captioned wearable dataset.
 
 A device export is long-format CSV or Parquet: a time column, an optional subject column and one
-column per channel, in the device's own units and epochs (15 s, 30 s, 60 s, irregular). pandas
-does the time handling: rows are sorted (out-of-order rows counted), duplicate timestamps averaged
-(counted), each channel resampled onto a fixed grid (default one minute; mean for rates and
-levels, sum for counts: `CHANNEL_KINDS`, overridable per channel) and cut into windows (default a
-calendar day from local midnight; length and stride configurable). A grid point without any data
-is flagged missing; windows under ``min_coverage`` are dropped and counted. Label intervals
-(``subject, start, end, label``) or day labels (``subject, date, label``) become each window's
-activities and main label. Captions are computed from the data (`sensorlm.data.captioner`).
+column per channel, in the device's own units and epochs (15 s, 30 s, 60 s, irregular), or a
+vendor format of `sensorlm.data.formats`. pandas does the time handling: rows are sorted
+(out-of-order rows counted), duplicate timestamps averaged (counted), each channel resampled onto
+a fixed grid (default one minute; mean for rates and levels, sum for counts: `CHANNEL_KINDS`,
+overridable per channel) and cut into windows (default a calendar day from local midnight; length
+and stride configurable). A grid point without any data is flagged missing; windows under
+``min_coverage`` are dropped and counted. Label intervals (``subject, start, end, label``) or day
+labels (``subject, date, label``) become each window's activities and main label. Captions are
+computed from the data (`sensorlm.data.captioner`).
 
-The result goes through the same Parquet -> shards path as every dataset (`prepare_dataset`); it is
-built in a hidden folder beside ``out`` and renamed only when complete, so a failed import leaves
-nothing under the final name. What was dropped, filled or fixed is in ``import_report.json`` and the
-manifest's ``import`` field.
+The work is one unit per file, then one per subject (`sensorlm.data.import_units`), here or on
+``workers`` Ray tasks: the same input gives the same dataset (samples, keys, splits, shards,
+statistics, report) with any number of workers. The tokenizer is trained on the same captions in
+the same order, but the `tokenizers` trainer breaks frequency ties in an order of its own in every
+process, so two imports (with one worker or many) may number a few subword tokens differently. The result goes through the same Parquet -> shards
+path as every dataset (`prepare_dataset`); it is built in a hidden folder beside ``out`` and
+renamed only when complete, so a failed import leaves nothing under the final name. What was
+dropped, filled or fixed is in ``import_report.json`` and the manifest's ``import`` field.
 """
 
 from __future__ import annotations
 
-import collections
+import functools
 import json
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Sequence
 
-import numpy as np
-
-from sensorlm.data.folds import assign_folds, fold_split
-from sensorlm.typed_config import ConfigError, from_dict, load_yaml, to_dict
-from sensorlm.data.captioner import (
-    check_prompt_template,
-    CHANNEL_KINDS,
-    DEFAULT_PROMPT_TEMPLATE,
-    ChannelInfo,
-    caption_window,
-    infer_kind,
-    prompt_for,
+from sensorlm.data.captioner import prompt_for
+from sensorlm.data.device_reading import CHUNK_ROWS, long_header_channels, read_labels
+from sensorlm.data.import_spec import (
+    ChannelSpec,
+    DeviceImportError,
+    ImportSpec,
+    SplitSpec,
+    channels_from_header,
+    load_import_spec,
 )
+from sensorlm.data.import_units import FileUnit, SubjectUnit, read_file, run_units, window_subject
+from sensorlm.data.windowing import SUBJECT_COUNTS, main_label, split_windows
+from sensorlm.typed_config import to_dict
 
 REPORT = "import_report.json"
-_HEADER = re.compile(r"^\s*(?P<name>[^\[\]]+?)\s*\[(?P<unit>[^\[\]]*)\]\s*$")
-_NAME_OK = re.compile(r"^[A-Za-z0-9_ .-]+\Z")
-
-
-class DeviceImportError(ValueError):
-    """A device export, channel spec or label file cannot be imported; the message names the file,
-    the row or time and the column."""
-
-
-
-@dataclass
-class ChannelSpec:
-    """One channel: its name in the dataset, unit, kind (`CHANNEL_KINDS`), source column, aggregation.
-
-    Args:
-        name: channel name in the dataset (letters, digits, ``_ .-``).
-        unit: unit as the device reports it.
-        kind: what it measures; decides the resampling and which captions it feeds.
-        column: the export's column (default: ``name``, or ``name[unit]``).
-        agg: ``mean``, ``sum``, ``max``, ``min`` or ``last`` (default: by kind).
-    """
-
-    name: str
-    unit: str = ""
-    kind: str = "level"
-    column: str | None = None
-    agg: str | None = None
-
-    def __post_init__(self):
-        if not _NAME_OK.match(self.name):
-            raise ConfigError(f"channel {self.name!r}: names may hold letters, digits, '_', ' ', '.', '-'")
-        if self.kind not in CHANNEL_KINDS:
-            raise ConfigError(f"channel {self.name!r}: unknown kind {self.kind!r} (known: {', '.join(CHANNEL_KINDS)})")
-        if self.agg is not None and self.agg not in ("mean", "sum", "max", "min", "last"):
-            raise ConfigError(f"channel {self.name!r}: agg {self.agg!r} is not one of mean, sum, max, min, last")
-
-    @property
-    def aggregation(self) -> str:
-        return self.agg or CHANNEL_KINDS[self.kind]
-
-
-@dataclass
-class SplitSpec:
-    """How windows are split into train and val: by ``subject``, by ``day`` (subject-day), or
-    ``auto`` (by subject with 5 or more subjects, else by day). ``folds`` >= 2 deals the units
-    into that many folds instead (`sensorlm.data.folds`; ``val_fraction`` is then unused)."""
-
-    by: Literal["auto", "subject", "day"] = "auto"
-    val_fraction: float = 0.2
-    seed: int = 0
-    folds: int = 0
-
-    def __post_init__(self):
-        if not 0 < self.val_fraction < 1:
-            raise ConfigError(f"split.val_fraction must lie in (0, 1), got {self.val_fraction}")
-        if self.folds == 1 or self.folds < 0:
-            raise ConfigError(f"split.folds must be 0 (one train/val split) or >= 2, got {self.folds}")
-
-
-@dataclass
-class ImportSpec:
-    """How to read one kind of device export (a YAML or JSON file; every field has a default).
-
-    Args:
-        time_column: the timestamp column.
-        subject_column: the subject column (None: one subject per file, named by ``subject`` or the file stem).
-        subject: subject name when there is no subject column.
-        time_format: strftime format of the timestamps (None: ISO 8601).
-        timezone: zone that tz-aware timestamps are converted to before the offset is dropped
-            (None: their own offset); naive timestamps are taken as local time.
-        grid_seconds: resampling grid.
-        window_minutes / stride_minutes: window length and stride; windows start at local midnight.
-        min_coverage: windows with a smaller fraction of grid points holding data are dropped.
-        main_label_min_fraction: the most-covering label becomes the window's main label only if
-            it covers at least this fraction of the window.
-        prompt_template: zero-shot prompt (and the captions' summary sentence), ``{label}`` placeholder.
-        channels: the channels to import; empty = every ``name[unit]`` column of the export.
-    """
-
-    time_column: str = "time"
-    subject_column: str | None = "subject"
-    subject: str | None = None
-    time_format: str | None = None
-    timezone: str | None = None
-    grid_seconds: int = 60
-    window_minutes: int = 1440
-    stride_minutes: int | None = None
-    min_coverage: float = 0.5
-    main_label_min_fraction: float = 0.0
-    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
-    split: SplitSpec = field(default_factory=SplitSpec)
-    channels: list[ChannelSpec] = field(default_factory=list)
-
-    def __post_init__(self):
-        if self.grid_seconds < 1:
-            raise ConfigError(f"grid_seconds must be >= 1, got {self.grid_seconds}")
-        if self.window_minutes * 60 % self.grid_seconds:
-            raise ConfigError(f"window_minutes {self.window_minutes} is not a whole number of {self.grid_seconds}-s grid steps")
-        stride = self.stride_minutes or self.window_minutes
-        if stride < 1 or stride * 60 % self.grid_seconds:
-            raise ConfigError(f"stride_minutes {stride} must be a positive whole number of grid steps")
-        if not 0 <= self.min_coverage <= 1:
-            raise ConfigError(f"min_coverage must lie in [0, 1], got {self.min_coverage}")
-        check_prompt_template(self.prompt_template, "prompt_template", ConfigError)
-        names = [c.name for c in self.channels]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"channels: duplicate names in {names}")
-
-    @property
-    def seq_len(self) -> int:
-        return self.window_minutes * 60 // self.grid_seconds
-
-    @property
-    def step_min(self) -> float:
-        return self.grid_seconds / 60.0
-
-
-def load_import_spec(path: str | Path | None = None, **overrides: Any) -> ImportSpec:
-    """Read a channel spec (YAML/JSON; JSON is YAML) and apply keyword overrides (None = unset)."""
-    data = to_dict(ImportSpec())
-    if path is not None:
-        raw = load_yaml(path)
-        chans = raw.get("channels")
-        if isinstance(chans, dict):  # {name: {unit, kind, ...}} is accepted too
-            raw["channels"] = [{"name": k, **(v or {})} for k, v in chans.items()]
-        unknown = set(raw) - set(data)
-        if unknown:
-            raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)} (valid keys: {', '.join(sorted(data))})")
-        data.update(raw)
-    for k, v in overrides.items():
-        if v is not None:
-            data[k] = v
-    return from_dict(ImportSpec, data, "")
-
-
-def channels_from_header(columns: Sequence[str], skip: Sequence[str]) -> list[ChannelSpec]:
-    """Channels from ``name[unit]`` column headers, kinds inferred from name and unit."""
-    out = []
-    for col in columns:
-        if col in skip:
-            continue
-        m = _HEADER.match(str(col))
-        if m:
-            name, unit = m.group("name"), m.group("unit").strip()
-            out.append(ChannelSpec(name=name, unit=unit, kind=infer_kind(name, unit), column=col))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# reading
-
-
-def _read_table(path: Path):
-    import pandas as pd
-
-    if not path.is_file():
-        raise FileNotFoundError(f"device export not found: {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            return pd.read_parquet(path)
-        if suffix in (".csv", ".txt", ".gz"):
-            # strings, so a bad cell can be named; pandas' NA tokens ("", "NaN", "NA", "null", ...) are missing
-            return pd.read_csv(path, dtype=str, skipinitialspace=True)
-    except (ValueError, OSError) as exc:
-        raise DeviceImportError(f"{path}: cannot read ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    raise DeviceImportError(f"{path}: unknown file type {suffix!r} (expected .csv or .parquet)")
-
-
-def parse_times(raw, path: Path, column: str, time_format: str | None, timezone: str | None):
-    """Timestamps as naive local times; an unparseable or mixed-format value is an error naming its row."""
-    import pandas as pd
-
-    if pd.api.types.is_datetime64_any_dtype(raw):
-        times = raw
-    else:
-        text = raw.astype("string").str.strip()
-        try:
-            times = pd.to_datetime(text, format=time_format or "ISO8601", errors="coerce")
-        except (ValueError, TypeError) as exc:  # e.g. tz-aware and naive values mixed
-            raise DeviceImportError(f"{path}: column '{column}': mixed timestamp kinds ({str(exc).splitlines()[0]})") from None
-        bad = times.isna() & text.notna()
-        if bad.any() or text.isna().any():
-            i = int(np.flatnonzero((bad | text.isna()).to_numpy())[0])
-            how = f"format {time_format!r}" if time_format else "ISO 8601 (set time_format for other layouts)"
-            raise DeviceImportError(
-                f"{path}: row {i + 1}: column '{column}' = {raw.iloc[i]!r} is not a timestamp in {how}"
-            )
-    if getattr(times.dt, "tz", None) is not None:
-        times = times.dt.tz_convert(timezone) if timezone else times
-        times = times.dt.tz_localize(None)
-    return times
-
-
-def _numeric(raw, path: Path, column: str):
-    import pandas as pd
-
-    if pd.api.types.is_numeric_dtype(raw):
-        out = raw.astype("float64")
-    else:
-        text = raw.astype("string").str.strip()
-        out = pd.to_numeric(text, errors="coerce").astype("float64")
-        bad = out.isna() & text.notna() & (text != "")
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DeviceImportError(f"{path}: row {i + 1}: column '{column}' = {raw.iloc[i]!r} is not a number")
-    out[~np.isfinite(out.to_numpy())] = np.nan
-    return out
+PART_ROWS = 4096  # windows per Parquet part handed to the shard writer
 
 
 @dataclass
@@ -273,338 +70,118 @@ class _Report:
     label_counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> label -> windows
 
 
-def read_export(paths: Sequence[str | Path], spec: ImportSpec, report: _Report, fmt: str = "auto",
-                log: Callable[[str], None] | None = None):
-    """One DataFrame (subject, time, channel columns) from every export file, checked, and the label
-    intervals the files carry (None if none do).
+def _file_units(paths: Sequence[str | Path], spec: ImportSpec, fmt: str, chunk_rows: int) -> list[FileUnit]:
+    """Each file's format (detected unless `fmt` names one) and, for long-format files, the
+    channels to parse: the spec's, else those of the first long-format file's headers."""
+    from sensorlm.data.formats import LONG, detect
 
-    Args:
-        paths: the export files.
-        spec: how to read long-format files, and the channels to keep (empty: every channel).
-        report: counts for import_report.json.
-        fmt: a format of `sensorlm.data.formats` for every file, or "auto" (each file's own).
-        log: progress printer.
-    """
-    import pandas as pd
-
-    from sensorlm.data.formats import LONG, detect, get_format
-
-    log = log or (lambda msg: None)
-    frames, carried = [], []
-    channels = list(spec.channels)
-    for p in map(Path, paths):
+    units, long_channels = [], tuple(spec.channels)
+    for i, p in enumerate(map(Path, paths)):
         name = detect(p) if fmt == "auto" else fmt
-        report.formats[p.name] = name
-        if name == LONG:
-            log(f"{p.name}: long-format table{' (detected)' if fmt == 'auto' else ''}")
-            out, channels = _read_long(p, spec, channels)
-        else:
-            form = get_format(name)
-            recording = form.read(p, spec.subject)
-            log(f"{p.name}: {form.description}{' (detected)' if fmt == 'auto' else ''}; "
-                + "; ".join(recording.notes))
-            out, channels = _recording_frame(p, recording, spec, channels)
-            if recording.labels is not None and len(recording.labels):
-                carried.append(recording.labels)
-        frames.append(out)
-        report.files.append(p.name)
-        report.rows += len(out)
-    data = pd.concat(frames, ignore_index=True)
+        if name == LONG and not long_channels:
+            long_channels = tuple(long_header_channels(p, spec))
+        units.append(FileUnit(i, str(p), name, long_channels if name == LONG else (), chunk_rows))
+    return units
+
+
+def _merge_files(units: list[FileUnit], read: list[dict], fmt: str, report: _Report,
+                 log: Callable[[str], None]) -> tuple[list[ChannelSpec], dict[str, list[str]], list[str]]:
+    """The dataset's channels (every file's, in file order), each subject's pieces in file and row
+    order, and the label files the device files carried."""
+    channels: list[ChannelSpec] = []
+    pieces: dict[str, list[str]] = {}
+    values: dict[str, int] = {}
+    for unit, r in zip(units, read):
+        name = Path(unit.path).name
+        log(f"{name}: {r['description']}{' (detected)' if fmt == 'auto' else ''}" + "".join(f"; {n}" for n in r["notes"]))
+        report.formats[name] = unit.fmt
+        report.files.append(name)
+        report.rows += r["rows"]
+        known = {c.name for c in channels}
+        channels += [ChannelSpec(**c) for c in r["channels"] if c["name"] not in known]
+        for ch, n in r["values"].items():
+            values[ch] = values.get(ch, 0) + n
+        for subject, paths in r["pieces"].items():
+            pieces.setdefault(subject, []).extend(paths)
     for ch in channels:
-        if ch.name not in data or data[ch.name].notna().sum() == 0:
+        if not values.get(ch.name):
             raise DeviceImportError(f"{', '.join(report.files)}: channel {ch.name!r} has no numeric value in any row")
-    labels = pd.concat(carried, ignore_index=True) if carried else None
-    return data, channels, labels
+    return channels, pieces, [r["labels"] for r in read if r["labels"]]
 
 
-def _read_long(p: Path, spec: ImportSpec, channels: list[ChannelSpec]):
-    """A long-format CSV/Parquet file as (subject, time, channels); channels from its header if none yet."""
+def _write_labels(labels: str | Path | None, carried: list[str], spec: ImportSpec, subjects: list[str],
+                  scratch: Path) -> str | None:
+    """The user's label file, then the labels the device files carried, as one Parquet file with
+    each interval's row number (``_row``): every subject's task reads only its own rows."""
     import pandas as pd
 
-    df = _read_table(p)
-    if spec.time_column not in df.columns:
-        raise DeviceImportError(f"{p}: no time column '{spec.time_column}' (columns: {list(df.columns)}); a device "
-                                "file of another layout needs --format (docs/data.md, 'Device formats')")
-    if not channels:
-        channels = channels_from_header(df.columns, [spec.time_column, spec.subject_column or ""])
-        if not channels:
-            raise DeviceImportError(
-                f"{p}: no channel spec given and no 'name[unit]' column headers to read channels from"
-            )
-    out = pd.DataFrame({"time": parse_times(df[spec.time_column], p, spec.time_column, spec.time_format,
-                                            spec.timezone)})
-    if spec.subject_column and spec.subject_column in df.columns:
-        subj = df[spec.subject_column].astype("string").str.strip()
-        if subj.isna().any():
-            i = int(np.flatnonzero(subj.isna().to_numpy())[0])
-            raise DeviceImportError(f"{p}: row {i + 1}: column '{spec.subject_column}' is empty")
-        out["subject"] = subj.to_numpy()
-    else:
-        out["subject"] = spec.subject or p.stem
-    for ch in channels:
-        col = ch.column or next((c for c in df.columns if c == ch.name or _HEADER.match(str(c)) and
-                                 _HEADER.match(str(c)).group("name") == ch.name), None)
-        if col is None or col not in df.columns:
-            raise DeviceImportError(
-                f"{p}: the channel spec names column '{ch.column or ch.name}' (channel {ch.name!r}), "
-                f"which the export lacks (columns: {list(df.columns)})"
-            )
-        out[ch.name] = _numeric(df[col], p, col).to_numpy()
-    return out, channels
+    frames = [read_labels(labels, spec, subjects)] if labels else []
+    frames += [pd.read_parquet(p) for p in carried]
+    if not frames:
+        return None
+    frame = pd.concat(frames, ignore_index=True)
+    frame["subject"] = frame["subject"].astype(str)
+    frame["_row"] = range(len(frame))
+    path = scratch / "labels.parquet"
+    frame.to_parquet(path)
+    return str(path)
 
 
-def _recording_frame(p: Path, recording, spec: ImportSpec, channels: list[ChannelSpec]):
-    """A device format's recording as (subject, time, channels): the spec's channels (by ``column``,
-    else name) if it names any, else every channel the format read (added to those of earlier files)."""
-    frame = recording.frame
-    if spec.channels:
-        out = frame[["time", "subject"]].copy()
-        for ch in spec.channels:
-            col = ch.column or ch.name
-            if col not in frame.columns:
-                raise DeviceImportError(f"{p}: the channel spec names {col!r} (channel {ch.name!r}); this file's "
-                                        f"channels are {[c.name for c in recording.channels]}")
-            out[ch.name] = frame[col].to_numpy()
-        return out, channels
-    known = {c.name for c in channels}
-    channels = channels + [ChannelSpec(c.name, c.unit, c.kind) for c in recording.channels if c.name not in known]
-    return frame, channels
+def _write_parts(windowed: list[dict], splits: list[str], schema, folder: Path) -> list[Path]:
+    """Every subject's windows, in subject order, with their splits and the dataset's metadata, as
+    Parquet parts of about `PART_ROWS` windows (one subject's table in memory at a time)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-
-# ---------------------------------------------------------------------------------------------
-# labels
-
-
-def read_labels(path: str | Path, spec: ImportSpec, subjects: Sequence[str]):
-    """Label intervals (``start, end, label`` or ``date, label``; ``subject`` optional) as a DataFrame."""
-    import pandas as pd
-
-    p = Path(path)
-    df = _read_table(p)
-    if "label" not in df.columns:
-        raise DeviceImportError(f"{p}: no 'label' column (columns: {list(df.columns)})")
-    if {"start", "end"} <= set(df.columns):
-        start = parse_times(df["start"], p, "start", spec.time_format, spec.timezone)
-        end = parse_times(df["end"], p, "end", spec.time_format, spec.timezone)
-    elif "date" in df.columns:
-        start = parse_times(df["date"], p, "date", None, spec.timezone).dt.normalize()
-        end = start + pd.Timedelta(days=1)
-    else:
-        raise DeviceImportError(f"{p}: needs columns start, end, label (intervals) or date, label (day labels)")
-    labels = df["label"].astype("string").str.strip()
-    for i in range(len(df)):
-        if pd.isna(labels.iloc[i]) or not labels.iloc[i]:
-            raise DeviceImportError(f"{p}: row {i + 1}: column 'label' is empty")
-        if not end.iloc[i] > start.iloc[i]:
-            raise DeviceImportError(f"{p}: row {i + 1}: end {end.iloc[i]} is not after start {start.iloc[i]}")
-    if "subject" in df.columns:
-        subject = df["subject"].astype("string").str.strip().to_numpy()
-    elif len(subjects) == 1:
-        subject = np.full(len(df), subjects[0], dtype=object)
-    else:
-        raise DeviceImportError(f"{p}: no 'subject' column, but the export has {len(subjects)} subjects")
-    return pd.DataFrame({"subject": subject, "start": start.to_numpy(), "end": end.to_numpy(),
-                         "label": labels.to_numpy()})
-
-
-def _window_labels(labels, subject: str, w_start, w_end) -> tuple[list[dict[str, Any]], list[int]]:
-    """The label intervals overlapping a window, clipped to it (minutes since its start), and
-    their rows in `labels`."""
-    if labels is None:
-        return [], []
-    sel = labels[(labels["subject"] == subject) & (labels["end"] > w_start) & (labels["start"] < w_end)]
-    out = []
-    for row in sel.itertuples(index=False):
-        s = max(row.start, w_start)
-        e = min(row.end, w_end)
-        out.append({"label": str(row.label), "start_min": (s - w_start).total_seconds() / 60.0,
-                    "end_min": (e - w_start).total_seconds() / 60.0})
-    return out, [int(i) for i in sel.index]
-
-
-def main_label(intervals: list[dict[str, Any]], window_minutes: float, min_fraction: float) -> str:
-    """The label covering most of the window (summed over its intervals), or "" below `min_fraction`."""
-    cover: dict[str, float] = {}
-    for a in intervals:
-        cover[a["label"]] = cover.get(a["label"], 0.0) + a["end_min"] - a["start_min"]
-    if not cover:
-        return ""
-    best = max(sorted(cover), key=lambda k: cover[k])
-    return best if cover[best] >= min_fraction * window_minutes and cover[best] > 0 else ""
-
-
-# ---------------------------------------------------------------------------------------------
-# windows
-
-
-def _resample(frame, channels: list[ChannelSpec], grid: str):
-    """One subject's rows on the grid (left-labelled bins from midnight) and a has-data flag."""
-    import pandas as pd
-
-    r = frame.set_index("time")[[c.name for c in channels]].resample(grid, origin="start_day")
-    cols = {}
-    for ch in channels:
-        g = r[ch.name]
-        agg = ch.aggregation
-        cols[ch.name] = g.sum(min_count=1) if agg == "sum" else getattr(g, agg)()
-    out = pd.DataFrame(cols)
-    out["_has_data"] = out.notna().any(axis=1)
-    return out
-
-
-def _windows(spec: ImportSpec, grid_frame):
-    import pandas as pd
-
-    if grid_frame.empty:
-        return
-    length = pd.Timedelta(minutes=spec.window_minutes)
-    stride = pd.Timedelta(minutes=spec.stride_minutes or spec.window_minutes)
-    first, last = grid_frame.index[0], grid_frame.index[-1]
-    start = first.normalize()
-    while start <= last:
-        end = start + length
-        index = pd.date_range(start, periods=spec.seq_len, freq=f"{spec.grid_seconds}s")
-        yield start, end, grid_frame.reindex(index)
-        start = start + stride
-
-
-def _assign_splits(units: list, seed: int, val_fraction: float, unit_labels: dict | None = None) -> dict:
-    """Validation units, seeded, stratified by label: every label found in two or more units gets
-    one of them in validation and keeps one in training (rarest labels first; this may take
-    validation past `val_fraction`, never past half the units), then random units fill validation
-    up to `val_fraction`; a unit whose label would leave training is skipped."""
-    order = sorted(units)
-    rng = np.random.default_rng(seed)
-    rng.shuffle(order)
-    n_val = max(1, int(round(val_fraction * len(order))))
-    labels_of = {u: set((unit_labels or {}).get(u, ())) for u in order}
-    holders = {}
-    for u in order:
-        for lab in labels_of[u]:
-            holders.setdefault(lab, []).append(u)
-    val: list = []
-
-    def keeps_training(u) -> bool:  # moving u to val leaves every one of its labels a training unit
-        return all(any(h not in val and h != u for h in holders[lab]) for lab in labels_of[u])
-
-    for lab in sorted(holders, key=lambda lab: (len(holders[lab]), lab)):
-        # coverage may take validation past val_fraction, never past half the units
-        if len(holders[lab]) < 2 or any(h in val for h in holders[lab]) or len(val) >= max(n_val, len(order) // 2):
-            continue
-        pick = next((h for h in holders[lab] if keeps_training(h)), None)
-        if pick is not None:
-            val.append(pick)
-    for u in order:
-        if len(val) >= n_val:
-            break
-        if u not in val and keeps_training(u):
-            val.append(u)
-    return {u: ("val" if u in val else "train") for u in order}
-
-
-def _key(subject: str, start) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", f"{subject}_{start:%Y%m%dT%H%M}")
-
-
-def build_rows(data, channels: list[ChannelSpec], spec: ImportSpec, labels, report: _Report) -> list[dict]:
-    """Windows of every subject as wearable Parquet rows (captions generated)."""
-    info = [ChannelInfo(c.name, c.unit, c.kind) for c in channels]
-    rows = []
-    used_labels: set[int] = set()
-    for subject in sorted(data["subject"].unique()):
-        frame = data[data["subject"] == subject]
-        times = frame["time"].to_numpy()
-        report.out_of_order_rows += int((np.diff(times.astype("datetime64[ns]").astype(np.int64)) < 0).sum())
-        frame = frame.sort_values("time", kind="stable")
-        dup = frame["time"].duplicated(keep=False)
-        if dup.any():
-            report.duplicate_timestamps += int(frame["time"].duplicated().sum())
-            frame = frame.groupby("time", as_index=False)[[c.name for c in channels]].mean()
-        grid = _resample(frame, channels, f"{spec.grid_seconds}s")
-        first_day = grid.index[0].normalize() if len(grid) else None
-        for w_start, w_end, win in _windows(spec, grid):
-            has = win["_has_data"].fillna(False).to_numpy(bool)
-            if not has.any():
-                report.windows_dropped_empty += 1
+    folder.mkdir(parents=True, exist_ok=True)
+    parts: list[Path] = []
+    writer, rows_in_part, at = None, 0, 0
+    try:
+        for w in windowed:
+            if not w["path"]:
                 continue
-            if has.mean() < spec.min_coverage:
-                report.windows_dropped_low_coverage += 1
-                continue
-            values = win[[c.name for c in channels]].to_numpy(np.float64)
-            missing = ~has
-            intervals, rows_used = _window_labels(labels, subject, w_start, w_end)
-            used_labels.update(rows_used)
-            label = main_label(intervals, spec.window_minutes, spec.main_label_min_fraction)
-            start_minute = w_start.hour * 60 + w_start.minute + w_start.second / 60
-            cap = caption_window(values, missing, info, step_min=spec.step_min, start_minute=start_minute,
-                                 labels=intervals, main_label=label or None, prompt_template=spec.prompt_template)
-            # The shard needs finite values: a channel's gap at a grid point that has other data
-            # holds the channel's window mean (0 if the channel is absent from the window).
-            filled = values.copy()
-            for c in range(filled.shape[1]):
-                col = filled[:, c]
-                gap = np.isnan(col) & has
-                if gap.any():
-                    seen = col[has & ~np.isnan(col)]
-                    if not seen.size:
-                        report.channel_absent_in_window += 1
-                    report.values_filled += int(gap.sum())
-                    col[gap] = float(seen.mean()) if seen.size else 0.0
-            filled[missing] = 0.0
-            report.windows_kept += 1
-            report.windows_labelled += bool(label)
-            report.windows_unlabelled += not label
-            rows.append({
-                "key": _key(subject, w_start), "subject_id": str(subject),
-                "day": int((w_start.normalize() - first_day).days), "split": "train",
-                "sensor": filled.astype(np.float32).reshape(-1), "missing": missing.astype(np.uint8),
-                "caption": cap.text, "primary_activity": label,
-                "activities": json.dumps(intervals),
-                "meta": json.dumps({"start": w_start.isoformat(), "end": w_end.isoformat(),
-                                    "coverage": float(has.mean()), "captions": cap.levels()}),
-                "_unit": (str(subject), f"{w_start:%Y-%m-%d}"),
-            })
-    if labels is not None:
-        report.labels = len(labels)
-        report.labels_outside_data = len(labels) - len(used_labels)
-    return rows
+            table = pq.read_table(w["path"])
+            split = pa.array(splits[at: at + table.num_rows], pa.string())
+            at += table.num_rows
+            table = table.set_column(table.schema.get_field_index("split"), "split", split)
+            table = table.replace_schema_metadata(schema.metadata).cast(schema)
+            if writer is None or rows_in_part >= PART_ROWS:
+                if writer is not None:
+                    writer.close()
+                parts.append(folder / f"import-{len(parts):05d}.parquet")
+                writer, rows_in_part = pq.ParquetWriter(parts[-1], schema), 0
+            writer.write_table(table)
+            rows_in_part += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    return parts
 
 
-def _split_rows(rows: list[dict], spec: ImportSpec, report: _Report) -> None:
-    subjects = sorted({r["subject_id"] for r in rows})
-    by = spec.split.by
-    if by == "auto":
-        by = "subject" if len(subjects) >= 5 else "day"
-    units = sorted({r["_unit"][0] if by == "subject" else r["_unit"] for r in rows})
-    if len(units) < 2:
-        raise DeviceImportError(
-            f"cannot hold out a validation split by {by}: the export has {len(units)} {by}(s) with kept windows"
-            + ("; use split.by=day" if by == "subject" else "")
-        )
-    def unit(r):
-        return r["_unit"][0] if by == "subject" else r["_unit"]
+def _windows_and_report(units: list[FileUnit], spec: ImportSpec, labels, fmt: str, workers: int, scratch: Path,
+                        report: _Report, log: Callable[[str], None]):
+    """Stages 1 and 2 (`sensorlm.data.import_units`) and their summaries merged into `report`."""
+    for sub in ("pieces", "labels", "windows"):
+        (scratch / sub).mkdir(parents=True, exist_ok=True)
+    read = run_units(functools.partial(read_file, spec=spec, scratch=scratch), units, workers, "read files",
+                     lambda u: u.path, log)
+    channels, pieces, carried = _merge_files(units, read, fmt, report, log)
+    report.subjects = sorted(pieces)
+    labels_path = _write_labels(labels, carried, spec, report.subjects, scratch)
+    subjects = [SubjectUnit(i, s, tuple(pieces[s]), tuple(channels)) for i, s in enumerate(report.subjects)]
+    windowed = run_units(functools.partial(window_subject, spec=spec, labels_path=labels_path, scratch=scratch),
+                         subjects, workers, "window subjects", lambda u: f"subject {u.subject!r}", log)
+    used: set[int] = set()
+    for w in windowed:
+        for k in SUBJECT_COUNTS:
+            setattr(report, k, getattr(report, k) + w["counts"][k])
+        used.update(w["used_labels"])
+    if labels_path:
+        import pyarrow.parquet as pq
 
-    unit_labels: dict = {}
-    for r in rows:
-        if r["primary_activity"]:
-            unit_labels.setdefault(unit(r), set()).add(r["primary_activity"])
-    folds = spec.split.folds
-    if folds:
-        if len(units) < folds:
-            raise DeviceImportError(f"cannot deal {folds} folds by {by}: the export has {len(units)} {by}(s) with "
-                                    "kept windows")
-        assign = {u: fold_split(k) for u, k in assign_folds(units, spec.split.seed, folds, unit_labels).items()}
-        names = [fold_split(k) for k in range(folds)]
-    else:
-        assign = _assign_splits(units, spec.split.seed, spec.split.val_fraction, unit_labels)
-        names = ["train", "val"]
-    for r in rows:
-        r["split"] = assign[unit(r)]
-    report.split_by = by
-    report.splits = {s: sum(r["split"] == s for r in rows) for s in names}
-    report.label_counts = {s: dict(sorted(collections.Counter(r["primary_activity"] for r in rows
-                                                               if r["split"] == s and r["primary_activity"]).items()))
-                           for s in names}
+        report.labels = pq.read_metadata(labels_path).num_rows
+        report.labels_outside_data = report.labels - len(used)
+    return channels, windowed
 
 
 def import_device_export(
@@ -615,61 +192,76 @@ def import_device_export(
     labels: str | Path | None = None,
     log: Callable[[str], None] | None = print,
     fmt: str = "auto",
+    workers: int = 1,
+    chunk_rows: int = CHUNK_ROWS,
+    scratch: str | Path | None = None,
     **prepare_kwargs: Any,
 ) -> dict[str, Any]:
     """Import device exports (and optional labels) into a dataset directory; return its manifest.
 
     Args:
         exports: device files: long-format CSV or Parquet, or any format of `sensorlm.data.formats`.
-        out_dir: the dataset directory to create; must not exist yet or be empty.
+        out_dir: the dataset directory to create (must not exist yet or be empty), or an fsspec
+            URL (``s3://bucket/ds``; must hold nothing yet): built under `scratch`, then uploaded.
         spec: how to read them (default: `ImportSpec()`, channels from ``name[unit]`` headers).
         labels: label intervals or day labels (CSV/Parquet), or None.
         log: progress printer, or None.
         fmt: the format of every file, or "auto": each file's own, by content and extension (logged).
+        workers: 1 = in this process; more = that many Ray tasks at once (same result).
+        chunk_rows: rows of a long-format file parsed at once (bounds a task's memory).
+        scratch: where a URL output is built (default: the system's temporary folder); with
+            several workers on several nodes, a shared folder every node sees.
         **prepare_kwargs: more `prepare_dataset` arguments (max_count, dtype, vocab_size, text_len).
     """
     from sensorlm.data.prepare import prepare_dataset
-    from sensorlm.data.schema import schema_for, write_rows
+    from sensorlm.data.schema import schema_for
+
+    from sensorlm.data.object_store import check_empty, is_url, publish
 
     spec = spec or ImportSpec()
     log = log or (lambda msg: None)
+    if not exports:
+        raise DeviceImportError("no device export files given")
+    if is_url(out_dir):  # built in a local folder, then uploaded (manifest last)
+        import tempfile
+
+        check_empty(str(out_dir))
+        local = Path(tempfile.mkdtemp(prefix="sensorlm-import-", dir=scratch))
+        try:
+            manifest = import_device_export(exports, local / "dataset", spec=spec, labels=labels, log=log, fmt=fmt,
+                                            workers=workers, chunk_rows=chunk_rows, **prepare_kwargs)
+            publish(local / "dataset", str(out_dir), log)
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+        return manifest
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise DeviceImportError(f"{out}: exists and is not empty; import into a new directory")
-    if not exports:
-        raise DeviceImportError("no device export files given")
     report = _Report()
-    data, channels, carried = read_export(exports, spec, report, fmt, log)
-    report.subjects = sorted(map(str, data["subject"].unique()))
-    label_frame = read_labels(labels, spec, report.subjects) if labels else None
-    if carried is not None:  # the labels the device files carry, beside a label file of the user's
-        import pandas as pd
-
-        label_frame = carried if label_frame is None else pd.concat([label_frame, carried], ignore_index=True)
-    rows = build_rows(data, channels, spec, label_frame, report)
-    if not rows:
-        raise DeviceImportError(
-            f"{', '.join(report.files)}: no window reaches min_coverage {spec.min_coverage} "
-            f"({report.windows_dropped_low_coverage} under it, {report.windows_dropped_empty} empty)"
-        )
-    _split_rows(rows, spec, report)
-    label_set = sorted({r["primary_activity"] for r in rows if r["primary_activity"]})
-    prompts = {lab: prompt_for(lab, spec.prompt_template) for lab in label_set}
-    extra = {"channel_kinds": {c.name: c.kind for c in channels}, "prompt_template": spec.prompt_template,
-             "prompts": prompts, "step_minutes": spec.step_min, "import": vars(report),
-             **({"folds": spec.split.folds} if spec.split.folds else {})}
-    schema = schema_for("wearable", seq_len=spec.seq_len, channels=[(c.name, c.unit) for c in channels],
-                        activities=label_set, extra=extra)
-
     tmp = out.with_name(f".{out.name}.importing")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tmp.mkdir(parents=True)
-        write_rows([{k: v for k, v in r.items() if k != "_unit"} for r in rows], tmp / "parquet" / "import.parquet",
-                   schema)
+        units = _file_units(exports, spec, fmt, chunk_rows)
+        channels, windowed = _windows_and_report(units, spec, labels, fmt, workers, tmp / "work", report, log)
+        if not report.windows_kept:
+            raise DeviceImportError(
+                f"{', '.join(report.files)}: no window reaches min_coverage {spec.min_coverage} "
+                f"({report.windows_dropped_low_coverage} under it, {report.windows_dropped_empty} empty)")
+        windows = [(tuple(u), lab) for w in windowed for u, lab in w["windows"]]
+        splits, fields = split_windows(windows, spec.split, DeviceImportError)
+        for k, v in fields.items():
+            setattr(report, k, v)
+        label_set = sorted({lab for _, lab in windows if lab})
+        prompts = {lab: prompt_for(lab, spec.prompt_template) for lab in label_set}
+        extra = {"channel_kinds": {c.name: c.kind for c in channels}, "prompt_template": spec.prompt_template,
+                 "prompts": prompts, "step_minutes": spec.step_min, "import": vars(report),
+                 **({"folds": spec.split.folds} if spec.split.folds else {})}
+        schema = schema_for("wearable", seq_len=spec.seq_len, channels=[(c.name, c.unit) for c in channels],
+                            activities=label_set, extra=extra)
+        parts = _write_parts(windowed, splits, schema, tmp / "parquet")
+        shutil.rmtree(tmp / "work")
         (tmp / REPORT).write_text(json.dumps({"spec": to_dict(spec), **vars(report)}, indent=1))
-        manifest = prepare_dataset("wearable", tmp, parquet=[tmp / "parquet" / "import.parquet"], size=None,
-                                   log=log, staging=True, **prepare_kwargs)
+        manifest = prepare_dataset("wearable", tmp, parquet=parts, size=None, log=log, staging=True, **prepare_kwargs)
         if out.exists():
             out.rmdir()  # empty, checked above
         tmp.rename(out)

@@ -66,7 +66,7 @@ def test_resampling_and_windows_match_pandas(export, imported):
     start = pd.Timestamp("2024-03-05 09:00")
     window = sub[(sub.index >= start) & (sub.index < start + pd.Timedelta(hours=2))]
     per_min = window.resample("60s").agg({"HR": "mean", "steps": "sum"})
-    sample = next(s for s in ParquetSource(out / "parquet" / "import.parquet", "wearable")
+    sample = next(s for s in ParquetSource(out / "parquet" / "import-00000.parquet", "wearable")
                   if s.key == "P02_20240305T0900")
     observed = sample.arrays["missing"] == 0
     got = sample.arrays["sensor"]

@@ -75,7 +75,7 @@ def test_import_with_folds_writes_one_split_per_fold(folded):
     assert sum(report["splits"].values()) == manifest["num_samples"] == report["windows_kept"]
     assert manifest["stats_split"] == "all"  # no one training split: statistics over every fold
     # every label found on 3 or more subject-days is in every fold
-    rows = pd.read_parquet(folded / "parquet" / "import.parquet", columns=["subject_id", "day", "primary_activity"])
+    rows = pd.read_parquet(folded / "parquet", columns=["subject_id", "day", "primary_activity"])
     assert len(rows) == manifest["num_samples"]
     labelled = rows[rows["primary_activity"] != ""]
     units_per_label = labelled.groupby("primary_activity")[["subject_id", "day"]].apply(lambda f: len(f.drop_duplicates()))

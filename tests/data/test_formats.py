@@ -64,7 +64,7 @@ def test_actiwatch_awd_epoch_code_and_markers(tmp_path):
     manifest, _ = _import([path], tmp_path / "ds")
     assert _channels(manifest)["activity"] == "counts"
     # minute grid: each minute holds the sum of its two 30-s epochs
-    rows = pd.read_parquet(tmp_path / "ds" / "parquet" / "import.parquet")
+    rows = pd.read_parquet(tmp_path / "ds" / "parquet")
     first = rows[rows["key"].str.endswith(f"{START:%Y%m%d}") | (rows["day"] == 0)].iloc[0]
     sensor = np.asarray(first["sensor"]).reshape(1440, -1)
     np.testing.assert_allclose(sensor[:3, 0], counts[:6].reshape(3, 2).sum(axis=1))

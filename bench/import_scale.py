@@ -1,0 +1,121 @@
+"""`sensorlm import` with 1 and N workers (issue 26, item 1): windows/s, the ratio, the peak memory
+of the driver and of a worker at two export sizes, and the projection to the paper's population.
+
+A generated study (SYNTHETIC, `sensorlm.data.synthetic.device`): S subjects x 7 days at 30-s
+epochs, as one file per subject (a study's exports in a bucket) and as one multi-subject file.
+Each size is imported with ``--workers 1`` (in this process) and with ``--workers N`` (Ray
+tasks; Ray started before the clock, as on a cluster that is up), and the two datasets are
+checked to hold the same shards byte for byte. Each import runs in a fresh process so its peak
+memory is its own.
+
+    python bench/import_scale.py [--subjects 20 100] [--workers 2] [--out outputs/bench/import]
+
+Results go in bench/RESULTS.md ("Import on Ray").
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER_PERSON_DAYS = 2_500_000
+
+_ONE = r"""
+import json, resource, sys, time
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+from sensorlm.data.device_import import import_device_export, load_import_spec
+files, spec, labels, out, workers = {files!r}, {spec!r}, {labels!r}, {out!r}, {workers}
+peaks = []
+def log(msg):
+    m = __import__("re").search(r"peak memory of a Ray worker (\d+) MB", msg)
+    if m: peaks.append(int(m.group(1)))
+if workers > 1:
+    from sensorlm.ray_runtime import init_ray
+    init_ray(num_cpus=workers)
+t0 = time.perf_counter()
+m = import_device_export(files, out, spec=load_import_spec(spec), labels=labels, log=log, workers=workers)
+wall = time.perf_counter() - t0
+print(json.dumps({{"wall_s": wall, "windows": m["num_samples"], "driver_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "worker_peak_mb": max(peaks) if peaks else None}}))
+"""
+
+
+def _study(root: Path, subjects: int) -> dict:
+    """The generated export, as one multi-subject file and as one file per subject."""
+    import pandas as pd
+
+    sys.path.insert(0, str(REPO))
+    from sensorlm.data.synthetic.device import write_device_export
+
+    raw = root / f"study{subjects}"
+    if not (raw / "export.csv").is_file():
+        write_device_export(raw, subjects=subjects, days=7, epoch_s=30, seed=0)
+        per = raw / "per_subject"
+        per.mkdir()
+        for subject, rows in pd.read_csv(raw / "export.csv", dtype=str).groupby("participant"):
+            rows.to_csv(per / f"{subject}.csv", index=False)
+    return {"one_file": [str(raw / "export.csv")], "per_subject": sorted(map(str, (raw / "per_subject").glob("*.csv"))),
+            "spec": str(raw / "spec.yaml"), "labels": str(raw / "labels.csv"),
+            "csv_mb": (raw / "export.csv").stat().st_size / 2**20}
+
+
+def _run(files: list[str], study: dict, out: Path, workers: int) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    code = _ONE.format(repo=str(REPO), files=files, spec=study["spec"], labels=study["labels"], out=str(out),
+                       workers=workers)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=3600)
+    if done.returncode:
+        raise SystemExit(f"import with {workers} workers failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["shards"] = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(out.glob("*.tar")))).hexdigest()
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--subjects", type=int, nargs="+", default=[20, 100])
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "import")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for subjects in args.subjects:
+        study = _study(args.out, subjects)
+        for layout in ("per_subject", "one_file"):
+            one = _run(study[layout], study, args.out / "ds1", 1)
+            many = _run(study[layout], study, args.out / f"ds{args.workers}", args.workers)
+            same = one["shards"] == many["shards"]
+            rows.append({"subjects": subjects, "person_days": subjects * 7, "layout": layout, "csv_mb": study["csv_mb"],
+                         "windows": one["windows"], "one": one, "many": many, "same_shards": same,
+                         "speedup": one["wall_s"] / many["wall_s"]})
+            print(f"[bench] {subjects} subjects, {layout}: 1 worker {one['windows'] / one['wall_s']:.1f} windows/s "
+                  f"(driver {one['driver_peak_mb']:.0f} MB), {args.workers} workers "
+                  f"{many['windows'] / many['wall_s']:.1f} windows/s (driver {many['driver_peak_mb']:.0f} MB, worker "
+                  f"{many['worker_peak_mb']} MB): {rows[-1]['speedup']:.2f}x, same shards {same}", flush=True)
+    largest = max((r for r in rows if r["layout"] == "per_subject"), key=lambda r: r["subjects"])
+    per_core = largest["windows"] / largest["one"]["wall_s"]  # one day-window per person-day
+    efficiency = largest["speedup"] / args.workers
+    hours = PAPER_PERSON_DAYS / (per_core * 100 * efficiency) / 3600
+    summary = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs", "rows": rows,
+               "projection": {"person_days": PAPER_PERSON_DAYS, "cores": 100, "windows_per_s_per_core": per_core,
+                              "parallel_efficiency": efficiency, "hours": hours}}
+    (args.out / "import_scale.json").write_text(json.dumps(summary, indent=1))
+    print(f"[bench] projection: {PAPER_PERSON_DAYS:,} person-days on 100 cores at {per_core:.1f} windows/s per core "
+          f"and {efficiency:.0%} efficiency: {hours:.1f} h", flush=True)
+    return 0 if all(r["same_shards"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
