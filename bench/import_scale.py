@@ -20,18 +20,16 @@ import hashlib
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_PERSON_DAYS = 2_500_000
 
 _ONE = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {repo!r})
 from pathlib import Path
 from sensorlm.data.device_import import import_device_export, load_import_spec
@@ -46,7 +44,8 @@ if workers > 1:
 t0 = time.perf_counter()
 m = import_device_export(files, out, spec=load_import_spec(spec), labels=labels, log=log, workers=workers)
 wall = time.perf_counter() - t0
-print(json.dumps({{"wall_s": wall, "windows": m["num_samples"], "driver_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+from sensorlm.data.import_units import peak_rss_mb
+print(json.dumps({{"wall_s": wall, "windows": m["num_samples"], "driver_peak_mb": peak_rss_mb(),
                   "worker_peak_mb": max(peaks) if peaks else None}}))
 """
 

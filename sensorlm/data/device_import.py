@@ -73,14 +73,21 @@ class _Report:
 def _file_units(paths: Sequence[str | Path], spec: ImportSpec, fmt: str, chunk_rows: int) -> list[FileUnit]:
     """Each file's format (detected unless `fmt` names one) and, for long-format files, the
     channels to parse: the spec's, else those of the first long-format file's headers."""
+    import tempfile
+
     from sensorlm.data.formats import LONG, detect
+    from sensorlm.data.object_store import local_copy
 
     units, long_channels = [], tuple(spec.channels)
-    for i, p in enumerate(map(Path, paths)):
-        name = detect(p) if fmt == "auto" else fmt
-        if name == LONG and not long_channels:
-            long_channels = tuple(long_header_channels(p, spec))
-        units.append(FileUnit(i, str(p), name, long_channels if name == LONG else (), chunk_rows))
+    with tempfile.TemporaryDirectory(prefix="sensorlm-heads-") as heads:
+        for i, location in enumerate(map(str, paths)):
+            # of a URL, the first 64 KiB (its header) will do, but Parquet keeps its schema at the end
+            head = None if location.lower().endswith(".parquet") else 1 << 16
+            with local_copy(location, Path(heads), head=head) as p:
+                name = detect(p) if fmt == "auto" else fmt
+                if name == LONG and not long_channels:
+                    long_channels = tuple(long_header_channels(p, spec))
+            units.append(FileUnit(i, location, name, long_channels if name == LONG else (), chunk_rows))
     return units
 
 
@@ -92,7 +99,7 @@ def _merge_files(units: list[FileUnit], read: list[dict], fmt: str, report: _Rep
     pieces: dict[str, list[str]] = {}
     values: dict[str, int] = {}
     for unit, r in zip(units, read):
-        name = Path(unit.path).name
+        name = unit.path.rstrip("/").rsplit("/", 1)[-1]
         log(f"{name}: {r['description']}{' (detected)' if fmt == 'auto' else ''}" + "".join(f"; {n}" for n in r["notes"]))
         report.formats[name] = unit.fmt
         report.files.append(name)
@@ -200,7 +207,8 @@ def import_device_export(
     """Import device exports (and optional labels) into a dataset directory; return its manifest.
 
     Args:
-        exports: device files: long-format CSV or Parquet, or any format of `sensorlm.data.formats`.
+        exports: device files (paths or fsspec URLs such as ``s3://bucket/study/P01.csv``):
+            long-format CSV or Parquet, or any format of `sensorlm.data.formats`.
         out_dir: the dataset directory to create (must not exist yet or be empty), or an fsspec
             URL (``s3://bucket/ds``; must hold nothing yet): built under `scratch`, then uploaded.
         spec: how to read them (default: `ImportSpec()`, channels from ``name[unit]`` headers).
@@ -241,6 +249,10 @@ def import_device_export(
     tmp = out.with_name(f".{out.name}.importing")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
+        if workers > 1:
+            from sensorlm.data.import_units import warm_up
+
+            warm_up(workers)
         units = _file_units(exports, spec, fmt, chunk_rows)
         channels, windowed = _windows_and_report(units, spec, labels, fmt, workers, tmp / "work", report, log)
         if not report.windows_kept:

@@ -56,10 +56,22 @@ def _subject_tag(subject: str) -> str:
 
 
 def read_file(unit: FileUnit, spec: ImportSpec, scratch: Path) -> dict[str, Any]:
-    """Stage 1: parse one export file and write its rows per subject (time and channel columns)."""
+    """Stage 1: parse one export file (a local copy of a URL's) and write its rows per subject
+    (time and channel columns)."""
+    from sensorlm.data.object_store import local_copy
+
+    with local_copy(unit.path, scratch / "downloads") as path:
+        try:
+            return _read_local_file(unit, path, spec, scratch)
+        except ValueError as exc:  # DeviceImportError, DeviceFormatError: name the URL, not the copy
+            if str(path) == unit.path or str(path) not in str(exc):
+                raise
+            raise type(exc)(str(exc).replace(str(path), unit.path)) from None
+
+
+def _read_local_file(unit: FileUnit, path: Path, spec: ImportSpec, scratch: Path) -> dict[str, Any]:
     from sensorlm.data.formats import LONG, get_format
 
-    path = Path(unit.path)
     pieces: dict[str, list[str]] = {}
     out: dict[str, Any] = {"rows": 0, "labels": None}
 
@@ -114,12 +126,38 @@ def window_subject(unit: SubjectUnit, spec: ImportSpec, labels_path: str | None,
             "windows": [[list(r["_unit"]), r["primary_activity"]] for r in rows]}
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: VmHWM on Linux (ru_maxrss there keeps the peak of the
+    process that exec'd it), else ru_maxrss."""
     import resource
     import sys
 
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def warm_up(workers: int) -> None:
+    """Start `workers` Ray worker processes importing what the units need (pandas, scipy, the
+    captioner: about 1.5 s each), so that this overlaps the driver's planning and reading."""
+    import ray
+
+    from sensorlm.ray_runtime import init_ray
+
+    init_ray()
+
+    def _imports() -> None:
+        import importlib
+
+        for name in ("pandas", "pyarrow.parquet", "scipy.signal", "sensorlm.data.formats", "sensorlm.data.windowing"):
+            importlib.import_module(name)
+
+    task = ray.remote(num_cpus=1)(_imports)
+    for _ in range(workers):
+        task.remote()
 
 
 def _error_classes() -> dict[str, type[Exception]]:
@@ -135,7 +173,7 @@ def _guarded(fn: Callable[[Any], dict], describe: Callable[[Any], str]) -> Calla
 
     def run(unit) -> dict:
         try:
-            return {"ok": fn(unit), "peak_rss_mb": _peak_rss_mb()}
+            return {"ok": fn(unit), "peak_rss_mb": peak_rss_mb()}
         except tuple(_error_classes().values()) as exc:
             kind = next(name for name, c in _error_classes().items() if isinstance(exc, c))
             return {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__, "kind": kind}
@@ -174,25 +212,40 @@ def run_units(fn: Callable[[Any], dict], units: Sequence[Any], workers: int, wha
     from sensorlm.ray_runtime import init_ray
 
     init_ray()
-    # One Ray task per unit, at most `workers` in flight, results taken as they finish. A task
-    # whose worker or node died runs again (Ray's default for system failures; a unit's files are
-    # rewritten whole); a bad input is a result, never retried.
-    task = ray.remote(num_cpus=1)(_guarded(fn, describe))
-    pending: dict[Any, int] = {}
-    queue = iter(enumerate(units))
+    # Units go in batches (a few per worker: a unit can be a 30-ms file, less than a task's
+    # overhead), two batches per worker in flight so a worker never waits on the driver, results
+    # taken as they finish. A task whose worker or node died runs again (Ray's default for system
+    # failures; a unit's files are rewritten whole); a bad input is a result, never retried.
+    guarded = _guarded(fn, describe)
+
+    def run_batch(batch: list[tuple[int, Any]]) -> list[tuple[int, dict]]:
+        out = []
+        for i, unit in batch:
+            out.append((i, guarded(unit)))
+            if "error" in out[-1][1]:
+                break
+        return out
+
+    task = ray.remote(num_cpus=1)(run_batch)
+    size = max(1, len(units) // (8 * workers))
+    batches = iter([list(enumerate(units))[k: k + size] for k in range(0, len(units), size)])
+    pending: list[Any] = []
     n = 0
     while True:
-        while len(pending) < workers and (item := next(queue, None)) is not None:
-            pending[task.remote(item[1])] = item[0]
+        while len(pending) < 2 * workers and (batch := next(batches, None)) is not None:
+            pending.append(task.remote(batch))
         if not pending:
             break
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        n += 1
-        done(pending.pop(ready[0]), ray.get(ready[0]), n)
-    peak = max(r.get("peak_rss_mb", 0.0) for r in results)
+        ready, pending = ray.wait(pending, num_returns=1)
+        for i, result in ray.get(ready[0]):
+            n += 1
+            done(i, result, n)
+    results = [r if r is not None else {"error": "not run (an earlier unit of its batch failed)", "kind": "skip"}
+               for r in results]
+    peak = max(r.get("peak_rss_mb", 0.0) for r in results)  # (0 where a unit failed)
     log(f"{what}: peak memory of a Ray worker {peak:.0f} MB")
     for result in results:
-        if "error" in result:
+        if "error" in result and result["kind"] != "skip":
             if result.get("trace"):
                 log(result["trace"].rstrip())
             raise _error_classes().get(result["kind"], DeviceImportError)(result["error"])

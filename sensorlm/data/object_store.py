@@ -3,13 +3,17 @@
 A dataset is built in a local folder and then published: every file is uploaded, ``manifest.json``
 last. An object store has no rename, so the manifest is the mark of a complete dataset (the loader
 and `verify_manifest` need it); a failed upload removes what it wrote, and a destination that
-already holds anything is refused before anything is written.
+already holds anything is refused before anything is written. Device exports at a URL are read
+from a local copy, one file at a time (`local_copy`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from sensorlm.data.shards import MANIFEST
 
@@ -54,3 +58,28 @@ def publish(local: Path, url: str, log: Callable[[str], None]) -> None:
             pass
         raise
     log(f"published {len(files)} files to {url} ({MANIFEST} last)")
+
+
+@contextlib.contextmanager
+def local_copy(location: str, folder: Path, head: int | None = None) -> Iterator[Path]:
+    """A local path for `location`: itself if local, else a copy of the object (its first `head`
+    bytes only, if given) under `folder`, removed afterwards. Device readers need real files."""
+    if not is_url(location):
+        yield Path(location.removeprefix("file://"))
+        return
+    fs, path = _fs(location)
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    local = Path(tempfile.mkdtemp(dir=folder)) / name
+    try:
+        try:
+            if head is None:
+                fs.get_file(path, str(local))
+            else:
+                with fs.open(path, "rb") as src:
+                    local.write_bytes(src.read(head))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"device export not found: {location}") from None
+        yield local
+    finally:
+        shutil.rmtree(local.parent, ignore_errors=True)

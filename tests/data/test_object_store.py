@@ -60,6 +60,24 @@ def test_import_writes_to_s3_and_the_loader_reads_the_same_batches(s3, raw, tmp_
     assert keys("s3://sensorlm-data/study") == keys(tmp_path / "local") and len(keys(tmp_path / "local")) > 4
 
 
+def test_exports_in_a_bucket_import_like_local_files_and_bad_ones_name_their_url(s3, raw, tmp_path):
+    s3.put_file(str(raw["export"]), "sensorlm-data/exports/export.csv")
+    spec = load_import_spec(raw["spec"], window_minutes=360)
+    local = import_device_export([raw["export"]], tmp_path / "local", spec=spec, labels=raw["labels"], log=None)
+    remote = import_device_export(["s3://sensorlm-data/exports/export.csv"], tmp_path / "remote", spec=spec,
+                                  labels=raw["labels"], log=None)
+    assert remote["splits"] == local["splits"] and remote["stats"] == local["stats"]
+
+    text = raw["export"].read_text().splitlines()
+    text[3] = text[3].replace(text[3].split(",")[2], "high", 1)
+    s3.pipe_file("sensorlm-data/exports/bad.csv", ("\n".join(text) + "\n").encode())
+    with pytest.raises(ValueError, match=r"^s3://sensorlm-data/exports/bad.csv: row 3: column 'HR' = 'high' is not"):
+        import_device_export(["s3://sensorlm-data/exports/bad.csv"], tmp_path / "bad", spec=spec, log=None)
+    with pytest.raises(FileNotFoundError, match="s3://sensorlm-data/exports/none.csv"):
+        import_device_export(["s3://sensorlm-data/exports/none.csv"], tmp_path / "none", spec=spec, log=None)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "none").exists()
+
+
 def test_s3_destinations_are_never_overwritten_and_a_failed_import_leaves_nothing(s3, raw, tmp_path):
     _import(raw, "s3://sensorlm-data/taken", scratch=tmp_path)
     before = sorted(s3.find("sensorlm-data/taken"))
