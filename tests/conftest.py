@@ -39,3 +39,18 @@ def _ray_down_before_exit():
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def module_ray(request):
+    """A new local Ray for the test module, started the way commands start one (`init_ray`: quiet,
+    Ray Train polling every 0.5 s), with the module's ``RAY_CPUS`` logical CPUs (default 2)."""
+    import ray
+
+    from sensorlm.ray_runtime import init_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    init_ray(num_cpus=getattr(request.module, "RAY_CPUS", 2))
+    yield
+    ray.shutdown()

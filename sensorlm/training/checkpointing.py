@@ -7,6 +7,9 @@ checkpoint could run code on every worker. We swap in an engine that loads with
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
@@ -36,3 +39,22 @@ class WeightsOnlyCheckpointEngine(TorchCheckpointEngine):
 def install_safe_loading(engine) -> None:
     engine.checkpoint_engine = WeightsOnlyCheckpointEngine(engine._config)
 
+
+
+@contextlib.contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """Every ``torch.load`` in the block loads with weights_only=True and the same allowlist:
+    DeepSpeed's universal-checkpoint conversion and loading call ``torch.load(weights_only=False)``
+    themselves (in this process: the conversion runs with one worker, no subprocesses)."""
+    real = torch.load
+
+    def load(*args, **kwargs):
+        kwargs["weights_only"] = True
+        with torch.serialization.safe_globals(_safe_globals()):
+            return real(*args, **kwargs)
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = real

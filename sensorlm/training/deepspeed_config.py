@@ -19,8 +19,9 @@ def resolve_precision(cfg: TrainConfig) -> str:
     return "bf16" if cfg.scaling.use_gpu else "fp32"
 
 
-def build_deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
-    """DeepSpeed config for `cfg` on `world_size` ranks.
+def build_deepspeed_config(cfg: TrainConfig, world_size: int, load_universal: bool = False) -> dict[str, Any]:
+    """DeepSpeed config for `cfg` on `world_size` ranks (``load_universal``: the run resumes from a
+    universal checkpoint, converted from one written at another world size).
 
     The optimizer and LR schedule are built by the trainer (torch AdamW with parameter groups
     and a LambdaLR) and handed to ``deepspeed.initialize``, so they are not in this dict.
@@ -38,6 +39,8 @@ def build_deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
         # ZeRO-1/2 need this for a client (torch) optimizer; we trust torch's AdamW.
         "zero_allow_untested_optimizer": True,
     }
+    if load_universal:
+        ds["checkpoint"] = {"load_universal": True}
     if ds["bf16"]["enabled"]:
         # BatchNorm buffers (SST decoder) must match the bf16 weights DeepSpeed casts to.
         ds["data_types"] = {"buffer_dtype": "bf16"}

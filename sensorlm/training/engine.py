@@ -1,9 +1,18 @@
 """The DeepSpeed engine of one worker: built from the run config, resumed from Ray Train's
-checkpoint, saved and reported (every rank; the saves are collective)."""
+checkpoint, saved and reported (every rank; the saves are collective).
+
+A ZeRO checkpoint partitions the optimizer state over the ranks that wrote it. Resumed at another
+world size (a run restarted with fewer or more workers), it is converted to DeepSpeed's universal
+checkpoint first (each rank converts its own copy, loading with weights_only=True) and loaded
+with ``checkpoint.load_universal``; the world size each checkpoint was written at is in its
+client state."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,9 +29,19 @@ CKPT_TAG = "ds"
 RNG_DIR = "rng"  # rank{r}.json: each rank's RNG states (JSON, not pickled)
 
 
-def build_engine(cfg: TrainConfig, world: int, device: torch.device):
+def saved_world_size(checkpoint) -> int | None:
+    """The data-parallel world size a Ray checkpoint's ZeRO state was written at (its optimizer
+    partitions), or None for none (no checkpoint, or ZeRO stage 0, which any world size loads)."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as ckpt_dir:
+        return len(list((Path(ckpt_dir) / CKPT_TAG).glob("*zero_pp_rank_*_optim_states.pt"))) or None
+
+
+def build_engine(cfg: TrainConfig, world: int, device: torch.device, load_universal: bool = False):
     """The model of the run config (the same initial weights on every rank), its optimizer and
-    schedule, wrapped by DeepSpeed. Returns (engine, model, model config, scheduler)."""
+    schedule, wrapped by DeepSpeed (``load_universal``: to resume a checkpoint of another world
+    size). Returns (engine, model, model config, scheduler)."""
     import deepspeed
 
     from sensorlm.models import create_model, model_config
@@ -55,7 +74,7 @@ def build_engine(cfg: TrainConfig, world: int, device: torch.device):
         model=model,
         optimizer=optimizer,
         lr_scheduler=scheduler,
-        config=build_deepspeed_config(cfg, world),
+        config=build_deepspeed_config(cfg, world, load_universal),
         dist_init_required=False,
     )
     install_safe_loading(engine)
@@ -73,7 +92,10 @@ def resume(engine, cfg: TrainConfig, rank: int, world: int, early: EarlyStopping
     if not checkpoint:
         return step, data_seed, None
     with checkpoint.as_directory() as ckpt_dir:
-        _, client_state = engine.load_checkpoint(ckpt_dir, tag=CKPT_TAG)
+        if engine.load_universal_checkpoint():
+            client_state = _load_resized(engine, Path(ckpt_dir))
+        else:
+            _, client_state = engine.load_checkpoint(ckpt_dir, tag=CKPT_TAG)
         rng_file = Path(ckpt_dir) / RNG_DIR / f"rank{rank}.json"
         rng = json.loads(rng_file.read_text()) if rng_file.is_file() else None
     step = int(client_state["step"])
@@ -88,6 +110,37 @@ def resume(engine, cfg: TrainConfig, rank: int, world: int, early: EarlyStopping
     if rank == 0:
         print(f"[sensorlm] resumed from step {step} (checkpoint {checkpoint.path})", flush=True)
     return step, data_seed, checkpoint
+
+
+def _load_resized(engine, ckpt_dir: Path) -> dict[str, Any]:
+    """Convert a checkpoint of another world size to a universal one (this rank's own copy, one
+    process, weights_only loads) and load it; returns its client state."""
+    from types import SimpleNamespace as Namespace  # the converter reads its arguments as attributes
+
+    from deepspeed.checkpoint import ds_to_universal
+
+    from sensorlm.training.checkpointing import weights_only_loads
+
+    # The converter prints its steps and progress bars, and the load warns that there is no tensor
+    # parallelism (none is used): kept out of the log unless the conversion fails.
+    chatter = io.StringIO()
+    ds_logger = logging.getLogger("DeepSpeed")
+    level = ds_logger.level
+    with tempfile.TemporaryDirectory(prefix="sensorlm-universal-") as tmp, weights_only_loads():
+        try:
+            with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+                ds_to_universal.main(Namespace(input_folder=str(ckpt_dir / CKPT_TAG), output_folder=f"{tmp}/{CKPT_TAG}",
+                                               num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False,
+                                               strict=True, inject_missing_state=False))
+        except BaseException:
+            print(chatter.getvalue()[-4000:], flush=True)
+            raise
+        ds_logger.setLevel(logging.ERROR)
+        try:
+            _, client_state = engine.load_checkpoint(tmp, tag=CKPT_TAG)
+        finally:
+            ds_logger.setLevel(level)
+    return client_state
 
 
 def _skip_inference_comm_op() -> None:
@@ -106,11 +159,13 @@ def save_and_report(engine, cfg: TrainConfig, run: dict, step: int, data_seed: i
     """Collective DeepSpeed save on every rank, then one Ray report per rank (Ray merges dirs).
     ``state`` joins the checkpoint's client state, ``extra`` the reported metrics."""
     import ray.train
+    from deepspeed.checkpoint.constants import UNIVERSAL_CHECKPOINT_INFO
 
     rank = ray.train.get_context().get_world_rank()
     with tempfile.TemporaryDirectory(prefix="sensorlm-ckpt-") as tmp:
+        # UNIVERSAL_CHECKPOINT_INFO marks a checkpoint DeepSpeed may convert for another world size
         engine.save_checkpoint(tmp, tag=CKPT_TAG,
-                               client_state={"step": step, "data_seed": data_seed,
+                               client_state={"step": step, "data_seed": data_seed, UNIVERSAL_CHECKPOINT_INFO: {},
                                              "world_size": ray.train.get_context().get_world_size(), **(state or {})})
         rng_dir = Path(tmp) / RNG_DIR
         rng_dir.mkdir(exist_ok=True)

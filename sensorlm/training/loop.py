@@ -20,7 +20,7 @@ import torch
 from sensorlm.typed_config import from_dict
 from sensorlm.training.config import TrainConfig
 from sensorlm.training.early_stopping import EarlyStopping
-from sensorlm.training.engine import build_engine, resume, save_and_report
+from sensorlm.training.engine import build_engine, resume, save_and_report, saved_world_size
 
 
 def _device(use_gpu: bool) -> torch.device:
@@ -152,7 +152,9 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.scaling.threads_per_worker)
     device = _device(cfg.scaling.use_gpu)
-    engine, model, mcfg, scheduler = build_engine(cfg, world, device)
+    saved_world = saved_world_size(ray.train.get_checkpoint())
+    resized = saved_world is not None and saved_world != world
+    engine, model, mcfg, scheduler = build_engine(cfg, world, device, load_universal=resized)
     ck = cfg.checkpoint
     early = (EarlyStopping(ck.best_metric, ck.best_mode, ck.early_stop_patience, ck.early_stop_min_delta)
              if ck.early_stop_patience else None)
@@ -170,7 +172,8 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
         # the resumed run sees exactly the batches the uninterrupted one would (data time only).
         for _ in range(step * cfg.optim.grad_accum):
             next(train_iter)
-    logger = _open_logger(cfg, run, rank, step, resumed=checkpoint is not None, replayed=exact)
+    logger = _open_logger(cfg, run, rank, step, resumed=checkpoint is not None, replayed=exact,
+                          saved_world=saved_world, world=world)
 
     window = _Window(cfg, rank, world, device, step)
     skips = window.skips
@@ -221,12 +224,21 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
     logger.close()
 
 
-def _open_logger(cfg: TrainConfig, run: dict[str, Any], rank: int, step: int, resumed: bool, replayed: bool) -> _Logger:
-    """Rank 0 logs to the run's MLflow run; a restart leaves a trace, and the steps a resumed run
-    replays (``data.resume=exact``) log nothing again."""
+def _open_logger(cfg: TrainConfig, run: dict[str, Any], rank: int, step: int, resumed: bool, replayed: bool,
+                 saved_world: int | None = None, world: int = 1) -> _Logger:
+    """Rank 0 logs to the run's MLflow run; a restart leaves a trace (a resize a line, a tag and
+    ``train/world_size``), and the steps a resumed run replays (``data.resume=exact``) log nothing again."""
     logger = _Logger(run.get("mlflow_run_id") if rank == 0 else None, run.get("tracking_uri"), cfg.tracking.system_metrics)
     if resumed:
-        logger.log({"train/resumed_from_step": float(step)}, step)
+        logger.log({"train/resumed_from_step": float(step), "train/world_size": float(world)}, step)
+    if resumed and saved_world is not None and saved_world != world and rank == 0:
+        per_step = cfg.batch_size * cfg.optim.grad_accum
+        text = (f"{saved_world} -> {world} workers at step {step}: the ZeRO checkpoint of {saved_world} ranks was "
+                f"converted to a universal one; global batch {per_step * saved_world} -> {per_step * world}")
+        print(f"[sensorlm] resized: {text}", flush=True)
+        if logger.run is not None:
+            logger.run.set_tags({f"sensorlm.resize.step{step}": text})
+    if resumed:
         if replayed:
             logger.skip_through(logger.last_logged_step())
     return logger

@@ -16,19 +16,6 @@ from sensorlm.data.synthetic.device import write_device_export
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    from sensorlm.ray_runtime import init_ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def export(tmp_path_factory):
     """5 subjects x 2 days: P01-P03 in one file (read in chunks of 700 rows, so each subject spans
     chunks), P04 and P05 in a file each; one label file for all."""
@@ -82,14 +69,14 @@ def test_the_workers_option_reaches_the_import(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert main(["import", str(raw["export"]), "--spec", str(raw["spec"]), "--out", str(tmp_path / "b"),
                  "--window-minutes", "360", "--quiet"]) == 0
-    assert seen == {"workers": 1}, "auto without a running Ray imports in this process"  # (runs before ray_local)
+    assert seen == {"workers": 1}, "auto without a running Ray imports in this process"  # (runs before module_ray)
     with pytest.raises(SystemExit):
         main(["import", str(raw["export"]), "--out", str(tmp_path / "c"), "--workers", "0"])
     assert "expected a positive integer, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_one_and_two_ray_workers_give_the_same_dataset(export, tmp_path, ray_local):
+def test_one_and_two_ray_workers_give_the_same_dataset(export, tmp_path, module_ray):
     one = _import(export, tmp_path / "one", workers=1)
     two = _import(export, tmp_path / "two", workers=2)
     assert one["num_samples"] == two["num_samples"] > 20
@@ -106,7 +93,7 @@ def test_one_and_two_ray_workers_give_the_same_dataset(export, tmp_path, ray_loc
 
 
 @pytest.mark.slow
-def test_a_bad_row_on_a_ray_worker_is_the_same_one_line_and_writes_nothing(export, tmp_path, ray_local):
+def test_a_bad_row_on_a_ray_worker_is_the_same_one_line_and_writes_nothing(export, tmp_path, module_ray):
     files, raw = export
     bad = tmp_path / "P05.csv"
     rows = pd.read_csv(files[2], dtype=str)

@@ -16,7 +16,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import ray
 import torch
 
 from sensorlm.cli import main
@@ -39,15 +38,8 @@ PROMPTS = ["a day with a long run", "a quiet day at home", "cycling to work and 
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray():
+def local_ray(module_ray):
     """The local Ray `sensorlm embed` starts (through `init_ray`, as every command does)."""
-    from sensorlm.ray_runtime import init_ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    init_ray(num_cpus=2)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

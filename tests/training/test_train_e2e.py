@@ -16,18 +16,12 @@ from sensorlm.training.optim import warmup_cosine
 pytestmark = pytest.mark.slow
 
 
+RAY_CPUS = 4  # module_ray (tests/conftest.py)
+
+
 @pytest.fixture(scope="module")
-def ray_session():
-    """A local Ray started the way jobs start one (quiet, Ray Train polling every 0.5 s)."""
-    import ray
-
-    from sensorlm.ray_runtime import init_ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    init_ray(num_cpus=4)
-    yield
-    ray.shutdown()
+def ray_session(module_ray):
+    """The local Ray the runs of this module share."""
 
 
 @pytest.fixture(scope="module")
