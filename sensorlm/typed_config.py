@@ -52,7 +52,11 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             try:
                 return _coerce(value, arg, path)
             except ConfigError as e:
-                errors.append(str(e))
+                # a list fails as the list arm says (wrong length, bad item), a scalar as a scalar arm
+                if (typing.get_origin(arg) in (tuple, list)) == isinstance(value, (list, tuple)):
+                    errors.append(str(e))
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
         raise ConfigError(f"{path}: {value!r} matches none of {[_type_name(a) for a in args]}")
     if origin is typing.Literal:
         if value not in args:

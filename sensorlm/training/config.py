@@ -162,7 +162,11 @@ class ScalingSection:
     """Ray workers and the DeepSpeed engine inside each.
 
     Args:
-        num_workers: Ray Train workers (one process per GPU on a cluster).
+        num_workers: Ray Train workers (one process per GPU on a cluster), or ``[min, max]``: an
+            elastic worker group (Ray Train starts with what the cluster has, at least ``min``,
+            and grows toward ``max`` as nodes come; a run that loses a node goes on with fewer,
+            resuming its checkpoint at the new world size).
+        resize_check_s: how often an elastic run looks for room to grow (seconds).
         use_gpu: one GPU per worker, bf16 and NCCL; otherwise CPU, fp32 and gloo.
         cpus_per_worker: logical CPUs reserved per worker.
         zero_stage: DeepSpeed ZeRO stage 0-3.
@@ -176,7 +180,8 @@ class ScalingSection:
             ``ring`` (chunks passed between neighbours: (local batch)^2 per rank at any scale).
     """
 
-    num_workers: int = 2
+    num_workers: int | tuple[int, int] = 2
+    resize_check_s: float = 60.0
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     zero_stage: int = 2
@@ -188,14 +193,31 @@ class ScalingSection:
     loss_exchange: Literal["gather", "ring"] = "gather"
 
     def __post_init__(self):
-        if self.num_workers < 1:
+        if isinstance(self.num_workers, (tuple, list)):
+            low, high = self.num_workers
+            if not 1 <= low <= high:
+                raise ConfigError(f"scaling.num_workers [min, max] needs 1 <= min <= max, got [{low}, {high}]")
+            self.num_workers = (low, high)
+        elif self.num_workers < 1:
             raise ConfigError(f"scaling.num_workers must be >= 1, got {self.num_workers}")
+        if self.resize_check_s <= 0:
+            raise ConfigError(f"scaling.resize_check_s must be > 0, got {self.resize_check_s}")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"scaling.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         if self.cpus_per_worker <= 0:
             raise ConfigError(f"scaling.cpus_per_worker must be > 0, got {self.cpus_per_worker}")
         if self.threads_per_worker < 1:
             raise ConfigError(f"scaling.threads_per_worker must be >= 1, got {self.threads_per_worker}")
+
+
+    @property
+    def elastic(self) -> bool:
+        return isinstance(self.num_workers, tuple)
+
+    @property
+    def max_workers(self) -> int:
+        """The most workers the run may have (the worker count of a fixed-size run)."""
+        return self.num_workers[1] if isinstance(self.num_workers, tuple) else self.num_workers
 
 
 @dataclass

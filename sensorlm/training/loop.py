@@ -229,8 +229,10 @@ def _open_logger(cfg: TrainConfig, run: dict[str, Any], rank: int, step: int, re
     """Rank 0 logs to the run's MLflow run; a restart leaves a trace (a resize a line, a tag and
     ``train/world_size``), and the steps a resumed run replays (``data.resume=exact``) log nothing again."""
     logger = _Logger(run.get("mlflow_run_id") if rank == 0 else None, run.get("tracking_uri"), cfg.tracking.system_metrics)
+    # a curve of the run's size over the steps (elastic or resized), at the first step of this size
+    logger.log({"train/world_size": float(world)}, step + 1)
     if resumed:
-        logger.log({"train/resumed_from_step": float(step), "train/world_size": float(world)}, step)
+        logger.log({"train/resumed_from_step": float(step)}, step)
     if resumed and saved_world is not None and saved_world != world and rank == 0:
         per_step = cfg.batch_size * cfg.optim.grad_accum
         text = (f"{saved_world} -> {world} workers at step {step}: the ZeRO checkpoint of {saved_world} ranks was "

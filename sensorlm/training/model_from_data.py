@@ -132,7 +132,7 @@ def check_validation_split(cfg: TrainConfig, manifest: Mapping[str, Any], origin
     part = cfg.data.val_shards
     shards = select_shards(manifest, "val", part) if "val" in (manifest.get("splits") or {}) else []
     n = sum(int(s.get("samples", 0)) for s in shards)
-    workers = cfg.scaling.num_workers
+    workers = cfg.scaling.max_workers  # an elastic run may grow to them
     what = "the 'val' split" + (f" ({part}-numbered shards: data.val_part={cfg.data.val_part})" if part else "")
     if manifest.get("folds") and not manifest.get("fold"):
         k = manifest["folds"]
@@ -181,5 +181,5 @@ def check_pairs_split(cfg: TrainConfig, manifest: Mapping[str, Any], origin: str
     if rows < 2:
         raise ConfigError(f"{origin}: the 'val' split has {rows} pair(s) in part {cfg.data.val_part!r}; need 2 or more")
     n_train = int(manifest["splits"]["train"]["num_samples"])
-    if n_train < cfg.scaling.num_workers:
-        raise ConfigError(f"{origin}: {n_train} training pairs for {cfg.scaling.num_workers} workers")
+    if n_train < cfg.scaling.max_workers:
+        raise ConfigError(f"{origin}: {n_train} training pairs for {cfg.scaling.max_workers} workers")

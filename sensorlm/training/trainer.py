@@ -184,6 +184,7 @@ def make_torch_trainer(cfg: TrainConfig, info: dict, run_name: str, callbacks: l
             num_workers=cfg.scaling.num_workers,
             use_gpu=cfg.scaling.use_gpu,
             resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
+            **({"elastic_resize_monitor_interval_s": cfg.scaling.resize_check_s} if cfg.scaling.elastic else {}),
         ),
         run_config=RunConfig(
             name=run_name,
@@ -239,7 +240,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     check_tracking_server(resolve_tracking_uri(cfg.tracking.tracking_uri))  # seconds, not minutes of retries
     dataset = prepare_dataset(cfg)
     cfg, manifest = data_decides_model(cfg, dataset)
-    ds_config = build_deepspeed_config(cfg, cfg.scaling.num_workers)
+    ds_config = build_deepspeed_config(cfg, cfg.scaling.max_workers)  # (what the most workers would run)
 
     done = finished_run(cfg, run_name)
     if done is not None:

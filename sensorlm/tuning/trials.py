@@ -147,7 +147,7 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     dataset = Path(setup["dataset"])
     manifest = setup["manifest"]
     uri, run_id = open_mlflow_run(
-        cfg, run_name, build_deepspeed_config(cfg, cfg.scaling.num_workers), manifest, dataset,
+        cfg, run_name, build_deepspeed_config(cfg, cfg.scaling.max_workers), manifest, dataset,
         extra_tags=trial_tags(setup, trial_id),
     )
     log_trial_params(uri, run_id, config)

@@ -46,7 +46,7 @@ def test_bad_fold_arguments_are_one_line(value, message):
     with pytest.raises(ValueError, match=message):
         parse_fold(value)
     # "2" reaches the typed config as the number 2 (YAML): refused as not a string
-    with pytest.raises(ConfigError, match=rf"data.fold={value!r}: .*{message}" if "/" in value else "data.fold: 2"):
+    with pytest.raises(ConfigError, match=rf"data.fold={value!r}: .*{message}" if "/" in value else "data.fold: expected a string, got 2"):
         load_train_config("sensorlm_tiny", [f"data.fold={value}"])
     assert parse_fold(" 2/5 ") == (2, 5)
 

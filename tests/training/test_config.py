@@ -84,3 +84,17 @@ def test_augmentation_settings_are_checked():
         load_train_config("sensorlm_tiny", ["data.augment.crop_min_fraction=1.5"])
     with pytest.raises(ConfigError, match=r"data.augment.channel_dropout must lie in \[0, 1\), got -0.1"):
         load_train_config("sensorlm_tiny", ["data.augment.channel_dropout=-0.1"])
+
+
+def test_an_elastic_worker_range_is_read_and_checked():
+    cfg = load_train_config("sensorlm_tiny", ["scaling.num_workers=[1,4]", "scaling.resize_check_s=5"])
+    assert cfg.scaling.num_workers == (1, 4) and cfg.scaling.elastic and cfg.scaling.max_workers == 4
+    fixed = load_train_config("sensorlm_tiny", ["scaling.num_workers=3"]).scaling
+    assert not fixed.elastic and fixed.max_workers == 3
+    for bad, message in (("[3,1]", r"1 <= min <= max, got \[3, 1\]"), ("[0,2]", r"got \[0, 2\]"),
+                         ("[1,2,3]", "expected 2 items, got 3"),
+                         ("[a,2]", r"scaling.num_workers\[0\]: expected an integer, got 'a'")):
+        with pytest.raises(ConfigError, match=message):
+            load_train_config("sensorlm_tiny", [f"scaling.num_workers={bad}"])
+    with pytest.raises(ConfigError, match="scaling.resize_check_s must be > 0"):
+        load_train_config("sensorlm_tiny", ["scaling.resize_check_s=0"])

@@ -25,15 +25,16 @@ def wearable_dir(tmp_path_factory):
     return out
 
 
-def _run(tmp_path, data, stage: int, workers: int, steps: int):
+def _run(tmp_path, data, stage: int, workers, steps: int, *more: str):
     from sensorlm.training.trainer import train
 
     cfg = load_train_config("sensorlm_tiny", [
         f"data.path={data}", f"storage_path={tmp_path / 'ray'}", f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
         "tracking.system_metrics=false", "tracking.register=false", "data.num_workers=0", "scaling.cpus_per_worker=1",
-        "checkpoint.best_metric=null", f"scaling.zero_stage={stage}", f"scaling.num_workers={workers}", "batch_size=8",
+        "checkpoint.best_metric=null", f"scaling.zero_stage={stage}", f"scaling.num_workers={list(workers) if isinstance(workers, tuple) else workers}",
+        "batch_size=8",
         "name=resize", f"steps={steps}", "log_every=1", "eval_every=100", "data.val_batches=1",
-        "checkpoint.every_steps=2", "optim.warmup_steps=1"])
+        "checkpoint.every_steps=2", "optim.warmup_steps=1", *more])
     return cfg, train(cfg)
 
 
@@ -54,10 +55,18 @@ def test_a_zero_checkpoint_resumes_on_fewer_and_more_workers(stage, worlds, modu
     tags = MlflowClient(cfg.tracking.tracking_uri).get_run(last.run_id).data.tags
     for i in range(1, len(worlds)):
         assert f"{worlds[i - 1]} -> {worlds[i]} workers at step {2 * i}" in tags[f"sensorlm.resize.step{2 * i}"]
-    assert [v for _, v in _history(cfg, last.run_id, "train/world_size")] == [float(w) for w in worlds[1:]]
+    assert _history(cfg, last.run_id, "train/world_size") == [(2 * i + 1, float(w)) for i, w in enumerate(worlds)]
     # The optimizer and schedule came back through the conversion: the LR is where the schedule
     # of the last run says (not a restarted warmup) and the loss stays finite.
     steps = 2 * len(worlds)
     lrs = dict(_history(cfg, last.run_id, "train/lr"))
     assert lrs[steps] == pytest.approx(cfg.optim.lr * warmup_cosine(steps, steps, 1, cfg.optim.min_lr_ratio), rel=1e-5)
     assert all(math.isfinite(v) for _, v in _history(cfg, last.run_id, "train/loss"))
+
+
+def test_an_elastic_run_starts_with_the_workers_the_cluster_has(module_ray, wearable_dir, tmp_path):
+    """[1, 8] on a Ray of 4 CPUs: Ray Train's elastic group starts with what fits, not waiting for 8."""
+    cfg, result = _run(tmp_path, wearable_dir, 2, (1, 8), 3, "scaling.resize_check_s=2")
+    assert cfg.scaling.num_workers == (1, 8) and result.metrics["step"] == 3
+    ((step, world),) = _history(cfg, result.run_id, "train/world_size")
+    assert step == 1 and 1 <= world <= 4
