@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, nargs="+", default=None,
                    help="per-GPU batches to try, largest first (default 128 96 64 32; dry run 8)")
     p.add_argument("--timeout", type=float, default=420.0, help="seconds a single command may take")
+    p.add_argument("--stages", type=int, nargs="+", default=[2, 3], choices=[2, 3],
+                   help="ZeRO stages of the paper-preset runs (default 2 3; stage 2 registers the model embed uses)")
     args = p.parse_args(argv)
     dry = args.dry_run
     steps = args.steps or (4 if dry else 150)
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
               f"data.synthetic={'tiny' if dry else 'bench'}", "data.num_workers=2" if not dry else "data.num_workers=0",
               "data.val_batches=2", *where, *gpu]
     model_version = None
-    for stage in (2, 3):
+    for stage in sorted(args.stages):
         name = f"paper-zero{stage}"
         try:
             batch, _ = train_at_largest_batch(name, config, batches, [*common, f"scaling.zero_stage={stage}",

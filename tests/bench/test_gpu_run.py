@@ -60,17 +60,20 @@ def test_the_carried_set_is_what_the_gpu_image_lacks(wheels):
 
 @pytest.mark.slow
 def test_gpu_script_dry_run_on_the_cpu(tmp_path):
-    """The one command a GPU machine runs, on the CPU with the tiny preset: the ZeRO-2 and ZeRO-3
-    runs at the largest batch that fits, and embed with the registered version (the separate
-    smoke run is skipped: on a dry run the ZeRO stages are the same tiny preset)."""
+    """The one command a GPU machine runs, on the CPU with the tiny preset: the ZeRO-2 run at the
+    largest batch that fits and embed with the registered version (the separate smoke run is
+    skipped on a dry run, where the ZeRO stages are the same tiny preset)."""
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out)}
-    done = subprocess.run(["bash", str(REPO / "bench" / "gpu" / "run.sh"), "--dry-run", "--batches", "16", "8"],
+    # one ZeRO stage here (CI time); stage 3 is the same code with another scaling.zero_stage
+    done = subprocess.run(["bash", str(REPO / "bench" / "gpu" / "run.sh"), "--dry-run", "--batches", "16", "8",
+                           "--stages", "2"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     report = json.loads((out / "gpu_run.json").read_text())
     assert report["mode"] == "dry-run (CPU)" and "skipped" in report["smoke_tiny"]
-    for stage in ("paper-zero2", "paper-zero3"):
+    assert "paper-zero3" not in report
+    for stage in ("paper-zero2",):
         run = report[stage]
         assert run["status"] == "FINISHED" and run["per_gpu_batch"] == 16, run
         assert run["steady_samples_per_s"] > 0 and len(run["windows_samples_per_s"]) == 4

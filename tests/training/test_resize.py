@@ -1,7 +1,7 @@
-"""A ZeRO checkpoint resumes at another world size (issue 26, item 2, in part): written by 2 ranks,
-the run goes on with 1 (ZeRO-2) or with 3 (ZeRO-3) through DeepSpeed's universal checkpoint; the
-step count and LR schedule carry on, and the resize is a line, a tag and a metric in MLflow.
-(`test_a_zero_checkpoint_resumes...[2-worlds0]` with (2, 1, 3) passed too; two runs, kept out of CI.)"""
+"""A ZeRO checkpoint resumes at another world size (issue 26, item 2, in part): written by 1 rank
+it goes on with 2 (ZeRO-2), written by 2 with 1 (ZeRO-3), through DeepSpeed's universal checkpoint;
+the step count and LR schedule carry on, and the resize is a line, a tag and a metric in MLflow.
+(ZeRO-2 2 -> 1 -> 3 and ZeRO-3 2 -> 3 passed too, on 4 logical CPUs; kept out of CI for its time.)"""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sensorlm.training.config import load_train_config
 from sensorlm.training.optim import warmup_cosine
 
 pytestmark = pytest.mark.slow
-RAY_CPUS = 4  # module_ray (tests/conftest.py): three workers of one CPU
+RAY_CPUS = 2  # module_ray (tests/conftest.py): two workers of one CPU
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def _history(cfg, run_id, key):
     return sorted((m.step, m.value) for m in MlflowClient(cfg.tracking.tracking_uri).get_metric_history(run_id, key))
 
 
-@pytest.mark.parametrize("stage, worlds", [(2, (2, 1)), (3, (2, 3))])
+@pytest.mark.parametrize("stage, worlds", [(2, (1, 2)), (3, (2, 1))])
 def test_a_zero_checkpoint_resumes_on_fewer_and_more_workers(stage, worlds, module_ray, wearable_dir, tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -65,8 +65,8 @@ def test_a_zero_checkpoint_resumes_on_fewer_and_more_workers(stage, worlds, modu
 
 
 def test_an_elastic_run_starts_with_the_workers_the_cluster_has(module_ray, wearable_dir, tmp_path):
-    """[1, 8] on a Ray of 4 CPUs: Ray Train's elastic group starts with what fits, not waiting for 8."""
+    """[1, 8] on a Ray of 2 CPUs: Ray Train's elastic group starts with what fits, not waiting for 8."""
     cfg, result = _run(tmp_path, wearable_dir, 2, (1, 8), 3, "scaling.resize_check_s=2")
     assert cfg.scaling.num_workers == (1, 8) and result.metrics["step"] == 3
     ((step, world),) = _history(cfg, result.run_id, "train/world_size")
-    assert step == 1 and 1 <= world <= 4
+    assert step == 1 and 1 <= world <= 2
