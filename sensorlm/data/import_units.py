@@ -171,11 +171,13 @@ def _guarded(fn: Callable[[Any], dict], describe: Callable[[Any], str]) -> Calla
     """A unit's result, or its error as one line and its class: a bad file must fail with the same
     one-line error whichever process read it (Ray would wrap it in its own traceback)."""
 
+    classes = _error_classes()
+
     def run(unit) -> dict:
         try:
             return {"ok": fn(unit), "peak_rss_mb": peak_rss_mb()}
-        except tuple(_error_classes().values()) as exc:
-            kind = next(name for name, c in _error_classes().items() if isinstance(exc, c))
+        except tuple(classes.values()) as exc:
+            kind = next(name for name, c in classes.items() if isinstance(exc, c))
             return {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__, "kind": kind}
         except Exception as exc:  # an unexpected failure: name the unit, keep the traceback's end
             return {"error": f"{describe(unit)}: {type(exc).__name__}: {exc}", "kind": "DeviceImportError",
@@ -256,10 +258,6 @@ def ray_cpus() -> int | None:
     """The CPUs of the Ray this process already runs on (initialized, or ``RAY_ADDRESS`` set), else None."""
     import os
 
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is None:
-        return None
     import ray
 
     if not ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):

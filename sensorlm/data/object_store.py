@@ -45,19 +45,20 @@ def publish(local: Path, url: str, log: Callable[[str], None]) -> None:
     fs, root = _fs(url)
     check_empty(url)
     files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != MANIFEST)
-    files.append(local / MANIFEST)
+
+    def remote(path: Path) -> str:
+        return f"{root.rstrip('/')}/{path.relative_to(local).as_posix()}"
+
     try:
-        for i, path in enumerate(files, 1):
-            fs.put_file(str(path), f"{root.rstrip('/')}/{path.relative_to(local).as_posix()}")
-            if i % 100 == 0:
-                log(f"uploaded {i}/{len(files)} files to {url}")
+        fs.put([str(p) for p in files], [remote(p) for p in files])  # fsspec batches (s3fs: concurrently)
+        fs.put_file(str(local / MANIFEST), remote(local / MANIFEST))
     except BaseException:
         try:
             fs.rm(root, recursive=True)
         except FileNotFoundError:
             pass
         raise
-    log(f"published {len(files)} files to {url} ({MANIFEST} last)")
+    log(f"published {len(files) + 1} files to {url} ({MANIFEST} last)")
 
 
 @contextlib.contextmanager

@@ -34,8 +34,14 @@ def saved_world_size(checkpoint) -> int | None:
     partitions), or None for none (no checkpoint, or ZeRO stage 0, which any world size loads)."""
     if checkpoint is None:
         return None
-    with checkpoint.as_directory() as ckpt_dir:
-        return len(list((Path(ckpt_dir) / CKPT_TAG).glob("*zero_pp_rank_*_optim_states.pt"))) or None
+    import fnmatch
+
+    import pyarrow.fs
+
+    # listed where it lies (storage_path may be s3://): resume() downloads it once, later
+    listing = checkpoint.filesystem.get_file_info(pyarrow.fs.FileSelector(f"{checkpoint.path}/{CKPT_TAG}",
+                                                                          allow_not_found=True))
+    return sum(fnmatch.fnmatch(f.base_name, "*zero_pp_rank_*_optim_states.pt") for f in listing) or None
 
 
 def build_engine(cfg: TrainConfig, world: int, device: torch.device, load_universal: bool = False):
