@@ -167,6 +167,10 @@ class ScalingSection:
             and grows toward ``max`` as nodes come; a run that loses a node goes on with fewer,
             resuming its checkpoint at the new world size).
         resize_check_s: how often an elastic run looks for room to grow (seconds).
+        start_timeout_s: how long Ray Train waits for a worker group's resources before it tries
+            again with what the cluster has (``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S``; None:
+            Ray's 60 s). An elastic run that loses a node goes on with fewer workers after about
+            this long: Ray's first restart still counts the lost node's CPUs.
         use_gpu: one GPU per worker, bf16 and NCCL; otherwise CPU, fp32 and gloo.
         cpus_per_worker: logical CPUs reserved per worker.
         zero_stage: DeepSpeed ZeRO stage 0-3.
@@ -182,6 +186,7 @@ class ScalingSection:
 
     num_workers: int | tuple[int, int] = 2
     resize_check_s: float = 60.0
+    start_timeout_s: float | None = None
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     zero_stage: int = 2
@@ -202,6 +207,8 @@ class ScalingSection:
             raise ConfigError(f"scaling.num_workers must be >= 1, got {self.num_workers}")
         if self.resize_check_s <= 0:
             raise ConfigError(f"scaling.resize_check_s must be > 0, got {self.resize_check_s}")
+        if self.start_timeout_s is not None and self.start_timeout_s <= 0:
+            raise ConfigError(f"scaling.start_timeout_s must be > 0, got {self.start_timeout_s}")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"scaling.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
         if self.cpus_per_worker <= 0:
@@ -218,6 +225,15 @@ class ScalingSection:
     def max_workers(self) -> int:
         """The most workers the run may have (the worker count of a fixed-size run)."""
         return self.num_workers[1] if isinstance(self.num_workers, tuple) else self.num_workers
+
+    def grad_accum_at(self, world: int, grad_accum: int) -> int:
+        """Micro-steps per optimizer step on `world` workers: `grad_accum` (``optim.grad_accum``),
+        and in an elastic run as many more as keep the global batch at the full group's
+        (``batch_size x grad_accum x max``); the nearest count when ``max`` is not a multiple of
+        `world` (the loop logs the global batch it gets)."""
+        if not self.elastic:
+            return grad_accum
+        return max(1, round(grad_accum * self.max_workers / world))
 
 
 @dataclass

@@ -27,10 +27,11 @@ def build_deepspeed_config(cfg: TrainConfig, world_size: int, load_universal: bo
     and a LambdaLR) and handed to ``deepspeed.initialize``, so they are not in this dict.
     """
     s = cfg.scaling
+    accum = s.grad_accum_at(world_size, cfg.optim.grad_accum)
     ds: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": cfg.batch_size,
-        "gradient_accumulation_steps": cfg.optim.grad_accum,
-        "train_batch_size": cfg.batch_size * cfg.optim.grad_accum * world_size,
+        "gradient_accumulation_steps": accum,
+        "train_batch_size": cfg.batch_size * accum * world_size,
         "gradient_clipping": cfg.optim.grad_clip,
         "zero_optimization": {"stage": s.zero_stage},
         "bf16": {"enabled": resolve_precision(cfg) == "bf16"},

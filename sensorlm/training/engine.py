@@ -87,16 +87,18 @@ def build_engine(cfg: TrainConfig, world: int, device: torch.device, load_univer
     return engine, model, mcfg, scheduler
 
 
-def resume(engine, cfg: TrainConfig, rank: int, world: int, early: EarlyStopping | None) -> tuple[int, int, Any]:
+def resume(engine, cfg: TrainConfig, rank: int, world: int,
+           early: EarlyStopping | None) -> tuple[int, int, Any, int | None]:
     """Load Ray Train's checkpoint into `engine` (and `early`), if there is one. Returns (step,
-    data seed, checkpoint or None): with ``data.resume=exact`` the data seed and RNG states of the
-    interrupted run (the caller fast-forwards the stream), else a new stream per resume."""
+    data seed, checkpoint or None, the world size that wrote it): with ``data.resume=exact`` the
+    data seed and RNG states of the interrupted run (the caller fast-forwards the stream), else a
+    new stream per resume."""
     import ray.train
 
     step, data_seed = 0, cfg.data.seed
     checkpoint = ray.train.get_checkpoint()
     if not checkpoint:
-        return step, data_seed, None
+        return step, data_seed, None, None
     with checkpoint.as_directory() as ckpt_dir:
         if engine.load_universal_checkpoint():
             client_state = _load_resized(engine, Path(ckpt_dir))
@@ -115,7 +117,7 @@ def resume(engine, cfg: TrainConfig, rank: int, world: int, early: EarlyStopping
         data_seed = int(client_state["data_seed"]) + 1
     if rank == 0:
         print(f"[sensorlm] resumed from step {step} (checkpoint {checkpoint.path})", flush=True)
-    return step, data_seed, checkpoint
+    return step, data_seed, checkpoint, int(client_state.get("world_size", world))
 
 
 def _load_resized(engine, ckpt_dir: Path) -> dict[str, Any]:

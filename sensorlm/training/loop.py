@@ -152,13 +152,14 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.scaling.threads_per_worker)
     device = _device(cfg.scaling.use_gpu)
-    saved_world = saved_world_size(ray.train.get_checkpoint())
-    resized = saved_world is not None and saved_world != world
-    engine, model, mcfg, scheduler = build_engine(cfg, world, device, load_universal=resized)
+    zero_world = saved_world_size(ray.train.get_checkpoint())  # ZeRO partitions: a universal load
+    engine, model, mcfg, scheduler = build_engine(cfg, world, device,
+                                                  load_universal=zero_world is not None and zero_world != world)
     ck = cfg.checkpoint
     early = (EarlyStopping(ck.best_metric, ck.best_mode, ck.early_stop_patience, ck.early_stop_min_delta)
              if ck.early_stop_patience else None)
-    step, data_seed, checkpoint = resume(engine, cfg, rank, world, early)
+    step, data_seed, checkpoint, saved_world = resume(engine, cfg, rank, world, early)
+    accum = cfg.scaling.grad_accum_at(world, cfg.optim.grad_accum)
 
     family = get_family(cfg.task)
     tokenizer = tokenizer_from_str(run["tokenizer_json"], f"{run['dataset']}: tokenizer") if run.get("tokenizer_json") else None
@@ -170,12 +171,12 @@ def _train(cfg: TrainConfig, run: dict[str, Any]) -> None:
     if exact:
         # The loader has no state to restore: read and drop what the first `step` steps used, so
         # the resumed run sees exactly the batches the uninterrupted one would (data time only).
-        for _ in range(step * cfg.optim.grad_accum):
+        for _ in range(step * accum):
             next(train_iter)
     logger = _open_logger(cfg, run, rank, step, resumed=checkpoint is not None, replayed=exact,
                           saved_world=saved_world, world=world)
 
-    window = _Window(cfg, rank, world, device, step)
+    window = _Window(cfg, rank, world, device, step, accum)
     skips = window.skips
     last_val: dict[str, float] = {}
     stopped_early = False
@@ -230,13 +231,13 @@ def _open_logger(cfg: TrainConfig, run: dict[str, Any], rank: int, step: int, re
     ``train/world_size``), and the steps a resumed run replays (``data.resume=exact``) log nothing again."""
     logger = _Logger(run.get("mlflow_run_id") if rank == 0 else None, run.get("tracking_uri"), cfg.tracking.system_metrics)
     # a curve of the run's size over the steps (elastic or resized), at the first step of this size
-    logger.log({"train/world_size": float(world)}, step + 1)
+    logger.log({"train/world_size": float(world), "train/global_batch": float(_global_batch(cfg, world))}, step + 1)
     if resumed:
         logger.log({"train/resumed_from_step": float(step)}, step)
     if resumed and saved_world is not None and saved_world != world and rank == 0:
-        per_step = cfg.batch_size * cfg.optim.grad_accum
-        text = (f"{saved_world} -> {world} workers at step {step}: the ZeRO checkpoint of {saved_world} ranks was "
-                f"converted to a universal one; global batch {per_step * saved_world} -> {per_step * world}")
+        accum = cfg.scaling.grad_accum_at(world, cfg.optim.grad_accum)
+        text = (f"{saved_world} -> {world} workers at step {step}: global batch {_global_batch(cfg, saved_world)} -> "
+                f"{_global_batch(cfg, world)} ({cfg.batch_size} x {accum} micro-steps x {world} workers)")
         print(f"[sensorlm] resized: {text}", flush=True)
         if logger.run is not None:
             logger.run.set_tags({f"sensorlm.resize.step{step}": text})
@@ -244,6 +245,11 @@ def _open_logger(cfg: TrainConfig, run: dict[str, Any], rank: int, step: int, re
         if replayed:
             logger.skip_through(logger.last_logged_step())
     return logger
+
+
+def _global_batch(cfg: TrainConfig, world: int) -> int:
+    """Samples per optimizer step on `world` workers (an elastic run keeps its full group's)."""
+    return cfg.batch_size * cfg.scaling.grad_accum_at(world, cfg.optim.grad_accum) * world
 
 
 def _log_startup(t0: float, logger: _Logger, step: int) -> None:
@@ -278,9 +284,9 @@ class _Window:
     data wait and throughput. For the whole run: the first step whose loss was not finite (0 =
     none, on the device), the samples the loader skipped and the shards this rank read."""
 
-    def __init__(self, cfg: TrainConfig, rank: int, world: int, device: torch.device, start_step: int):
-        self.cfg, self.rank, self.device = cfg, rank, device
-        self.samples_per_step = cfg.batch_size * cfg.optim.grad_accum * world
+    def __init__(self, cfg: TrainConfig, rank: int, world: int, device: torch.device, start_step: int, grad_accum: int):
+        self.cfg, self.rank, self.device, self.grad_accum = cfg, rank, device, grad_accum
+        self.samples_per_step = cfg.batch_size * grad_accum * world
         self.skip_mode = cfg.optim.on_non_finite == "skip"
         self.skipped_steps = 0
         self.run_start, self.start_step = time.perf_counter(), start_step
@@ -296,8 +302,8 @@ class _Window:
         self.start, self.steps, self.data_time, self.micro_steps = time.perf_counter(), 0, 0.0, 0
 
     def optimizer_step(self, engine, task, batches, step: int) -> None:
-        """One optimizer step (``optim.grad_accum`` micro-steps) at step `step` (0-based)."""
-        for _ in range(self.cfg.optim.grad_accum):
+        """One optimizer step (`grad_accum` micro-steps) at step `step` (0-based)."""
+        for _ in range(self.grad_accum):
             t0 = time.perf_counter()
             batch = next(batches)
             self.data_time += time.perf_counter() - t0

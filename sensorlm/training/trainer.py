@@ -177,6 +177,9 @@ def make_torch_trainer(cfg: TrainConfig, info: dict, run_name: str, callbacks: l
 
     from sensorlm.training.loop import train_loop_per_worker
 
+    if cfg.scaling.start_timeout_s is not None:
+        # read by the controller Ray Train starts from this process (it propagates this variable)
+        os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(cfg.scaling.start_timeout_s)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": to_dict(cfg), "run": info},

@@ -98,3 +98,19 @@ def test_an_elastic_worker_range_is_read_and_checked():
             load_train_config("sensorlm_tiny", [f"scaling.num_workers={bad}"])
     with pytest.raises(ConfigError, match="scaling.resize_check_s must be > 0"):
         load_train_config("sensorlm_tiny", ["scaling.resize_check_s=0"])
+    with pytest.raises(ConfigError, match="scaling.start_timeout_s must be > 0, got -1"):
+        load_train_config("sensorlm_tiny", ["scaling.start_timeout_s=-1"])
+
+
+def test_an_elastic_run_keeps_the_global_batch_of_its_full_group():
+    from sensorlm.training.deepspeed_config import build_deepspeed_config
+
+    cfg = load_train_config("sensorlm_tiny", ["scaling.num_workers=[1,4]", "batch_size=8", "optim.grad_accum=2"])
+    # 8 x 2 x 4 = 64 samples per step on 4, 2 or 1 workers; 3 workers get the nearest (8 x 3 x 3 = 72)
+    assert [cfg.scaling.grad_accum_at(w, 2) for w in (1, 2, 3, 4)] == [8, 4, 3, 2]
+    for world, accum in ((1, 8), (2, 4), (4, 2)):
+        ds = build_deepspeed_config(cfg, world)
+        assert (ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (accum, 64)
+    fixed = load_train_config("sensorlm_tiny", ["scaling.num_workers=4", "batch_size=8", "optim.grad_accum=2"])
+    # a fixed-size run resumed on another count (a changed config) runs what the config says
+    assert fixed.scaling.grad_accum_at(1, 2) == 2 and build_deepspeed_config(fixed, 1)["train_batch_size"] == 16

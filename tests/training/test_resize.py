@@ -1,5 +1,5 @@
-"""A ZeRO checkpoint resumes at another world size (issue 26, item 2, in part): written by 1 rank
-it goes on with 2 (ZeRO-2), written by 2 with 1 (ZeRO-3), through DeepSpeed's universal checkpoint;
+"""A ZeRO checkpoint resumes at another world size (issue 26, item 2): written by 2 ranks it goes
+on with 1 (ZeRO-3 here; ZeRO-2 2 -> 1 -> 2 in test_node_loss.py), through DeepSpeed's universal checkpoint;
 the step count and LR schedule carry on, and the resize is a line, a tag and a metric in MLflow.
 (ZeRO-2 2 -> 1 -> 3 and ZeRO-3 2 -> 3 passed too, on 4 logical CPUs; kept out of CI for its time.)"""
 
@@ -44,7 +44,8 @@ def _history(cfg, run_id, key):
     return sorted((m.step, m.value) for m in MlflowClient(cfg.tracking.tracking_uri).get_metric_history(run_id, key))
 
 
-@pytest.mark.parametrize("stage, worlds", [(2, (1, 2)), (3, (2, 1))])
+# ZeRO-2 2 -> 1 -> 2 runs in tests/training/test_node_loss.py, on a cluster that loses a node
+@pytest.mark.parametrize("stage, worlds", [(3, (2, 1))])
 def test_a_zero_checkpoint_resumes_on_fewer_and_more_workers(stage, worlds, module_ray, wearable_dir, tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -65,8 +66,10 @@ def test_a_zero_checkpoint_resumes_on_fewer_and_more_workers(stage, worlds, modu
 
 
 def test_an_elastic_run_starts_with_the_workers_the_cluster_has(module_ray, wearable_dir, tmp_path):
-    """[1, 8] on a Ray of 2 CPUs: Ray Train's elastic group starts with what fits, not waiting for 8."""
-    cfg, result = _run(tmp_path, wearable_dir, 2, (1, 8), 3, "scaling.resize_check_s=2")
-    assert cfg.scaling.num_workers == (1, 8) and result.metrics["step"] == 3
+    """[1, 4] on a Ray of 2 CPUs: Ray Train's elastic group starts with what fits, not waiting for
+    4, and its steps have the global batch of 4 workers (more micro-steps per worker)."""
+    cfg, result = _run(tmp_path, wearable_dir, 2, (1, 4), 3, "scaling.resize_check_s=2")
+    assert cfg.scaling.num_workers == (1, 4) and result.metrics["step"] == 3
     ((step, world),) = _history(cfg, result.run_id, "train/world_size")
     assert step == 1 and 1 <= world <= 2
+    assert _history(cfg, result.run_id, "train/global_batch") == [(1, 32.0)]  # 8 x (4 / world) x world
