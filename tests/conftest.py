@@ -54,3 +54,31 @@ def module_ray(request):
     init_ray(num_cpus=getattr(request.module, "RAY_CPUS", 2))
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A bucket on a moto server at 127.0.0.1; the AWS variables point s3fs (and Ray workers) there."""
+    import urllib.request
+
+    import fsspec
+
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    # moto keeps its buckets in this process, shared by every server it starts: a clean store
+    urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/moto-api/reset", method="POST")).close()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        # fsspec caches filesystems by their arguments, not the environment: none of another server
+        s3fs = pytest.importorskip("s3fs")
+        s3fs.S3FileSystem.clear_instance_cache()
+        fs = fsspec.filesystem("s3", skip_instance_cache=True)
+        fs.mkdir("sensorlm-data")
+        yield fs
+        s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()

@@ -160,6 +160,9 @@ def setup_experiment(name: str, tracking_uri: str, artifact_location: str | None
                 f"(MlflowClient().restore_experiment({experiment.experiment_id!r})) or pick another name"
             )
         experiment_id = experiment.experiment_id
+        if artifact_location and experiment.artifact_location.rstrip("/") != artifact_location.rstrip("/"):
+            _say(f"experiment {name!r} keeps its artifact location {experiment.artifact_location} "
+                 f"({artifact_location} applies to a new experiment)")
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 

@@ -51,7 +51,8 @@ class TrackedRun:
 
     @classmethod
     def open(cls, uri: str, experiment: str, name: str, *, tags: Mapping[str, str] | None = None,
-             params: Any = None, display_name: str | None = None, resume: bool = True) -> "TrackedRun":
+             params: Any = None, display_name: str | None = None, resume: bool = True,
+             artifact_location: str | None = None) -> "TrackedRun":
         """Create the run `name` in `experiment`, or continue the one of that name.
 
         Args:
@@ -62,12 +63,13 @@ class TrackedRun:
             params: a nested config (dataclass or mapping), logged flattened and redacted.
             display_name: the name shown in the UI (default `name`).
             resume: continue a run of this name if there is one.
+            artifact_location: the artifact root of a new experiment (e.g. ``s3://bucket/mlflow``).
         """
         from mlflow.tracking import MlflowClient
 
         from sensorlm.tracking.mlflow_utils import log_config_params, setup_experiment
 
-        experiment_id = setup_experiment(experiment, uri)
+        experiment_id = setup_experiment(experiment, uri, artifact_location)
         client = MlflowClient(uri)
         existing = find_run(uri, experiment, name) if resume else None
         if existing is not None:

@@ -273,10 +273,14 @@ class CheckpointSection:
 
 @dataclass
 class TrackingSection:
-    """MLflow: tracking URI (None = $MLFLOW_TRACKING_URI or a local sqlite store), names."""
+    """MLflow: tracking URI (None = $MLFLOW_TRACKING_URI or a local sqlite store), names, and
+    ``artifact_location``: where a new experiment keeps its artifacts and registered packages
+    (None: the server's default, or ``mlruns`` beside a sqlite store; ``s3://bucket/mlflow`` puts
+    them in a bucket). An existing experiment keeps its own."""
 
     tracking_uri: str | None = None
     experiment: str = "sensorlm"
+    artifact_location: str | None = None
     run_name: str | None = None
     registered_model_name: str | None = None  # None = the task's default ("sensorlm" / "sst")
     register: bool = True

@@ -179,7 +179,7 @@ def save_and_report(engine, cfg: TrainConfig, run: dict, step: int, data_seed: i
         rng_dir.mkdir(exist_ok=True)
         (rng_dir / f"rank{rank}.json").write_text(json.dumps(rng_state()))  # Ray merges every rank's files
         # The final checkpoint always carries the package; with a best metric every validated one
-        # does too, so the best of them can be registered (trainer.best_package).
+        # does too, so the best of them can be registered (trainer.best_checkpoint).
         if final or (cfg.checkpoint.best_metric and cfg.checkpoint.best_metric in val):
             export_package(engine, cfg, run, Path(tmp) / "package", rank)
         barrier()

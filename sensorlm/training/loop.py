@@ -121,13 +121,15 @@ def quiet_logs() -> None:
     (our own code uses the new names), one FutureWarning per rank per call site; MLflow's INFO
     lines (system-metrics monitor start and stop); Ray Train's "Reporting training result ..."
     line for every report of every rank (its logger is named by its file, so the level of
-    ``ray.train`` does not reach it)."""
+    ``ray.train`` does not reach it); botocore's "Found credentials ..." lines per process when
+    data or checkpoints live in S3."""
     import logging
 
     for name in ("all_gather_into_tensor", "reduce_scatter_tensor"):
         warnings.filterwarnings("ignore", message=rf".*{name}.* is deprecated", category=FutureWarning)
     if not os.environ.get("SENSORLM_VERBOSE"):
-        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        for name in ("mlflow", "botocore", "aiobotocore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         try:
             from ray.train.v2._internal.execution import context as train_context
         except ImportError:  # another Ray layout: its line stays

@@ -7,8 +7,10 @@ and on a cluster (``ray job submit``; ``RAY_ADDRESS`` and ``MLFLOW_TRACKING_URI`
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +120,7 @@ def open_mlflow_run(
     manifest_path = None if isinstance(dataset, str) else Path(dataset) / "manifest.json"
     tags = {**run_tags(manifest_path), "sensorlm.task": cfg.task, **(extra_tags or {})}
     run = TrackedRun.open(uri, cfg.tracking.experiment, run_name, tags=tags, params=to_dict(cfg),
-                          display_name=cfg.tracking.run_name or run_name)
+                          display_name=cfg.tracking.run_name or run_name, artifact_location=cfg.tracking.artifact_location)
     if run.resumed:  # rerunning the same name resumes the Ray run; its MLflow run continues too
         print(f"[sensorlm] continuing MLflow run {run.run_id}", flush=True)
         return uri, run.run_id
@@ -206,27 +208,47 @@ def make_torch_trainer(cfg: TrainConfig, info: dict, run_name: str, callbacks: l
     )
 
 
-def package_of(result) -> str | None:
-    """The consolidated model package inside a finished run's final checkpoint."""
-    if not result.checkpoint:
+def package_of(checkpoint) -> str | None:
+    """Where a checkpoint's consolidated model package lies (a local path, or a URL when
+    ``storage_path`` is one), or None when it holds none."""
+    import pyarrow.fs
+
+    if checkpoint is None:
         return None
-    package = Path(result.checkpoint.path) / "package"
-    return str(package) if package.is_dir() else None
+    path, fs = f"{checkpoint.path}/package", checkpoint.filesystem
+    if fs.get_file_info(path).type != pyarrow.fs.FileType.Directory:
+        return None
+    return path if isinstance(fs, pyarrow.fs.LocalFileSystem) else f"{fs.type_name}://{path}"
 
 
-def best_package(result, metric: str | None, mode: str) -> tuple[str | None, dict]:
-    """The package to register and its checkpoint's metrics: with a best metric, the best of the
-    kept checkpoints that hold a package by that metric (ties: the later step); else the final one."""
-    final = (package_of(result), dict(result.metrics or {}))
+@contextlib.contextmanager
+def local_package(checkpoint):
+    """The checkpoint's package as a local folder: itself, or a copy of only the package (not the
+    ZeRO states beside it) from object storage, removed afterwards."""
+    import pyarrow.fs
+
+    if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+        yield f"{checkpoint.path}/package"
+        return
+    with tempfile.TemporaryDirectory(prefix="sensorlm-package-") as tmp:
+        Path(tmp, "package").mkdir()
+        pyarrow.fs.copy_files(f"{checkpoint.path}/package", f"{tmp}/package", source_filesystem=checkpoint.filesystem)
+        yield f"{tmp}/package"
+
+
+def best_checkpoint(result, metric: str | None, mode: str) -> tuple[Any, dict]:
+    """The checkpoint to register and its metrics: with a best metric, the best of the kept
+    checkpoints that hold a package by that metric (ties: the later step); else the final one."""
+    final = (result.checkpoint, dict(result.metrics or {}))
     if not metric:
         return final
     scored = [(ckpt, m) for ckpt, m in (getattr(result, "best_checkpoints", None) or [])
-              if metric in m and math.isfinite(float(m[metric])) and (Path(ckpt.path) / "package").is_dir()]
+              if metric in m and math.isfinite(float(m[metric])) and package_of(ckpt)]
     if not scored:
         return final
     sign = 1.0 if mode == "max" else -1.0
     ckpt, metrics = max(scored, key=lambda cm: (sign * float(cm[1][metric]), int(cm[1].get("step", 0))))
-    return str(Path(ckpt.path) / "package"), dict(metrics)
+    return ckpt, dict(metrics)
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -261,7 +283,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             failure = run_failure(uri, run_id)
             if failure:
                 raise RunFailed(failure)
-            package_dir, chosen = best_package(result, cfg.checkpoint.best_metric, cfg.checkpoint.best_mode)
+            checkpoint, chosen = best_checkpoint(result, cfg.checkpoint.best_metric, cfg.checkpoint.best_mode)
+            package_dir = package_of(checkpoint)
             step = int(chosen.get("step", metrics.get("step", cfg.steps)))
             if cfg.checkpoint.best_metric and cfg.checkpoint.best_metric in chosen:
                 final_step = int(metrics.get("step", cfg.steps))
@@ -271,8 +294,12 @@ def train(cfg: TrainConfig) -> TrainResult:
                          if step != final_step and cfg.checkpoint.best_metric in metrics else ")"), flush=True)
             model_uri = version = None
             if package_dir and cfg.tracking.register:
-                model_uri, version = register(run, package_dir, cfg.registered_name, chosen,
-                                              tags={"sensorlm.step": str(step)})
+                with local_package(checkpoint) as local:
+                    model_uri, version = register(run, local, cfg.registered_name, chosen, tags={"sensorlm.step": str(step)})
+            elif cfg.tracking.register:  # (never silently): a run that should register and cannot
+                print(f"[sensorlm] nothing registered: the checkpoint of step {step} holds no model package "
+                      f"({checkpoint.path if checkpoint else 'no checkpoint'})", flush=True)
+                run.set_tags({"sensorlm.registered": "no: the checkpoint holds no model package"})
             stopped = {"sensorlm.early_stopped_step": str(int(metrics["step"]))} if metrics.get("early_stopped") else {}
             run.set_tags({"sensorlm.final_step": str(metrics.get("step", cfg.steps)), "sensorlm.registered_step": str(step),
                           **stopped, **({"sensorlm.model_uri": model_uri} if model_uri else {})})

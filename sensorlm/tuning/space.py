@@ -167,6 +167,7 @@ class SweepTracking:
     Args:
         tracking_uri: None = $MLFLOW_TRACKING_URI or ./mlflow.db.
         experiment: MLflow experiment of the parent and child runs.
+        artifact_location: artifact root of a new experiment (e.g. ``s3://bucket/mlflow``).
         registered_model_name: None = the task's name (``sensorlm``, ``projection_cl`` ...).
         register: register the best completed trial at the end.
         alias: the alias the winner takes when it beats the version holding it.
@@ -174,6 +175,7 @@ class SweepTracking:
 
     tracking_uri: str | None = None
     experiment: str = "sensorlm-sweeps"
+    artifact_location: str | None = None
     registered_model_name: str | None = None
     register: bool = True
     alias: str = "champion"

@@ -75,7 +75,7 @@ def _open_parent_run(cfg: SweepConfig, task: SweepTask, tracking_uri: str, name:
         "sensorlm.sweep_dir": str(sweep_dir),
     }
     run = TrackedRun.open(tracking_uri, cfg.tracking.experiment, f"sweep:{name}", tags=tags, params=to_dict(cfg),
-                          display_name=name, resume=False)
+                          display_name=name, resume=False, artifact_location=cfg.tracking.artifact_location)
     run.log_dict(to_dict(cfg), "config/sweep.yaml")
     run.log_dict(task.base_config(), "config/base_train_config.yaml")
     return run.run_id

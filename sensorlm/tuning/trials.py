@@ -238,6 +238,7 @@ class TrainSweep(SweepTask):
         data["tracking"].update(
             tracking_uri=tracking_uri,
             experiment=self.cfg.tracking.experiment,
+            artifact_location=self.cfg.tracking.artifact_location,
             run_name=None,
             register=False,  # the driver registers the winner
             registered_model_name=self.cfg.registered_name,

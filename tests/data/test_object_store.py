@@ -10,26 +10,7 @@ from sensorlm.data.device_import import import_device_export, load_import_spec
 from sensorlm.data.synthetic.device import write_device_export
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """A bucket on a moto server at 127.0.0.1; the AWS variables point s3fs (and Ray workers) there."""
-    import fsspec
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        fs = fsspec.filesystem("s3", skip_instance_cache=True)
-        fs.mkdir("sensorlm-data")
-        yield fs
-    server.stop()
+pytest.importorskip("moto.server")  # the `s3` fixture (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

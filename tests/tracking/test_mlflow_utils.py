@@ -63,6 +63,16 @@ def test_setup_experiment_puts_artifacts_beside_the_db(store, tmp_path):
     MlflowClient(store).delete_experiment(exp_id)
     with pytest.raises(ValueError, match="exp-a.*deleted"):
         mu.setup_experiment("exp-a", store)
+
+
+def test_an_artifact_location_is_a_new_experiments_and_an_existing_one_says_it_keeps_its_own(store, tmp_path, capsys):
+    elsewhere = (tmp_path / "bucket").as_uri()
+    exp_id = mu.setup_experiment("exp-b", store, elsewhere)
+    assert MlflowClient(store).get_experiment(exp_id).artifact_location == elsewhere
+    assert mu.setup_experiment("exp-b", store, elsewhere) == exp_id
+    assert "keeps its artifact location" not in capsys.readouterr().out
+    assert mu.setup_experiment("exp-b", store, (tmp_path / "other").as_uri()) == exp_id
+    assert f"experiment 'exp-b' keeps its artifact location {elsewhere}" in capsys.readouterr().out
     with pytest.raises(ValueError, match="non-empty"):
         mu.setup_experiment("", store)
 

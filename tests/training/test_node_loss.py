@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.slow
-STEPS, EVERY = 600, 20
+STEPS, EVERY = 480, 20
 
 
 @pytest.fixture

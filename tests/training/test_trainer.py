@@ -93,3 +93,21 @@ def test_validation_parts_are_the_even_and_odd_val_shards(tmp_path):
     check_validation_split(_cfg(tmp_path, data, "data.val_part=holdout", "scaling.num_workers=4"), manifest)
     with pytest.raises(ConfigError, match=r"odd-numbered shards: data.val_part=holdout\) has 4 samples, fewer than the 5"):
         check_validation_split(_cfg(tmp_path, data, "data.val_part=holdout", "scaling.num_workers=5"), manifest)
+
+
+def test_the_package_of_a_checkpoint_is_found_where_it_lies_or_is_none(tmp_path):
+    """A local checkpoint's package is its folder; one without a package (or no checkpoint) is
+    None, and train() then says that nothing was registered."""
+    from ray.train import Checkpoint
+
+    from sensorlm.training.trainer import local_package, package_of
+
+    bare = tmp_path / "checkpoint_0"
+    (bare / "ds").mkdir(parents=True)
+    assert package_of(Checkpoint.from_directory(str(bare))) is None and package_of(None) is None
+    (bare / "package").mkdir()
+    (bare / "package" / "model.safetensors").write_bytes(b"x")
+    ckpt = Checkpoint.from_directory(str(bare))
+    assert package_of(ckpt) == f"{bare}/package"
+    with local_package(ckpt) as local:
+        assert local == f"{bare}/package"
