@@ -39,6 +39,7 @@ def log(msg):
     m = __import__("re").search(r"peak memory of a Ray worker (\d+) MB", msg)
     if m: peaks.append(int(m.group(1)))
     if msg.startswith("window subjects:"): marks["units_done"] = time.perf_counter()
+    if msg.startswith("write shards:"): marks["parts_done"] = time.perf_counter()
 if workers > 1:
     from sensorlm.ray_runtime import init_ray
     init_ray(num_cpus=workers)
@@ -47,7 +48,8 @@ m = import_device_export(files, out, spec=load_import_spec(spec), labels=labels,
 wall = time.perf_counter() - t0
 from sensorlm.data.import_units import peak_rss_mb
 print(json.dumps({{"wall_s": wall, "windows": m["num_samples"], "driver_peak_mb": peak_rss_mb(),
-                  "serial_tail_s": t0 + wall - marks["units_done"],
+                  "parts_s": marks["parts_done"] - marks["units_done"],
+                  "serial_tail_s": t0 + wall - marks["parts_done"],
                   "worker_peak_mb": max(peaks) if peaks else None}}))
 """
 
@@ -105,8 +107,10 @@ def main(argv=None) -> int:
                   f"(driver {one['driver_peak_mb']:.0f} MB), {args.workers} workers "
                   f"{many['windows'] / many['wall_s']:.1f} windows/s (driver {many['driver_peak_mb']:.0f} MB, worker "
                   f"{many['worker_peak_mb']} MB): {rows[-1]['speedup']:.2f}x, same shards {same}", flush=True)
-    # Amdahl: the units (files, subjects) spread over the cores; the driver's tail (merge, parts,
-    # tokenizer, shard writer) does not. Both per window, from the largest per-subject run.
+    # Amdahl: the units (files, subjects, parts with their shards) spread over the cores; the
+    # driver's tail (tokenizer, merge of the parts' shards and statistics) does not. Both per
+    # window, from the largest per-subject run. (The driver's split, between stages 2 and 3, is
+    # counted with the units: it is Arrow-level and small.)
     largest = max((r for r in rows if r["layout"] == "per_subject"), key=lambda r: r["subjects"])
     one = largest["one"]
     serial = one["serial_tail_s"] / largest["windows"]  # one day-window per person-day

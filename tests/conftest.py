@@ -82,3 +82,41 @@ def s3(tmp_path_factory):
         yield fs
         s3fs.S3FileSystem.clear_instance_cache()
     server.stop()
+
+
+@pytest.fixture
+def ray_cluster_env():
+    """The environment of a `ray.cluster_utils.Cluster` of the test's own. Everything Ray writes,
+    its "current cluster" marker included, goes to a private folder (the shared /tmp/ray marker
+    would send other ray.init()s there), and the cluster has its own token (Ray's default token
+    auth), never ~/.ray/auth_token. This process's Ray reads the mode and token again on the way
+    in and out: both are cached in C++ at first use, and a later ray.init() in this process (the
+    next test file) must read its own. Yields the MonkeyPatch, to set more for the nodes."""
+    import shutil
+    import tempfile
+    import uuid
+    from pathlib import Path
+
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    def reload_auth() -> None:
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="slm-cl-", dir="/tmp"))  # short: Ray's socket paths
+    token = ray_tmp / "auth_token"
+    token.write_text(uuid.uuid4().hex + uuid.uuid4().hex)
+    token.chmod(0o600)
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            for var, value in {"RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+                               "RAY_USAGE_STATS_ENABLED": "0"}.items():
+                env.setenv(var, value)
+            for var in ("RAY_AUTH_TOKEN", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
+                env.delenv(var, raising=False)
+            reload_auth()
+            yield env
+    finally:
+        reload_auth()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+

@@ -11,13 +11,15 @@ and stride configurable). A grid point without any data is flagged missing; wind
 labels (``subject, date, label``) become each window's activities and main label. Captions are
 computed from the data (`sensorlm.data.captioner`).
 
-The work is one unit per file, then one per subject (`sensorlm.data.import_units`), here or on
-``workers`` Ray tasks: the same input gives the same dataset (samples, keys, splits, shards,
-statistics, report) with any number of workers. The tokenizer is trained on the same captions in
-the same order, but the `tokenizers` trainer breaks frequency ties in an order of its own in every
-process, so two imports (with one worker or many) may number a few subword tokens differently. The result goes through the same Parquet -> shards
-path as every dataset (`prepare_dataset`); it is built in a hidden folder beside ``out`` and
-renamed only when complete, so a failed import leaves nothing under the final name. What was
+The work is one unit per file, then one per subject (`sensorlm.data.import_units`), then one per
+part of about 4,096 windows that writes its Parquet file and shards (`sensorlm.data.import_parts`),
+here or on ``workers`` Ray tasks: the same input gives the same dataset (samples, keys, splits,
+shards, statistics, report) with any number of workers; parts of another size would cut shards
+elsewhere, with the same samples and statistics equal to float rounding. The tokenizer is trained
+on the same captions in the same order, but the `tokenizers` trainer breaks frequency ties in an
+order of its own in every process, so two imports (with one worker or many) may number a few
+subword tokens differently. The dataset is built in a hidden folder beside ``out`` and renamed
+only when complete, so a failed import leaves nothing under the final name. What was
 dropped, filled or fixed is in ``import_report.json`` and the manifest's ``import`` field.
 """
 
@@ -40,12 +42,13 @@ from sensorlm.data.import_spec import (
     channels_from_header,
     load_import_spec,
 )
+from sensorlm.data.import_parts import plan_parts, write_part
 from sensorlm.data.import_units import FileUnit, SubjectUnit, read_file, run_units, window_subject
+from sensorlm.data.prepare import DEFAULT_MAX_BYTES, DEFAULT_MAX_COUNT
 from sensorlm.data.windowing import SUBJECT_COUNTS, main_label, split_windows
 from sensorlm.typed_config import to_dict
 
 REPORT = "import_report.json"
-PART_ROWS = 4096  # windows per Parquet part handed to the shard writer
 
 
 @dataclass
@@ -134,35 +137,17 @@ def _write_labels(labels: str | Path | None, carried: list[str], spec: ImportSpe
     return str(path)
 
 
-def _write_parts(windowed: list[dict], splits: list[str], schema, folder: Path) -> list[Path]:
-    """Every subject's windows, in subject order, with their splits and the dataset's metadata, as
-    Parquet parts of about `PART_ROWS` windows (one subject's table in memory at a time)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _merge_parts(parts: list[dict], out: Path, vocab_size: int | None, text_len: int | None,
+                 log: Callable[[str], None]) -> dict[str, Any]:
+    """The tokenizer, trained on the parts' training captions, and the parts' shards as one dataset."""
+    from sensorlm.data.prepare import dataset_extra
+    from sensorlm.data.schema import ParquetSource
+    from sensorlm.data.shards import merge_shard_parts
 
-    folder.mkdir(parents=True, exist_ok=True)
-    parts: list[Path] = []
-    writer, rows_in_part, at = None, 0, 0
-    try:
-        for w in windowed:
-            if not w["path"]:
-                continue
-            table = pq.read_table(w["path"])
-            split = pa.array(splits[at: at + table.num_rows], pa.string())
-            at += table.num_rows
-            table = table.set_column(table.schema.get_field_index("split"), "split", split)
-            table = table.replace_schema_metadata(schema.metadata).cast(schema)
-            if writer is None or rows_in_part >= PART_ROWS:
-                if writer is not None:
-                    writer.close()
-                parts.append(folder / f"import-{len(parts):05d}.parquet")
-                writer, rows_in_part = pq.ParquetWriter(parts[-1], schema), 0
-            writer.write_table(table)
-            rows_in_part += table.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
-    return parts
+    sources = [ParquetSource(p["parquet"], "wearable") for p in parts]
+    extra = dataset_extra("wearable", sources, out, {}, vocab_size, text_len, None, log)
+    info = sources[0].info
+    return merge_shard_parts(parts, out, info, parts[0]["settings"], activities=info.activities, extra=extra, log=log)
 
 
 def _windows_and_report(units: list[FileUnit], spec: ImportSpec, labels, fmt: str, workers: int, scratch: Path,
@@ -202,7 +187,10 @@ def import_device_export(
     workers: int = 1,
     chunk_rows: int = CHUNK_ROWS,
     scratch: str | Path | None = None,
-    **prepare_kwargs: Any,
+    max_count: int | None = None,
+    dtype: str = "float32",
+    vocab_size: int | None = None,
+    text_len: int | None = None,
 ) -> dict[str, Any]:
     """Import device exports (and optional labels) into a dataset directory; return its manifest.
 
@@ -219,9 +207,9 @@ def import_device_export(
         chunk_rows: rows of a long-format file parsed at once (bounds a task's memory).
         scratch: where a URL output is built (default: the system's temporary folder); with
             several workers on several nodes, a shared folder every node sees.
-        **prepare_kwargs: more `prepare_dataset` arguments (max_count, dtype, vocab_size, text_len).
+        max_count, dtype, vocab_size, text_len: as for `prepare_dataset` (samples per shard, float
+            storage, tokenizer vocabulary, the loader's caption length).
     """
-    from sensorlm.data.prepare import prepare_dataset
     from sensorlm.data.schema import schema_for
 
     from sensorlm.data.object_store import check_empty, is_url, publish
@@ -237,7 +225,8 @@ def import_device_export(
         local = Path(tempfile.mkdtemp(prefix="sensorlm-import-", dir=scratch))
         try:
             manifest = import_device_export(exports, local / "dataset", spec=spec, labels=labels, log=log, fmt=fmt,
-                                            workers=workers, chunk_rows=chunk_rows, **prepare_kwargs)
+                                            workers=workers, chunk_rows=chunk_rows, max_count=max_count, dtype=dtype,
+                                            vocab_size=vocab_size, text_len=text_len)
             publish(local / "dataset", str(out_dir), log)
         finally:
             shutil.rmtree(local, ignore_errors=True)
@@ -270,10 +259,15 @@ def import_device_export(
                  **({"folds": spec.split.folds} if spec.split.folds else {})}
         schema = schema_for("wearable", seq_len=spec.seq_len, channels=[(c.name, c.unit) for c in channels],
                             activities=label_set, extra=extra)
-        parts = _write_parts(windowed, splits, schema, tmp / "parquet")
+        units = plan_parts(windowed, splits)
+        (tmp / "parquet").mkdir()
+        shard_args = {"max_count": max_count or DEFAULT_MAX_COUNT, "max_bytes": DEFAULT_MAX_BYTES, "dtype": dtype,
+                      "fingerprint": {"sources": [f"import-{u.index:05d}.parquet" for u in units]}}
+        parts = run_units(functools.partial(write_part, schema=schema, out=tmp, shard_args=shard_args), units, workers,
+                          "write shards", lambda u: f"part {u.index} ({len(u.splits)} windows)", log)
         shutil.rmtree(tmp / "work")
         (tmp / REPORT).write_text(json.dumps({"spec": to_dict(spec), **vars(report)}, indent=1))
-        manifest = prepare_dataset("wearable", tmp, parquet=parts, size=None, log=log, staging=True, **prepare_kwargs)
+        manifest = _merge_parts(parts, tmp, vocab_size, text_len, log)
         if out.exists():
             out.rmdir()  # empty, checked above
         tmp.rename(out)

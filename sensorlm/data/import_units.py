@@ -1,9 +1,10 @@
 """`sensorlm import` as units of work, in this process or spread over Ray tasks.
 
-Two stages, each a list of independent units: (1) one task per export file parses it in chunks
+Three stages, each a list of independent units: (1) one task per export file parses it in chunks
 and writes each chunk's rows per subject to a scratch folder; (2) one task per subject reads its
 pieces (in file and row order), windows and captions them (`sensorlm.data.windowing`) and writes
-its windows as one Parquet file. A task's memory is bounded by one chunk or one subject, never
+its windows as one Parquet file; (3) one task per part of the dataset writes its Parquet file and
+shards (`sensorlm.data.import_parts`). A task's memory is bounded by one chunk or one subject, never
 the export. Each task returns a small summary (counts, piece paths, each window's split unit and
 label); the driver merges them in unit order, so the result does not depend on how many workers
 ran the units or in which order they finished.
@@ -163,8 +164,10 @@ def warm_up(workers: int) -> None:
 def _error_classes() -> dict[str, type[Exception]]:
     from sensorlm.data.formats import DeviceFormatError
     from sensorlm.data.schema import SchemaError
+    from sensorlm.data.shards import ShardError
 
-    return {c.__name__: c for c in (DeviceImportError, DeviceFormatError, SchemaError, FileNotFoundError, ValueError)}
+    return {c.__name__: c for c in (DeviceImportError, DeviceFormatError, SchemaError, ShardError, FileNotFoundError,
+                                    ValueError)}
 
 
 def _guarded(fn: Callable[[Any], dict], describe: Callable[[Any], str]) -> Callable[[Any], dict]:

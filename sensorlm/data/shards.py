@@ -224,7 +224,15 @@ class RunningStats:
         n_b = w.sum(0)
         safe = np.maximum(n_b, 1)
         mean_b = (x * w).sum(0) / safe
-        m2_b = (((x - mean_b) ** 2) * w).sum(0)
+        self.merge((n_b, mean_b, (((x - mean_b) ** 2) * w).sum(0)))
+
+    def state(self) -> list[list[float]]:
+        """(count, mean, M2) per channel: what `merge` takes from another process."""
+        return [self.count.tolist(), self.mean.tolist(), self.m2.tolist()]
+
+    def merge(self, state: Sequence[Sequence[float]]) -> None:
+        """Add the statistics of another stream (Chan et al.'s pairwise formula)."""
+        n_b, mean_b, m2_b = (np.asarray(v, np.float64) for v in state)
         n = self.count + n_b
         delta = mean_b - self.mean
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -254,6 +262,19 @@ def _load_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise ShardError(f"{path}: not valid JSON ({exc}); delete it to start over") from exc
+
+
+def shard_settings(info: DatasetInfo, max_count: int, max_bytes: int, dtype: str,
+                   fingerprint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The writing settings a manifest records (checked): a rerun with others starts over."""
+    if isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 1:
+        raise ValueError(f"max_count must be a positive integer, got {max_count!r}")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 4096:
+        raise ValueError(f"max_bytes must be an integer >= 4096, got {max_bytes!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    return {"kind": info.kind, "dtype": dtype, "max_count": max_count, "max_bytes": max_bytes,
+            "shapes": {k: list(v) for k, v in info.shapes().items()}, "inputs": fingerprint or {}}
 
 
 def write_shards(
@@ -288,23 +309,10 @@ def write_shards(
     Returns:
         the manifest dict (also written to ``out_dir/manifest.json``).
     """
-    if isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 1:
-        raise ValueError(f"max_count must be a positive integer, got {max_count!r}")
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 4096:
-        raise ValueError(f"max_bytes must be an integer >= 4096, got {max_bytes!r}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    settings = shard_settings(info, max_count, max_bytes, dtype, fingerprint)
     log = log or (lambda msg: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    settings = {
-        "kind": info.kind,
-        "dtype": dtype,
-        "max_count": max_count,
-        "max_bytes": max_bytes,
-        "shapes": {k: list(v) for k, v in info.shapes().items()},
-        "inputs": fingerprint or {},
-    }
     writer = _ShardSetWriter(out, info, settings, _kept_shards(out, settings, log), log)
     # from here until the new manifest is written the directory is incomplete: say so on disk
     (out / MANIFEST).unlink(missing_ok=True)
@@ -319,6 +327,59 @@ def write_shards(
     _atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
     (out / PROGRESS).unlink(missing_ok=True)
     log(f"manifest: {manifest['num_samples']} samples in {sum(len(v) for v in writer.splits.values())} shards")
+    return manifest
+
+
+def write_shard_part(samples: Iterable[ShardSample], out_dir: str | os.PathLike, info: DatasetInfo,
+                     settings: dict[str, Any], part: str) -> dict[str, Any]:
+    """One part of a dataset written by one of several parallel writers: its samples' shards,
+    named ``{part}-{split}-%06d.tar`` until `merge_shard_parts` numbers every part's in order, and
+    what the merge needs (shard entries, counts, labels, keys, statistics). `settings` as
+    `write_shards` records them (the same for every part); a part that fails leaves no shard."""
+    writer = _ShardSetWriter(Path(out_dir), info, settings, {}, lambda msg: None, part=part)
+    try:
+        for sample in samples:
+            writer.add(sample)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        for shards in writer.splits.values():
+            for shard in shards:
+                (Path(out_dir) / shard["name"]).unlink(missing_ok=True)
+        raise
+    return {"part": part, "splits": writer.splits, "counts": dict(writer.counts), "labels": sorted(writer.labels_seen),
+            "keys": sorted(writer.seen_keys), "train_stats": writer.train_stats.state(),
+            "all_stats": writer.all_stats.state()}
+
+
+def merge_shard_parts(parts: Sequence[dict[str, Any]], out_dir: str | os.PathLike, info: DatasetInfo,
+                      settings: dict[str, Any], *, activities: Sequence[str] | None = None,
+                      extra: dict[str, Any] | None = None, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The dataset of `write_shard_part`'s parts, in the order given: each split's shards numbered
+    ``{split}-%06d.tar`` across the parts, the statistics merged (equal to one writer's up to float
+    rounding), keys checked unique across parts, and ``manifest.json`` written last."""
+    log = log or (lambda msg: None)
+    out = Path(out_dir)
+    merged = _ShardSetWriter(out, info, settings, {}, log, part="")
+    for part in parts:
+        clash = merged.seen_keys.intersection(part["keys"])
+        if clash:
+            raise ShardError(f"duplicate sample key {min(clash)!r} (keys must be unique across all inputs)")
+        merged.seen_keys.update(part["keys"])
+        for split, shards in part["splits"].items():
+            for shard in shards:
+                name = shard_name(split, len(merged.splits.setdefault(split, [])))
+                os.replace(out / shard["name"], out / name)
+                merged.splits[split].append({**shard, "name": name})
+        merged.counts.update(part["counts"])
+        merged.labels_seen.update(part["labels"])
+        merged.train_stats.merge(part["train_stats"])
+        merged.all_stats.merge(part["all_stats"])
+    if not merged.seen_keys:
+        raise ShardError("no samples to write")
+    manifest = merged.manifest(activities, extra)
+    _atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
+    log(f"manifest: {manifest['num_samples']} samples in {sum(len(v) for v in merged.splits.values())} shards")
     return manifest
 
 
@@ -361,8 +422,9 @@ class _ShardSetWriter:
     and rolls a split's shard over at ``max_count`` samples or ``max_bytes``."""
 
     def __init__(self, out: Path, info: DatasetInfo, settings: dict[str, Any], done: dict[str, list[dict[str, Any]]],
-                 log: Callable[[str], None]):
-        self.out, self.info, self.settings, self.log = out, info, settings, log
+                 log: Callable[[str], None], part: str | None = None):
+        # a part (`write_shard_part`) names its shards `{part}-{split}-%06d.tar` and keeps no progress file
+        self.out, self.info, self.settings, self.log, self.part = out, info, settings, log, part
         self.splits: dict[str, list[dict[str, Any]]] = {s: list(v) for s, v in done.items()}
         self.skip_left = {s: [(sh["samples"], sh["first_key"], sh["last_key"]) for sh in v] for s, v in done.items()}
         self.in_shard = collections.Counter()  # position inside the current kept shard during skipping
@@ -376,6 +438,8 @@ class _ShardSetWriter:
         self.save_progress()
 
     def save_progress(self) -> None:
+        if self.part is not None:
+            return
         _atomic_write_text(self.out / PROGRESS, json.dumps(
             {"settings": self.settings, "splits": {s: {"shards": v} for s, v in self.splits.items()}}, indent=1))
 
@@ -434,8 +498,8 @@ class _ShardSetWriter:
             self.log(f"wrote {cur.path.name} ({cur.samples} samples)")
             cur = None
         if cur is None:
-            index = len(self.splits.get(split, []))
-            cur = self.open_shards[split] = _ShardFile(self.out / shard_name(split, index))
+            name = shard_name(split, len(self.splits.get(split, [])))
+            cur = self.open_shards[split] = _ShardFile(self.out / (name if self.part is None else f"{self.part}-{name}"))
         cur.add(sample.key, members)
 
     def abort(self) -> None:

@@ -8,6 +8,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -75,10 +76,26 @@ def test_the_workers_option_reaches_the_import(tmp_path, capsys, monkeypatch):
     assert "expected a positive integer, got 0" in capsys.readouterr().err
 
 
+def _keys_by_split(folder: Path, manifest: dict) -> dict[str, list[str]]:
+    import tarfile
+
+    keys: dict[str, list[str]] = {}
+    for split, entry in manifest["splits"].items():
+        for shard in entry["shards"]:
+            with tarfile.open(folder / shard["name"]) as tar:
+                keys.setdefault(split, []).extend(n[:-len(".json")] for n in tar.getnames() if n.endswith(".json"))
+    return keys
+
+
 @pytest.mark.slow
-def test_one_and_two_ray_workers_give_the_same_dataset(export, tmp_path, module_ray):
+def test_one_and_two_ray_workers_give_the_same_dataset(export, tmp_path, module_ray, monkeypatch):
+    from sensorlm.data import import_parts
+
+    monkeypatch.setattr(import_parts, "PART_ROWS", 8)  # several parts, written by parallel writers
+    monkeypatch.setattr(import_parts, "MIN_PART_ROWS", 1)
     one = _import(export, tmp_path / "one", workers=1)
     two = _import(export, tmp_path / "two", workers=2)
+    assert len(list((tmp_path / "two" / "parquet").glob("import-*.parquet"))) == len(one["sources"]) > 2
     assert one["num_samples"] == two["num_samples"] > 20
     # shards byte for byte: the same samples, keys, splits and order; statistics and report equal
     assert _digests(tmp_path / "one") == _digests(tmp_path / "two") and len(_digests(tmp_path / "one")) > 3
@@ -90,6 +107,18 @@ def test_one_and_two_ray_workers_give_the_same_dataset(export, tmp_path, module_
         "study_a.csv", "P04.csv", "P05.csv"]
     assert report["duplicate_timestamps"] > 0 and report["out_of_order_rows"] > 0
     assert not list(tmp_path.glob(".*importing*"))  # the scratch and staging folders are gone
+    assert not list((tmp_path / "two").glob("part*.tar"))  # every part's shards were numbered
+
+    # Parts of another size cut the shards elsewhere (a shard never spans two parts), but the
+    # samples, their keys, order and splits are the same, and the statistics equal to float rounding.
+    monkeypatch.setattr(import_parts, "PART_ROWS", 10**6)
+    monkeypatch.setattr(import_parts, "MIN_PART_ROWS", 10**6)
+    single = _import(export, tmp_path / "single", workers=1)
+    assert len(single["sources"]) == 1
+    assert _keys_by_split(tmp_path / "single", single) == _keys_by_split(tmp_path / "two", two)
+    for key in ("mean", "std"):
+        np.testing.assert_allclose(single["stats"]["sensor"][key], two["stats"]["sensor"][key], rtol=1e-10)
+    assert single["stats"]["sensor"]["count"] == two["stats"]["sensor"]["count"]
 
 
 @pytest.mark.slow
@@ -107,3 +136,17 @@ def test_a_bad_row_on_a_ray_worker_is_the_same_one_line_and_writes_nothing(expor
         messages.append(str(err.value))
         assert not out.exists() and not list(tmp_path.glob(".*importing*"))
     assert messages[0] == messages[1] == f"{bad}: row 1235: column 'HR' = 'n/a?' is not a number"
+
+
+def test_parts_follow_the_data_never_the_workers():
+    """Whole subjects, in order, cut at the first subject boundary past the part size, which
+    follows the number of windows (clamped), so any worker count writes the same parts."""
+    from sensorlm.data.import_parts import MIN_PART_ROWS, PART_ROWS, part_rows, plan_parts
+
+    assert part_rows(100) == MIN_PART_ROWS and part_rows(10**8) == PART_ROWS and part_rows(32 * 1000) == 1000
+    windowed = [{"path": f"s{i}.parquet", "windows": [0] * n} for i, n in enumerate([200, 0, 100, 300, 5])]
+    windowed[1]["path"] = None  # a subject without a window
+    splits = [f"x{i}" for i in range(605)]
+    parts = plan_parts(windowed, splits)
+    assert [p.windows for p in parts] == [("s0.parquet", "s2.parquet"), ("s3.parquet",), ("s4.parquet",)]
+    assert [len(p.splits) for p in parts] == [300, 300, 5] and parts[1].splits[0] == "x300"

@@ -13,8 +13,11 @@ from sensorlm.data.shards import (
     MANIFEST,
     PROGRESS,
     ShardError,
+    merge_shard_parts,
     sha256_file,
+    shard_settings,
     verify_manifest,
+    write_shard_part,
     write_shards,
 )
 
@@ -239,3 +242,40 @@ def test_tar_files_reads_what_tarfile_reads_and_refuses_damage(tmp_path):
         tar.addfile(info)
     with pytest.raises(ShardError, match=r"tar member kind '2' at byte 0 \(not a plain file\)"):
         tar_files(link.read_bytes(), "l.tar")
+
+
+def test_parts_written_apart_merge_into_one_dataset(tmp_path):
+    """Parallel writers (`sensorlm import`): each part writes its own shards; the merge numbers
+    them per split in part order and its statistics equal one writer's to float rounding."""
+    whole = write_wearable(tmp_path / "whole", n=30, max_count=4, val_every=5)
+    out = tmp_path / "parts"
+    out.mkdir()
+    settings = shard_settings(wearable_info(), 4, 1 << 20, "float32")
+    samples = list(wearable_samples(30, val_every=5))
+    parts = [write_shard_part(iter(samples[a:b]), out, wearable_info(), settings, f"part{k:05d}")
+             for k, (a, b) in enumerate([(0, 13), (13, 30)])]
+    assert {p.name for p in out.glob("*.tar")} >= {"part00000-train-000000.tar", "part00001-val-000000.tar"}
+    merged = merge_shard_parts(parts, out, wearable_info(), settings, activities=ACTS, extra={"text_len": 16})
+    assert sorted(p.name for p in out.glob("*.tar")) == sorted(
+        sh["name"] for entry in merged["splits"].values() for sh in entry["shards"])
+    assert [sh["name"] for sh in merged["splits"]["train"]["shards"]] == [f"train-{i:06d}.tar" for i in range(7)]
+    # a shard never spans parts: part 0's 10 training samples end in a shard of 2, part 1 has 14
+    assert [sh["samples"] for sh in merged["splits"]["train"]["shards"]] == [4, 4, 2, 4, 4, 4, 2]
+    assert merged["num_samples"] == whole["num_samples"] == 30 and merged["activities"] == whole["activities"]
+    for key in ("mean", "std"):
+        np.testing.assert_allclose(merged["stats"]["sensor"][key], whole["stats"]["sensor"][key], rtol=1e-12)
+    assert merged["stats"]["sensor"]["count"] == whole["stats"]["sensor"]["count"]
+    assert verify_manifest(out) == merged
+
+
+def test_a_failed_part_leaves_no_shard_and_a_key_in_two_parts_is_refused(tmp_path):
+    settings = shard_settings(wearable_info(), 4, 1 << 20, "float32")
+    samples = list(wearable_samples(12))
+    with pytest.raises(Interrupted):
+        write_shard_part(_interrupt_after(iter(samples), 9), tmp_path, wearable_info(), settings, "part00000")
+    assert not list(tmp_path.iterdir())
+    parts = [write_shard_part(iter(samples[a:b]), tmp_path, wearable_info(), settings, f"part{k:05d}")
+             for k, (a, b) in enumerate([(0, 6), (5, 12)])]
+    with pytest.raises(ShardError, match="duplicate sample key 's0005'"):
+        merge_shard_parts(parts, tmp_path, wearable_info(), settings)
+    assert not (tmp_path / MANIFEST).exists()

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import stat
 import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -286,16 +284,7 @@ def test_stop_long_job_stops_its_workers_and_marks_the_run_killed(loopback, serv
 # two Ray nodes
 
 
-def _reload_ray_auth() -> None:
-    """Make this process's Ray read RAY_AUTH_MODE and the token again: both are cached in C++ at
-    first use (ray.init re-reads them only when it turns token auth on by default itself)."""
-    from ray._raylet import AuthenticationTokenLoader, Config
-
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
-
-
-def test_two_ray_nodes_one_worker_each_read_different_shards(loopback, mlflow_client, monkeypatch, tmp_path):
+def test_two_ray_nodes_one_worker_each_read_different_shards(loopback, mlflow_client, ray_cluster_env, tmp_path):
     """The real `train()` on a two-node `ray.cluster_utils.Cluster` (one CPU per node, one CPU per
     worker, so Ray must put a worker on each node), logging to the loopback MLflow server."""
     import ray
@@ -316,39 +305,20 @@ def test_two_ray_nodes_one_worker_each_read_different_shards(loopback, mlflow_cl
     )
     if ray.is_initialized():
         ray.shutdown()
-    ray_tmp = Path(tempfile.mkdtemp(prefix="slm-2n-", dir="/tmp"))
-    token = ray_tmp / "auth_token"
-    token.write_text(uuid.uuid4().hex + uuid.uuid4().hex)
-    token.chmod(0o600)
+    # The nodes' processes inherit the MLflow credentials from this environment.
+    for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        ray_cluster_env.setenv(var, loopback.env[var])
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
-        with monkeypatch.context() as env:
-            # Everything Ray writes, its "current cluster" marker included, goes to a private dir
-            # (the shared /tmp/ray marker would send other people's ray.init() here), and the
-            # cluster has its own token, as the loopback head does, never ~/.ray/auth_token.
-            env.setenv("RAY_TMPDIR", str(ray_tmp))
-            env.setenv("RAY_AUTH_MODE", "token")
-            env.setenv("RAY_AUTH_TOKEN_PATH", str(token))
-            env.setenv("RAY_USAGE_STATS_ENABLED", "0")
-            for var in ("RAY_AUTH_TOKEN", "RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
-                env.delenv(var, raising=False)
-            _reload_ray_auth()  # this process may have read another mode or token
-            # The nodes' processes inherit the MLflow credentials from this environment.
-            for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-                env.setenv(var, loopback.env[var])
-            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-            try:
-                worker_node = cluster.add_node(num_cpus=1)
-                ray.init(address=cluster.address)
-                cluster.wait_for_nodes()
-                node_ids = {cluster.head_node.node_id, worker_node.node_id}
-                assert len(node_ids) == 2 and {n["NodeID"] for n in ray.nodes() if n["Alive"]} == node_ids
-                result = train(cfg)
-            finally:
-                ray.shutdown()
-                cluster.shutdown()
+        worker_node = cluster.add_node(num_cpus=1)
+        ray.init(address=cluster.address)
+        cluster.wait_for_nodes()
+        node_ids = {cluster.head_node.node_id, worker_node.node_id}
+        assert len(node_ids) == 2 and {n["NodeID"] for n in ray.nodes() if n["Alive"]} == node_ids
+        result = train(cfg)
     finally:
-        _reload_ray_auth()  # later ray.init()s in this process read their own mode and token
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        ray.shutdown()
+        cluster.shutdown()
     assert result.metrics["step"] == 4
     assert mlflow_client.get_run(result.run_id).info.status == "FINISHED"
 

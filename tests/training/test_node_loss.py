@@ -10,8 +10,6 @@ from __future__ import annotations
 import collections
 import json
 import re
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -24,7 +22,7 @@ STEPS, EVERY = 480, 20
 
 
 @pytest.fixture
-def cluster(monkeypatch):
+def cluster(ray_cluster_env):
     import ray
     from ray.cluster_utils import Cluster
 
@@ -32,11 +30,8 @@ def cluster(monkeypatch):
 
     if ray.is_initialized():
         ray.shutdown()
-    ray_tmp = Path(tempfile.mkdtemp(prefix="slm-nodes-", dir="/tmp"))  # short: Ray's socket paths
-    for var, value in {"RAY_TMPDIR": str(ray_tmp), "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}.items():
-        monkeypatch.setenv(var, value)
-    for var in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
-        monkeypatch.delenv(var, raising=False)
+    # Ray Train reads this when it starts a controller; the trainer sets it for its run
+    ray_cluster_env.delenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", raising=False)
     # the head runs no workers; its dashboard serves the state API Ray Train's cleaner polls
     made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": True})
     try:
@@ -47,9 +42,6 @@ def cluster(monkeypatch):
     finally:
         ray.shutdown()
         made.shutdown()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
-        # Ray Train reads this when it starts a controller; the trainer set it for this run only
-        monkeypatch.delenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", raising=False)
 
 
 def _world_sizes(cfg) -> list[tuple[int, float]]:
