@@ -360,7 +360,9 @@ def merge_shard_parts(parts: Sequence[dict[str, Any]], out_dir: str | os.PathLik
     rounding), keys checked unique across parts, and ``manifest.json`` written last."""
     log = log or (lambda msg: None)
     out = Path(out_dir)
-    merged = _ShardSetWriter(out, info, settings, {}, log, part="")
+    # the writer's bookkeeping (splits, counts, labels, keys, statistics, manifest); as a part it
+    # keeps no progress file, and it writes no shard
+    merged = _ShardSetWriter(out, info, settings, {}, log, part="merged")
     for part in parts:
         clash = merged.seen_keys.intersection(part["keys"])
         if clash:

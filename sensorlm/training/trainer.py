@@ -171,6 +171,22 @@ def run_info(cfg: TrainConfig, dataset, manifest: dict, run_name: str, mlflow_ru
     }
 
 
+START_TIMEOUT_VAR = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+_USER_START_TIMEOUT = os.environ.get(START_TIMEOUT_VAR)  # the user's own, for runs that set none
+
+
+def set_start_timeout(seconds: float | None) -> None:
+    """`scaling.start_timeout_s` where Ray Train reads it: the controller it starts from this
+    process gets this variable. A later run in the same process (a sweep's trials, a notebook)
+    gets its own value, or the user's own when its config sets none."""
+    if seconds is not None:
+        os.environ[START_TIMEOUT_VAR] = str(seconds)
+    elif _USER_START_TIMEOUT is None:
+        os.environ.pop(START_TIMEOUT_VAR, None)
+    else:
+        os.environ[START_TIMEOUT_VAR] = _USER_START_TIMEOUT
+
+
 def make_torch_trainer(cfg: TrainConfig, info: dict, run_name: str, callbacks: list | None = None):
     """The Ray Train `TorchTrainer` of a run; sweeps build the same one inside each trial."""
     import ray
@@ -179,9 +195,7 @@ def make_torch_trainer(cfg: TrainConfig, info: dict, run_name: str, callbacks: l
 
     from sensorlm.training.loop import train_loop_per_worker
 
-    if cfg.scaling.start_timeout_s is not None:
-        # read by the controller Ray Train starts from this process (it propagates this variable)
-        os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(cfg.scaling.start_timeout_s)
+    set_start_timeout(cfg.scaling.start_timeout_s)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": to_dict(cfg), "run": info},

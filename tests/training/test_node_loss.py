@@ -22,7 +22,8 @@ STEPS, EVERY = 480, 20
 
 
 @pytest.fixture
-def cluster(ray_cluster_env):
+def three_nodes(ray_cluster_env):
+    """A head with no CPUs for workers and two nodes of one CPU: (cluster, its two nodes)."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -35,10 +36,10 @@ def cluster(ray_cluster_env):
     # the head runs no workers; its dashboard serves the state API Ray Train's cleaner polls
     made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": True})
     try:
-        made.worker_nodes_list = [made.add_node(num_cpus=1) for _ in range(2)]
+        nodes = [made.add_node(num_cpus=1) for _ in range(2)]
         ray.init(address=made.address, runtime_env={"env_vars": default_env()})
         made.wait_for_nodes()
-        yield made
+        yield made, nodes
     finally:
         ray.shutdown()
         made.shutdown()
@@ -71,13 +72,14 @@ def _wait(condition, what: str, alive: threading.Thread, timeout: float = 180) -
     return time.time() - start
 
 
-def test_a_run_that_loses_a_node_goes_on_with_fewer_workers_and_grows_back(cluster, tmp_path, capfd):
+def test_a_run_that_loses_a_node_goes_on_with_fewer_workers_and_grows_back(three_nodes, tmp_path, capfd):
     from mlflow.tracking import MlflowClient
 
     from sensorlm.data.prepare import prepare_synthetic
     from sensorlm.training.config import load_train_config
     from sensorlm.training.trainer import train
 
+    cluster, nodes = three_nodes
     data = tmp_path / "wearable"
     prepare_synthetic("wearable", "tiny", data, seed=0, log=None)
     cfg = load_train_config("sensorlm_tiny", [
@@ -93,7 +95,7 @@ def test_a_run_that_loses_a_node_goes_on_with_fewer_workers_and_grows_back(clust
     try:
         # a node goes once Ray Train has registered a checkpoint (a restart resumes from it)
         _wait(lambda: _registered_step(tmp_path / "ray" / cfg.name) >= EVERY, "registered checkpoint", run)
-        cluster.remove_node(cluster.worker_nodes_list[1])
+        cluster.remove_node(nodes[1])
         shrink_s = _wait(lambda: [w for _, w in _world_sizes(cfg)][-1:] == [1.0], "restart on 1 worker", run)
         cluster.add_node(num_cpus=1)
         grow_s = _wait(lambda: [w for _, w in _world_sizes(cfg)][-1:] == [2.0], "growth back to 2 workers", run)

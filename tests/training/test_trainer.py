@@ -111,3 +111,20 @@ def test_the_package_of_a_checkpoint_is_found_where_it_lies_or_is_none(tmp_path)
     assert package_of(ckpt) == f"{bare}/package"
     with local_package(ckpt) as local:
         assert local == f"{bare}/package"
+
+
+def test_the_start_timeout_is_one_runs_and_a_later_run_gets_its_own_or_the_users(monkeypatch):
+    import os
+
+    from sensorlm.training import trainer
+
+    monkeypatch.delenv(trainer.START_TIMEOUT_VAR, raising=False)
+    monkeypatch.setattr(trainer, "_USER_START_TIMEOUT", None)
+    trainer.set_start_timeout(8.0)
+    assert os.environ[trainer.START_TIMEOUT_VAR] == "8.0"
+    trainer.set_start_timeout(None)  # the next run sets none: Ray's default again
+    assert trainer.START_TIMEOUT_VAR not in os.environ
+    monkeypatch.setattr(trainer, "_USER_START_TIMEOUT", "120")
+    trainer.set_start_timeout(8.0)
+    trainer.set_start_timeout(None)
+    assert os.environ[trainer.START_TIMEOUT_VAR] == "120"
