@@ -11,7 +11,8 @@ and stride configurable). A grid point without any data is flagged missing; wind
 labels (``subject, date, label``) become each window's activities and main label. Captions are
 computed from the data (`sensorlm.data.captioner`).
 
-The work is one unit per file, then one per subject (`sensorlm.data.import_units`), then one per
+The work is one unit per file (with several workers, per byte range of a large local CSV:
+`sensorlm.data.csv_ranges`), then one per subject (`sensorlm.data.import_units`), then one per
 part of about 4,096 windows that writes its Parquet file and shards (`sensorlm.data.import_parts`),
 here or on ``workers`` Ray tasks: the same input gives the same dataset (samples, keys, splits,
 shards, statistics, report) with any number of workers; parts of another size would cut shards
@@ -28,7 +29,7 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -94,6 +95,44 @@ def _file_units(paths: Sequence[str | Path], spec: ImportSpec, fmt: str, chunk_r
     return units
 
 
+def _cut_large_files(units: list[FileUnit], workers: int, log: Callable[[str], None]) -> list[FileUnit]:
+    """With several workers, each large local CSV as byte ranges read in parallel, their rows
+    counted first (`sensorlm.data.csv_ranges`); units renumbered in file and range order."""
+    from sensorlm.data import csv_ranges
+    from sensorlm.data.formats import LONG
+
+    planned = {u.index: csv_ranges.plan_ranges(u.path) for u in units if u.fmt == LONG and csv_ranges.can_cut(u.path)}
+    planned = {i: r for i, r in planned.items() if len(r) > 1}
+    for i in list(planned):
+        if problem := csv_ranges.header_problem(units[i].path):
+            log(f"{_name(units[i].path)}: read by one task ({problem} in its header)")
+            del planned[i]
+    if not planned:
+        return units
+    todo = [(units[i].path, a, b) for i, ranges in planned.items() for a, b in ranges]
+    scans = iter(run_units(lambda r: csv_ranges.scan_range(*r), todo, workers, "scan ranges",
+                           lambda r: f"{r[0]} bytes {r[1]}-{r[2]}", log))
+    out: list[FileUnit] = []
+    for unit in units:
+        ranges = planned.get(unit.index, [])
+        found = [next(scans) for _ in ranges]
+        if problem := next((f["problem"] for f in found if f["problem"]), None):
+            log(f"{_name(unit.path)}: read by one task ({problem})")
+        if not ranges or problem:
+            out.append(replace(unit, index=len(out)))
+            continue
+        log(f"{_name(unit.path)}: read in parallel as {len(ranges)} byte ranges")
+        rows, lines = 0, 1  # the header line
+        for (start, end), f in zip(ranges, found):
+            out.append(replace(unit, index=len(out), span=csv_ranges.CsvRange(start, end, rows, lines)))
+            rows, lines = rows + f["rows"], lines + f["lines"]
+    return out
+
+
+def _name(location: str) -> str:
+    return location.rstrip("/").rsplit("/", 1)[-1]
+
+
 def _merge_files(units: list[FileUnit], read: list[dict], fmt: str, report: _Report,
                  log: Callable[[str], None]) -> tuple[list[ChannelSpec], dict[str, list[str]], list[str]]:
     """The dataset's channels (every file's, in file order), each subject's pieces in file and row
@@ -102,10 +141,11 @@ def _merge_files(units: list[FileUnit], read: list[dict], fmt: str, report: _Rep
     pieces: dict[str, list[str]] = {}
     values: dict[str, int] = {}
     for unit, r in zip(units, read):
-        name = unit.path.rstrip("/").rsplit("/", 1)[-1]
-        log(f"{name}: {r['description']}{' (detected)' if fmt == 'auto' else ''}" + "".join(f"; {n}" for n in r["notes"]))
-        report.formats[name] = unit.fmt
-        report.files.append(name)
+        if not (unit.span and unit.span.lines_before > 1):  # a file, or the first range of one
+            name = _name(unit.path)
+            log(f"{name}: {r['description']}{' (detected)' if fmt == 'auto' else ''}" + "".join(f"; {n}" for n in r["notes"]))
+            report.formats[name] = unit.fmt
+            report.files.append(name)
         report.rows += r["rows"]
         known = {c.name for c in channels}
         channels += [ChannelSpec(**c) for c in r["channels"] if c["name"] not in known]
@@ -243,6 +283,8 @@ def import_device_export(
 
             warm_up(workers)
         units = _file_units(exports, spec, fmt, chunk_rows)
+        if workers > 1:  # one worker reads a file in order anyway: no need to count its rows first
+            units = _cut_large_files(units, workers, log)
         channels, windowed = _windows_and_report(units, spec, labels, fmt, workers, tmp / "work", report, log)
         if not report.windows_kept:
             raise DeviceImportError(

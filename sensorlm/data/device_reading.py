@@ -12,13 +12,17 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from sensorlm.data.csv_ranges import CsvRange, global_parser_line, range_stream
 from sensorlm.data.import_spec import HEADER, ChannelSpec, DeviceImportError, ImportSpec, channels_from_header
 
 CHUNK_ROWS = 200_000  # rows of a long-format file parsed at once
 
 
-def _read_error(path: Path, exc: Exception) -> DeviceImportError:
-    return DeviceImportError(f"{path}: cannot read ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+def _read_error(path: Path, exc: Exception, span: CsvRange | None = None) -> DeviceImportError:
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    if span:  # pandas counted the range's lines
+        message = global_parser_line(message, span.lines_before)
+    return DeviceImportError(f"{path}: cannot read ({type(exc).__name__}: {message})")
 
 
 def _check_suffix(path: Path) -> str:
@@ -57,8 +61,10 @@ def table_columns(path: Path) -> list[str]:
         raise _read_error(path, exc) from None
 
 
-def table_chunks(path: Path, rows: int = CHUNK_ROWS, text: Sequence[str] = ()) -> Iterator[tuple[int, "object"]]:
-    """(first row's 0-based number, DataFrame) for consecutive chunks of at most `rows` rows.
+def table_chunks(path: Path, rows: int = CHUNK_ROWS, text: Sequence[str] = (),
+                 span: CsvRange | None = None) -> Iterator[tuple[int, "object"]]:
+    """(first row's 0-based number, DataFrame) for consecutive chunks of at most `rows` rows, of
+    the whole file or of one byte range of a CSV (`sensorlm.data.csv_ranges`), numbered as the file's.
 
     CSV columns in `text` stay strings; the others are parsed by pandas' C parser (much faster
     than parsing strings afterwards), and a column holding anything but numbers comes back as
@@ -67,10 +73,13 @@ def table_chunks(path: Path, rows: int = CHUNK_ROWS, text: Sequence[str] = ()) -
     import pyarrow.parquet as pq
 
     suffix = _check_suffix(path)
-    row0 = 0
+    row0 = span.row0 if span else 0
     try:
         if suffix == ".parquet":
             chunks = (b.to_pandas() for b in pq.ParquetFile(path).iter_batches(batch_size=rows))
+        elif span:
+            chunks = pd.read_csv(range_stream(path, span.start, span.end), header=None, names=table_columns(path),
+                                 dtype=dict.fromkeys(text, str), skipinitialspace=True, chunksize=rows)
         else:
             chunks = pd.read_csv(path, dtype=dict.fromkeys(text, str), skipinitialspace=True, chunksize=rows)
         for chunk in chunks:
@@ -79,7 +88,7 @@ def table_chunks(path: Path, rows: int = CHUNK_ROWS, text: Sequence[str] = ()) -
     except (ValueError, OSError) as exc:
         if isinstance(exc, DeviceImportError):
             raise
-        raise _read_error(path, exc) from None
+        raise _read_error(path, exc, span) from None
 
 
 def parse_times(raw, path: Path, column: str, time_format: str | None, timezone: str | None, row0: int = 0):
@@ -143,11 +152,13 @@ def _channel_column(ch: ChannelSpec, columns) -> str | None:
                 None)
 
 
-def read_long_chunks(p: Path, spec: ImportSpec, channels: Sequence[ChannelSpec], rows: int = CHUNK_ROWS):
-    """A long-format CSV/Parquet file as DataFrames (subject, time, channels) of at most `rows` rows."""
+def read_long_chunks(p: Path, spec: ImportSpec, channels: Sequence[ChannelSpec], rows: int = CHUNK_ROWS,
+                     span: CsvRange | None = None):
+    """A long-format CSV/Parquet file (or a byte range of a CSV) as DataFrames (subject, time,
+    channels) of at most `rows` rows."""
     import pandas as pd
 
-    for row0, df in table_chunks(p, rows, text=[c for c in (spec.time_column, spec.subject_column) if c]):
+    for row0, df in table_chunks(p, rows, text=[c for c in (spec.time_column, spec.subject_column) if c], span=span):
         if spec.time_column not in df.columns:
             raise DeviceImportError(f"{p}: no time column '{spec.time_column}' (columns: {list(df.columns)}); a device "
                                     "file of another layout needs --format (docs/data.md, 'Device formats')")

@@ -1,7 +1,8 @@
 """`sensorlm import` as units of work, in this process or spread over Ray tasks.
 
-Three stages, each a list of independent units: (1) one task per export file parses it in chunks
-and writes each chunk's rows per subject to a scratch folder; (2) one task per subject reads its
+Three stages, each a list of independent units: (1) one task per export file (or per byte range
+of a large CSV, `sensorlm.data.csv_ranges`) parses it in chunks and writes each chunk's rows per
+subject to a scratch folder; (2) one task per subject reads its
 pieces (in file and row order), windows and captions them (`sensorlm.data.windowing`) and writes
 its windows as one Parquet file; (3) one task per part of the dataset writes its Parquet file and
 shards (`sensorlm.data.import_parts`). A task's memory is bounded by one chunk or one subject, never
@@ -25,6 +26,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from sensorlm.data.csv_ranges import CsvRange
 from sensorlm.data.device_reading import CHUNK_ROWS, read_long_chunks, recording_frame
 from sensorlm.data.import_spec import ChannelSpec, DeviceImportError, ImportSpec
 from sensorlm.data.windowing import subject_rows
@@ -32,14 +34,15 @@ from sensorlm.data.windowing import subject_rows
 
 @dataclasses.dataclass(frozen=True)
 class FileUnit:
-    """Stage 1: one export file, its format (`sensorlm.data.formats`) and, for long-format files,
-    the channels to parse and the rows parsed at once (a task's memory)."""
+    """Stage 1: one export file (or one byte range of it), its format (`sensorlm.data.formats`)
+    and, for long-format files, the channels to parse and the rows parsed at once (a task's memory)."""
 
     index: int
     path: str
     fmt: str
     channels: tuple[ChannelSpec, ...] = ()
     chunk_rows: int = CHUNK_ROWS
+    span: CsvRange | None = None  # one byte range of a large CSV (`sensorlm.data.csv_ranges`), else the file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +89,7 @@ def _read_local_file(unit: FileUnit, path: Path, spec: ImportSpec, scratch: Path
     if unit.fmt == LONG:
         channels = list(unit.channels)
         values: dict[str, int] = dict.fromkeys((c.name for c in channels), 0)
-        for k, chunk in enumerate(read_long_chunks(path, spec, channels, unit.chunk_rows)):
+        for k, chunk in enumerate(read_long_chunks(path, spec, channels, unit.chunk_rows, unit.span)):
             for c in channels:
                 values[c.name] += int(chunk[c.name].notna().sum())
             write(k, chunk)
@@ -189,6 +192,14 @@ def _guarded(fn: Callable[[Any], dict], describe: Callable[[Any], str]) -> Calla
     return run
 
 
+def guided_batch(total: int, left: int, workers: int) -> int:
+    """Units in the next batch: at most an eighth of a worker's share (a batch amortizes a
+    task's overhead over units that may take 30 ms), shrinking with the units left so that the
+    last batches are single units and no worker idles long at the end of a stage (guided
+    scheduling, as OpenMP's ``schedule(guided)``)."""
+    return max(1, min(total // (8 * workers), left // (4 * workers)))
+
+
 def run_units(fn: Callable[[Any], dict], units: Sequence[Any], workers: int, what: str,
               describe: Callable[[Any], str], log: Callable[[str], None]) -> list[dict]:
     """`fn` over `units`, here (``workers`` <= 1) or as Ray tasks; results in unit order.
@@ -217,7 +228,7 @@ def run_units(fn: Callable[[Any], dict], units: Sequence[Any], workers: int, wha
     from sensorlm.ray_runtime import init_ray
 
     init_ray()
-    # Units go in batches (a few per worker: a unit can be a 30-ms file, less than a task's
+    # Units go in batches (`guided_batch`: a unit can be a 30-ms file, less than a task's
     # overhead), two batches per worker in flight so a worker never waits on the driver, results
     # taken as they finish. A task whose worker or node died runs again (Ray's default for system
     # failures; a unit's files are rewritten whole); a bad input is a result, never retried.
@@ -232,13 +243,14 @@ def run_units(fn: Callable[[Any], dict], units: Sequence[Any], workers: int, wha
         return out
 
     task = ray.remote(num_cpus=1)(run_batch)
-    size = max(1, len(units) // (8 * workers))
-    batches = iter([list(enumerate(units))[k: k + size] for k in range(0, len(units), size)])
+    todo = list(enumerate(units))
     pending: list[Any] = []
-    n = 0
+    n = at = 0
     while True:
-        while len(pending) < 2 * workers and (batch := next(batches, None)) is not None:
-            pending.append(task.remote(batch))
+        while len(pending) < 2 * workers and at < len(todo):
+            size = guided_batch(len(todo), len(todo) - at, workers)
+            pending.append(task.remote(todo[at: at + size]))
+            at += size
         if not pending:
             break
         ready, pending = ray.wait(pending, num_returns=1)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from sensorlm.data import csv_ranges
 from sensorlm.data.device_import import import_device_export, load_import_spec
 from sensorlm.data.synthetic.device import write_device_export
 
@@ -30,10 +31,10 @@ def export(tmp_path_factory):
     return files, raw
 
 
-def _import(export, out: Path, workers: int, **kw) -> dict:
+def _import(export, out: Path, workers: int, log=None, **kw) -> dict:
     files, raw = export
     return import_device_export(files, out, spec=load_import_spec(raw["spec"], window_minutes=360),
-                                labels=raw["labels"], log=None, workers=workers, chunk_rows=700, max_count=8,
+                                labels=raw["labels"], log=log, workers=workers, chunk_rows=700, max_count=8,
                                 vocab_size=256, **kw)
 
 
@@ -93,8 +94,13 @@ def test_one_and_two_ray_workers_give_the_same_dataset(export, tmp_path, module_
 
     monkeypatch.setattr(import_parts, "PART_ROWS", 8)  # several parts, written by parallel writers
     monkeypatch.setattr(import_parts, "MIN_PART_ROWS", 1)
+    monkeypatch.setattr(csv_ranges, "RANGE_BYTES", 100_000)  # with 2 workers, each file is read as byte ranges
     one = _import(export, tmp_path / "one", workers=1)
-    two = _import(export, tmp_path / "two", workers=2)
+    said: list[str] = []
+    two = _import(export, tmp_path / "two", workers=2, log=said.append)
+    assert [m for m in said if "byte ranges" in m] == [
+        "study_a.csv: read in parallel as 6 byte ranges", "P04.csv: read in parallel as 2 byte ranges",
+        "P05.csv: read in parallel as 2 byte ranges"]
     assert len(list((tmp_path / "two" / "parquet").glob("import-*.parquet"))) == len(one["sources"]) > 2
     assert one["num_samples"] == two["num_samples"] > 20
     # shards byte for byte: the same samples, keys, splits and order; statistics and report equal
@@ -122,7 +128,9 @@ def test_one_and_two_ray_workers_give_the_same_dataset(export, tmp_path, module_
 
 
 @pytest.mark.slow
-def test_a_bad_row_on_a_ray_worker_is_the_same_one_line_and_writes_nothing(export, tmp_path, module_ray):
+def test_a_bad_row_on_a_ray_worker_is_the_same_one_line_and_writes_nothing(export, tmp_path, module_ray, monkeypatch):
+    """With 2 workers the bad row lies in a later byte range of its file: the same row is named."""
+    monkeypatch.setattr(csv_ranges, "RANGE_BYTES", 20_000)
     files, raw = export
     bad = tmp_path / "P05.csv"
     rows = pd.read_csv(files[2], dtype=str)
