@@ -8,7 +8,10 @@ tasks; Ray started before the clock, as on a cluster that is up), and the two da
 checked to hold the same shards byte for byte. Each import runs in a fresh process so its peak
 memory is its own.
 
-    python bench/import_scale.py [--subjects 20 100] [--workers 2] [--out outputs/bench/import]
+    python bench/import_scale.py [--subjects 20 100] [--workers 2] [--rounds 1] [--layouts per_subject one_file]
+
+With ``--rounds R`` each pair runs R times, 1 and N workers alternating, and the ratio reported is
+the median of the rounds' ratios (this machine's speed drifts by 10-30% over minutes).
 
 Results go in bench/RESULTS.md ("Import on Ray").
 """
@@ -91,27 +94,37 @@ def main(argv=None) -> int:
     p.add_argument("--subjects", type=int, nargs="+", default=[20, 100])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "import")
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--layouts", nargs="+", choices=("per_subject", "one_file"), default=["per_subject", "one_file"])
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for subjects in args.subjects:
         study = _study(args.out, subjects)
-        for layout in ("per_subject", "one_file"):
-            one = _run(study[layout], study, args.out / "ds1", 1)
-            many = _run(study[layout], study, args.out / f"ds{args.workers}", args.workers)
-            same = one["shards"] == many["shards"]
+        for layout in args.layouts:
+            rounds = []
+            for r in range(args.rounds):
+                one = _run(study[layout], study, args.out / "ds1", 1)
+                many = _run(study[layout], study, args.out / f"ds{args.workers}", args.workers)
+                same = one["shards"] == many["shards"]
+                rounds.append({"one": one, "many": many, "same_shards": same, "speedup": one["wall_s"] / many["wall_s"]})
+                print(f"[bench] {subjects} subjects, {layout}, round {r}: 1 worker {one['windows'] / one['wall_s']:.1f} "
+                      f"windows/s (driver {one['driver_peak_mb']:.0f} MB), {args.workers} workers "
+                      f"{many['windows'] / many['wall_s']:.1f} windows/s (driver {many['driver_peak_mb']:.0f} MB, worker "
+                      f"{many['worker_peak_mb']} MB): {rounds[-1]['speedup']:.2f}x, same shards {same}", flush=True)
+            middle = sorted(rounds, key=lambda x: x["speedup"])[len(rounds) // 2]
             rows.append({"subjects": subjects, "person_days": subjects * 7, "layout": layout, "csv_mb": study["csv_mb"],
-                         "windows": one["windows"], "one": one, "many": many, "same_shards": same,
-                         "speedup": one["wall_s"] / many["wall_s"]})
-            print(f"[bench] {subjects} subjects, {layout}: 1 worker {one['windows'] / one['wall_s']:.1f} windows/s "
-                  f"(driver {one['driver_peak_mb']:.0f} MB), {args.workers} workers "
-                  f"{many['windows'] / many['wall_s']:.1f} windows/s (driver {many['driver_peak_mb']:.0f} MB, worker "
-                  f"{many['worker_peak_mb']} MB): {rows[-1]['speedup']:.2f}x, same shards {same}", flush=True)
+                         "windows": middle["one"]["windows"], **middle, "rounds": rounds,
+                         "same_shards": all(x["same_shards"] for x in rounds)})
+            if args.rounds > 1:
+                each = ", ".join(f"{x['speedup']:.2f}" for x in rounds)
+                print(f"[bench] {subjects} subjects, {layout}: median of {args.rounds} rounds {middle['speedup']:.2f}x "
+                      f"(rounds: {each})", flush=True)
     # Amdahl: the units (files, subjects, parts with their shards) spread over the cores; the
     # driver's tail (tokenizer, merge of the parts' shards and statistics) does not. Both per
     # window, from the largest per-subject run. (The driver's split, between stages 2 and 3, is
     # counted with the units: it is Arrow-level and small.)
-    largest = max((r for r in rows if r["layout"] == "per_subject"), key=lambda r: r["subjects"])
+    largest = max(rows, key=lambda r: (r["layout"] == "per_subject", r["subjects"]))
     one = largest["one"]
     serial = one["serial_tail_s"] / largest["windows"]  # one day-window per person-day
     units = (one["wall_s"] - one["serial_tail_s"]) / largest["windows"]
