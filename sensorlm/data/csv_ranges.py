@@ -7,13 +7,12 @@ as pandas will (blank and whitespace-only lines are not rows) and checks that li
 ends (`scan_range`): a line with an odd number of quote characters opens a quoted field across
 lines, and a carriage return alone ends a line for pandas; either makes the file one unit, read
 in order, as any file that is not cut. The counts give each range its first row, and a range is
-then parsed like the file's rows in that place (`range_stream`, with the file's header names).
+then parsed like the file's rows in that place (`read_range`, with the file's header names).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import re
 from pathlib import Path
 
@@ -79,20 +78,6 @@ def scan_range(path: str | Path, start: int, end: int) -> dict:
     if b'"' in data and any(line.count(b'"') % 2 for line in split):
         problem = "a quoted field spans lines"
     return {"rows": sum(1 for line in split if line.strip(b" \t\r")), "lines": lines, "problem": problem}
-
-
-def header_problem(path: str | Path) -> str | None:
-    """Why the header line rules out cutting the file (see `scan_range`), if it does."""
-    with open(path, "rb") as f:
-        header = f.readline()
-    if header.count(b"\r") != header.count(b"\r\n"):
-        return "a carriage return ends a line"
-    return "a quoted field spans lines" if header.count(b'"') % 2 else None
-
-
-def range_stream(path: str | Path, start: int, end: int) -> io.BytesIO:
-    """The range's bytes, to parse with the header's names (one range in memory: about `RANGE_BYTES`)."""
-    return io.BytesIO(read_range(path, start, end))
 
 
 def global_parser_line(message: str, lines_before: int) -> str:

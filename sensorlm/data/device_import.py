@@ -103,8 +103,8 @@ def _cut_large_files(units: list[FileUnit], workers: int, log: Callable[[str], N
 
     planned = {u.index: csv_ranges.plan_ranges(u.path) for u in units if u.fmt == LONG and csv_ranges.can_cut(u.path)}
     planned = {i: r for i, r in planned.items() if len(r) > 1}
-    for i in list(planned):
-        if problem := csv_ranges.header_problem(units[i].path):
+    for i in list(planned):  # the header line, checked as a range is
+        if problem := csv_ranges.scan_range(units[i].path, 0, planned[i][0][0])["problem"]:
             log(f"{_name(units[i].path)}: read by one task ({problem} in its header)")
             del planned[i]
     if not planned:

@@ -7,12 +7,13 @@ counted) and the column.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from sensorlm.data.csv_ranges import CsvRange, global_parser_line, range_stream
+from sensorlm.data.csv_ranges import CsvRange, global_parser_line, read_range
 from sensorlm.data.import_spec import HEADER, ChannelSpec, DeviceImportError, ImportSpec, channels_from_header
 
 CHUNK_ROWS = 200_000  # rows of a long-format file parsed at once
@@ -78,7 +79,7 @@ def table_chunks(path: Path, rows: int = CHUNK_ROWS, text: Sequence[str] = (),
         if suffix == ".parquet":
             chunks = (b.to_pandas() for b in pq.ParquetFile(path).iter_batches(batch_size=rows))
         elif span:
-            chunks = pd.read_csv(range_stream(path, span.start, span.end), header=None, names=table_columns(path),
+            chunks = pd.read_csv(io.BytesIO(read_range(path, span.start, span.end)), header=None, names=table_columns(path),
                                  dtype=dict.fromkeys(text, str), skipinitialspace=True, chunksize=rows)
         else:
             chunks = pd.read_csv(path, dtype=dict.fromkeys(text, str), skipinitialspace=True, chunksize=rows)

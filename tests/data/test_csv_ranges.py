@@ -111,3 +111,12 @@ def test_a_file_whose_line_ends_are_not_row_ends_stays_whole(tmp_path, monkeypat
     units = _cut_large_files([FileUnit(0, str(path), LONG), FileUnit(1, str(path), LONG)], 1, said.append)
     assert [(u.index, u.span) for u in units] == [(0, None), (1, None)]
     assert [m for m in said if not m.startswith("scan ranges:")] == ["a.csv: read by one task (a quoted field spans lines)"] * 2
+
+
+def test_a_header_that_opens_a_quoted_field_keeps_the_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "a.csv"
+    path.write_bytes(b'"subject,time,HR[bpm],steps[count]\n' + _rows(400))
+    monkeypatch.setattr(csv_ranges, "RANGE_BYTES", 2000)
+    said: list[str] = []
+    assert [u.span for u in _cut_large_files([FileUnit(0, str(path), LONG)], 1, said.append)] == [None]
+    assert said == ["a.csv: read by one task (a quoted field spans lines in its header)"]
